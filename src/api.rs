@@ -1,0 +1,194 @@
+//! The local HTTP API. Paths and field names follow the system CAP4 replaces
+//! (`POST /api/calls/dial`, `GET /api/calls/{id}`, `POST /api/calls/{id}/hangup`,
+//! `GET /api/calls`) and add `GET /api/health`.
+//!
+//! Promises: every error is JSON `{"error": {"code", "message"}}`; bodies are
+//! capped at [`MAX_BODY`]; with a token configured, every path but `/api/health`
+//! needs `Authorization: Bearer <token>`; handlers only talk to the controller.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::call::machine::DialError;
+use crate::config::Secret;
+use crate::controller::{ApiRequest, HangupRefusal};
+use crate::phone::PhoneNumber;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 16 * 1024;
+/// Default and largest page of `GET /api/calls`.
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 1000;
+
+#[derive(Clone)]
+struct ApiState {
+    controller: mpsc::Sender<ApiRequest>,
+    token: Option<Secret>,
+    started: Instant,
+    baresip_ctrl: SocketAddr,
+}
+
+/// An API error: HTTP status, stable code, human message.
+struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.1, "message": self.2}});
+        (self.0, axum::Json(body)).into_response()
+    }
+}
+
+fn unavailable() -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, "stopping", "the daemon is stopping".into())
+}
+
+pub fn router(controller: mpsc::Sender<ApiRequest>, token: Option<Secret>, baresip_ctrl: SocketAddr) -> Router {
+    let state = ApiState { controller, token, started: Instant::now(), baresip_ctrl };
+    Router::new()
+        .route("/api/calls/dial", post(dial))
+        .route("/api/calls", get(list))
+        .route("/api/calls/{id}", get(show))
+        .route("/api/calls/{id}/hangup", post(hangup))
+        .route("/api/health", get(health))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "not_found", "no such path".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this path".into())
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn authorize(State(state): State<ApiState>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let Some(token) = &state.token else { return next.run(req).await };
+    if req.uri().path() == "/api/health" {
+        return next.run(req).await;
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+        next.run(req).await
+    } else {
+        ApiError(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token".into()).into_response()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn ask<T>(state: &ApiState, make: impl FnOnce(oneshot::Sender<T>) -> ApiRequest) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    state.controller.send(make(tx)).await.map_err(|_| unavailable())?;
+    rx.await.map_err(|_| unavailable())
+}
+
+#[derive(Deserialize)]
+struct DialBody {
+    phone_number: serde_json::Value,
+}
+
+async fn dial(State(state): State<ApiState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body = body.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("body over {MAX_BODY} bytes"))
+        } else {
+            ApiError(StatusCode::BAD_REQUEST, "bad_request", rej.body_text())
+        }
+    })?;
+    let parsed: DialBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(StatusCode::BAD_REQUEST, "bad_request", format!("expected {{\"phone_number\": \"+79123456789\"}}: {e}"))
+    })?;
+    let number = parsed
+        .phone_number
+        .as_str()
+        .and_then(|s| PhoneNumber::parse(s).ok())
+        .ok_or_else(|| ApiError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_phone_number", crate::phone::InvalidPhoneNumber.to_string()))?;
+    match ask(&state, |reply| ApiRequest::Dial { number, reply }).await? {
+        Ok(record) => Ok((StatusCode::CREATED, axum::Json(record)).into_response()),
+        Err(DialError::Busy(id)) => {
+            Err(ApiError(StatusCode::CONFLICT, "call_active", format!("call {id} is active; one call at a time")))
+        }
+        Err(DialError::NotConnected) => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "baresip_unavailable",
+            "Baresip is not connected".into(),
+        )),
+    }
+}
+
+async fn show(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    match ask(&state, |reply| ApiRequest::Get { id: id.clone(), reply }).await? {
+        Some(record) => Ok(axum::Json(record).into_response()),
+        None => Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no call {id}"))),
+    }
+}
+
+async fn hangup(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let origin = "api".to_string();
+    match ask(&state, |reply| ApiRequest::Hangup { id: id.clone(), origin, reply }).await? {
+        Ok(record) => Ok(axum::Json(record).into_response()),
+        Err(HangupRefusal::NotFound) => Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no call {id}"))),
+        Err(HangupRefusal::AlreadyEnded(record)) => Err(ApiError(
+            StatusCode::CONFLICT,
+            "call_ended",
+            format!("call {id} has ended already ({})", record.outcome.map_or("", |o| o.as_str())),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<usize>,
+    before: Option<String>,
+}
+
+async fn list(State(state): State<ApiState>, query: Result<Query<ListQuery>, QueryRejection>) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|rej| ApiError(StatusCode::UNPROCESSABLE_ENTITY, "bad_query", rej.body_text()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "bad_query", format!("limit must be 1..={MAX_LIMIT}")));
+    }
+    let before = query.before.clone();
+    match ask(&state, |reply| ApiRequest::List { limit, before, reply }).await? {
+        Ok(records) => Ok(axum::Json(records).into_response()),
+        Err(_) => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no call {} to page before", query.before.unwrap_or_default()),
+        )),
+    }
+}
+
+async fn health(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let h = ask(&state, |reply| ApiRequest::Health { reply }).await?;
+    let body = json!({
+        "status": if h.baresip_connected { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": state.started.elapsed().as_secs(),
+        "baresip": {
+            "connected": h.baresip_connected,
+            "ctrl": state.baresip_ctrl.to_string(),
+            "connected_since": h.baresip_since,
+        },
+        "active_call": h.active_call,
+        "calls_recorded": h.calls_recorded,
+    });
+    Ok(axum::Json(body).into_response())
+}

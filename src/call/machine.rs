@@ -1,0 +1,465 @@
+//! The call state machine: Baresip events, requests and timer ticks in; records to
+//! persist and commands to send out. No I/O and no clocks: every input comes with a
+//! [`Now`] reading, and deadlines are reported by [`CallMachine::next_deadline`] for
+//! the controller to sleep on.
+//!
+//! Promises:
+//! * one call at a time; a call is `answered` only on `CALL_ESTABLISHED` (200 OK),
+//!   never on `CALL_PROGRESS` (18x with SDP), `CALL_RTPESTAB` or `CALL_ANSWERED`;
+//! * every call ends exactly once, with an outcome, even when Baresip never sends
+//!   `CALL_CLOSED` (shut down, killed, link lost, hangup not confirmed);
+//! * every status change yields an [`Effect::Persist`] before anything else about it.
+
+use crate::baresip::protocol::{
+    CloseCause, Command, CommandName, Direction, Event, EventKind, ListedCall, Response, call_id_from_dial_data,
+    classify_close,
+};
+use crate::call::record::{CallRecord, Outcome, Status, TimelineEntry};
+use crate::clock::{Now, rfc3339};
+use crate::phone::PhoneNumber;
+
+/// Time limits the machine enforces itself, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From dial to answer; then we cancel and the outcome is `no_answer`.
+    pub ring_ms: u64,
+    /// From answer to our hangup.
+    pub max_call_ms: u64,
+    /// How long we wait for `CALL_CLOSED` after sending `hangup`.
+    pub hangup_confirm_ms: u64,
+    /// How long a call survives a lost Baresip link before it ends `failed`.
+    pub link_grace_ms: u64,
+}
+
+/// Which of our commands a response belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandTag {
+    Dial,
+    Hangup,
+    /// Hanging up a call we found in Baresip but do not own (left from a crash).
+    OrphanHangup,
+}
+
+/// Why a command got no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandError {
+    /// Baresip did not answer in time (it does not answer input it rejects).
+    Timeout,
+    /// There was no connection, so it was never sent.
+    NotConnected,
+    /// The connection dropped before the response came.
+    LinkLost,
+}
+
+/// What Baresip reported right after we (re)connected.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Resync {
+    pub calls: Vec<ListedCall>,
+    /// The current call's id from `callstat`, if any.
+    pub current_call_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Event(Event),
+    CommandDone { tag: CommandTag, result: Result<Response, CommandError> },
+    LinkUp(Resync),
+    LinkDown,
+    /// A deadline may have passed.
+    Tick,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Write this record to the journal (and sync it) before acting further.
+    Persist(CallRecord),
+    Send { command: Command, tag: CommandTag },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialError {
+    /// Another call is active; its id.
+    Busy(String),
+    NotConnected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HangupError {
+    /// The id is not the active call (it may be an ended one, or unknown).
+    NotActive,
+}
+
+/// Why we asked Baresip to hang up; decides the outcome when `CALL_CLOSED` comes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HangupIntent {
+    User { origin: String },
+    RingTimeout,
+    MaxDuration,
+    DialFailed { reason: String },
+}
+
+#[derive(Debug)]
+struct ActiveCall {
+    record: CallRecord,
+    started_mono: u64,
+    answered_mono: Option<u64>,
+    intent: Option<HangupIntent>,
+    ring_deadline: Option<u64>,
+    max_deadline: Option<u64>,
+    hangup_deadline: Option<u64>,
+    link_deadline: Option<u64>,
+}
+
+impl ActiveCall {
+    fn note(&mut self, now: Now, event: &str, detail: Option<String>) {
+        let at_ms = now.mono_ms.saturating_sub(self.started_mono);
+        self.record.timeline.push(TimelineEntry { at_ms, event: event.to_string(), detail });
+    }
+}
+
+/// The state machine. Owned by the controller task.
+#[derive(Debug)]
+pub struct CallMachine {
+    timeouts: Timeouts,
+    link_up: bool,
+    /// Baresip announced SHUTDOWN: the coming EOF is final for any call.
+    shutting_down: bool,
+    active: Option<ActiveCall>,
+}
+
+impl CallMachine {
+    pub fn new(timeouts: Timeouts) -> Self {
+        Self { timeouts, link_up: false, shutting_down: false, active: None }
+    }
+
+    pub fn link_up(&self) -> bool {
+        self.link_up
+    }
+
+    pub fn active(&self) -> Option<&CallRecord> {
+        self.active.as_ref().map(|a| &a.record)
+    }
+
+    /// Starts a call to `number`, dialling `uri`. `id` is the new record's id.
+    pub fn dial(
+        &mut self,
+        id: String,
+        number: &PhoneNumber,
+        uri: String,
+        now: Now,
+    ) -> Result<(CallRecord, Vec<Effect>), DialError> {
+        if let Some(active) = &self.active {
+            return Err(DialError::Busy(active.record.id.clone()));
+        }
+        if !self.link_up {
+            return Err(DialError::NotConnected);
+        }
+        let record = CallRecord {
+            id,
+            phone_number: number.to_string(),
+            direction: "outbound".into(),
+            status: Status::Dialing,
+            outcome: None,
+            reason: None,
+            sip_code: None,
+            sip_call_id: None,
+            started_at: rfc3339(now.unix_ms),
+            answered_at: None,
+            ended_at: None,
+            talk_ms: None,
+            timeline: Vec::new(),
+        };
+        let mut call = ActiveCall {
+            record,
+            started_mono: now.mono_ms,
+            answered_mono: None,
+            intent: None,
+            ring_deadline: Some(now.mono_ms + self.timeouts.ring_ms),
+            max_deadline: None,
+            hangup_deadline: None,
+            link_deadline: None,
+        };
+        call.note(now, "dial", Some(uri.clone()));
+        let effects = vec![
+            Effect::Persist(call.record.clone()),
+            Effect::Send { command: Command { name: CommandName::Dial, params: Some(uri) }, tag: CommandTag::Dial },
+        ];
+        let record = call.record.clone();
+        self.active = Some(call);
+        Ok((record, effects))
+    }
+
+    /// Asks for the active call `id` to be hung up. Idempotent while the hangup is
+    /// under way. The call ends when Baresip confirms (or the confirm timer expires).
+    pub fn hangup(&mut self, id: &str, origin: &str, now: Now) -> Result<(CallRecord, Vec<Effect>), HangupError> {
+        let Some(call) = self.active.as_mut().filter(|c| c.record.id == id) else {
+            return Err(HangupError::NotActive);
+        };
+        if call.intent.is_some() {
+            return Ok((call.record.clone(), Vec::new()));
+        }
+        call.note(now, "hangup_requested", Some(origin.to_string()));
+        let effects = self.request_hangup(HangupIntent::User { origin: origin.to_string() }, now);
+        let record = self.active.as_ref().map(|c| c.record.clone()).ok_or(HangupError::NotActive)?;
+        Ok((record, effects))
+    }
+
+    /// The earliest time at which [`Input::Tick`] has work to do.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let call = self.active.as_ref()?;
+        [call.ring_deadline, call.max_deadline, call.hangup_deadline, call.link_deadline].into_iter().flatten().min()
+    }
+
+    pub fn handle(&mut self, input: Input, now: Now) -> Vec<Effect> {
+        match input {
+            Input::Event(event) => self.on_event(event, now),
+            Input::CommandDone { tag, result } => self.on_command_done(tag, result, now),
+            Input::LinkUp(resync) => self.on_link_up(resync, now),
+            Input::LinkDown => self.on_link_down(now),
+            Input::Tick => self.on_tick(now),
+        }
+    }
+
+    fn on_event(&mut self, event: Event, now: Now) -> Vec<Effect> {
+        if matches!(event.kind, EventKind::Shutdown | EventKind::Exit) {
+            self.shutting_down = true;
+            return match self.active.as_mut() {
+                Some(call) => {
+                    call.note(now, event.kind.as_str(), None);
+                    self.end(Outcome::Failed, "Baresip shut down".into(), None, now)
+                }
+                None => Vec::new(),
+            };
+        }
+        let Some(call) = self.active.as_mut() else { return Vec::new() };
+        if event.direction == Some(Direction::Incoming) {
+            return Vec::new();
+        }
+        match (&call.record.sip_call_id, &event.call_id) {
+            // Baresip 1.0.0 returns no id from `dial`: with one call at a time, the
+            // first outgoing event with an id names our call.
+            (None, Some(id)) => {
+                call.record.sip_call_id = Some(id.clone());
+            }
+            (Some(ours), Some(theirs)) if ours != theirs => return Vec::new(),
+            // Only the dial's own SDP offer comes without an id.
+            (_, None) if event.kind != EventKind::CallLocalSdp => return Vec::new(),
+            _ => {}
+        }
+        let detail = match event.kind {
+            EventKind::CallRinging | EventKind::CallProgress | EventKind::CallEstablished | EventKind::CallOutgoing => {
+                None
+            }
+            _ => event.param.clone(),
+        };
+        call.note(now, event.kind.as_str(), detail);
+
+        let status = call.record.status;
+        match event.kind {
+            EventKind::CallRinging if matches!(status, Status::Dialing | Status::EarlyMedia) => {
+                self.set_status(Status::Ringing)
+            }
+            EventKind::CallProgress if matches!(status, Status::Dialing | Status::Ringing) => {
+                self.set_status(Status::EarlyMedia)
+            }
+            EventKind::CallEstablished if status != Status::Answered => {
+                call.answered_mono = Some(now.mono_ms);
+                call.record.answered_at = Some(rfc3339(now.unix_ms));
+                call.ring_deadline = None;
+                if call.intent.is_none() {
+                    call.max_deadline = Some(now.mono_ms + self.timeouts.max_call_ms);
+                }
+                self.set_status(Status::Answered)
+            }
+            EventKind::CallClosed => {
+                let param = event.param.unwrap_or_default();
+                self.on_closed(&param, now)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn on_closed(&mut self, param: &str, now: Now) -> Vec<Effect> {
+        let Some(call) = self.active.as_ref() else { return Vec::new() };
+        let answered = call.answered_mono.is_some();
+        let intended = call.intent.as_ref().map(|i| self.intent_outcome(i));
+        let (outcome, reason, code) = match (classify_close(param), intended) {
+            // 487 Request Terminated is the answer to our own CANCEL.
+            (CloseCause::SipStatus(487), Some((outcome, reason))) => (outcome, reason, Some(487)),
+            (CloseCause::SipStatus(code @ (486 | 600)), _) => (Outcome::Busy, param.to_string(), Some(code)),
+            (CloseCause::SipStatus(code), _) => (Outcome::Rejected, param.to_string(), Some(code)),
+            (CloseCause::RemoteHangup, _) => (Outcome::RemoteHangup, param.to_string(), None),
+            (CloseCause::LocalHangup, Some((outcome, reason))) => (outcome, reason, None),
+            (CloseCause::LocalHangup, None) => (Outcome::LocalHangup, param.to_string(), None),
+            (CloseCause::TimedOut | CloseCause::Refused, _) if !answered => {
+                (Outcome::Unreachable, param.to_string(), None)
+            }
+            (CloseCause::LocalTimeout, _) if !answered => (Outcome::NoAnswer, param.to_string(), None),
+            (_, Some((outcome, reason))) => (outcome, format!("{reason} ({param})"), None),
+            (_, None) => (Outcome::Failed, param.to_string(), None),
+        };
+        self.end(outcome, reason, code, now)
+    }
+
+    fn on_command_done(&mut self, tag: CommandTag, result: Result<Response, CommandError>, now: Now) -> Vec<Effect> {
+        let Some(call) = self.active.as_mut() else { return Vec::new() };
+        match (tag, result) {
+            (CommandTag::Dial, Ok(resp)) if resp.ok => {
+                if call.record.sip_call_id.is_none() {
+                    call.record.sip_call_id = call_id_from_dial_data(&resp.data);
+                }
+                Vec::new()
+            }
+            (CommandTag::Dial, Ok(resp)) => {
+                let reason = format!("Baresip refused the dial: {}", resp.data.trim());
+                call.note(now, "dial_refused", Some(resp.data.trim().to_string()));
+                self.end(Outcome::Failed, reason, None, now)
+            }
+            (CommandTag::Dial, Err(CommandError::NotConnected)) => {
+                call.note(now, "dial_not_sent", None);
+                self.end(Outcome::Failed, "Baresip was not connected".into(), None, now)
+            }
+            (CommandTag::Dial, Err(CommandError::Timeout)) => {
+                // The INVITE may be out; make sure it does not linger.
+                call.note(now, "dial_timeout", None);
+                let reason = "Baresip did not answer the dial command".to_string();
+                self.request_hangup(HangupIntent::DialFailed { reason }, now)
+            }
+            (CommandTag::Hangup, Ok(resp)) if !resp.ok && call.intent.is_some() => {
+                // Newer Baresip: "call <id> not found". It is gone already.
+                call.note(now, "hangup_refused", Some(resp.data.trim().to_string()));
+                let (outcome, reason) = self.intent_outcome_of_active();
+                self.end(outcome, reason, None, now)
+            }
+            // Link loss is handled by LinkDown; hangup timeouts by the confirm timer.
+            _ => Vec::new(),
+        }
+    }
+
+    fn on_link_up(&mut self, resync: Resync, now: Now) -> Vec<Effect> {
+        self.link_up = true;
+        self.shutting_down = false;
+        let Some(call) = self.active.as_mut() else {
+            // Calls we do not own are left from before a crash or restart of ours:
+            // nobody would ever hang them up, so we do.
+            if resync.calls.is_empty() {
+                return Vec::new();
+            }
+            let command = Command { name: CommandName::Hangup, params: resync.current_call_id };
+            return vec![Effect::Send { command, tag: CommandTag::OrphanHangup }];
+        };
+        let still_there = match (&call.record.sip_call_id, &resync.current_call_id) {
+            (Some(ours), Some(current)) => ours == current,
+            _ => !resync.calls.is_empty(),
+        };
+        if still_there {
+            call.link_deadline = None;
+            call.note(now, "baresip_resynced", None);
+            Vec::new()
+        } else {
+            call.note(now, "baresip_resynced", Some("call no longer in Baresip".into()));
+            let (outcome, reason) = if call.intent.is_some() {
+                self.intent_outcome_of_active()
+            } else {
+                (Outcome::Failed, "call lost while Baresip was disconnected".to_string())
+            };
+            self.end(outcome, reason, None, now)
+        }
+    }
+
+    fn on_link_down(&mut self, now: Now) -> Vec<Effect> {
+        self.link_up = false;
+        let shutting_down = std::mem::take(&mut self.shutting_down);
+        let Some(call) = self.active.as_mut() else { return Vec::new() };
+        call.note(now, "baresip_link_lost", None);
+        if shutting_down {
+            return self.end(Outcome::Failed, "Baresip shut down".into(), None, now);
+        }
+        call.link_deadline = Some(now.mono_ms + self.timeouts.link_grace_ms);
+        Vec::new()
+    }
+
+    fn on_tick(&mut self, now: Now) -> Vec<Effect> {
+        let Some(call) = self.active.as_mut() else { return Vec::new() };
+        let due = |deadline: Option<u64>| deadline.is_some_and(|d| d <= now.mono_ms);
+        if due(call.link_deadline) {
+            let secs = self.timeouts.link_grace_ms / 1000;
+            return self.end(Outcome::Failed, format!("Baresip did not come back within {secs} s"), None, now);
+        }
+        if due(call.hangup_deadline) {
+            call.note(now, "hangup_unconfirmed", None);
+            let (outcome, reason) = self.intent_outcome_of_active();
+            return self.end(outcome, format!("{reason} (Baresip did not confirm the hangup)"), None, now);
+        }
+        if due(call.ring_deadline) {
+            call.ring_deadline = None;
+            if call.intent.is_none() {
+                call.note(now, "ring_timeout", None);
+                return self.request_hangup(HangupIntent::RingTimeout, now);
+            }
+        }
+        if due(call.max_deadline) {
+            call.max_deadline = None;
+            if call.intent.is_none() {
+                call.note(now, "max_call_length", None);
+                return self.request_hangup(HangupIntent::MaxDuration, now);
+            }
+        }
+        Vec::new()
+    }
+
+    fn request_hangup(&mut self, intent: HangupIntent, now: Now) -> Vec<Effect> {
+        let Some(call) = self.active.as_mut() else { return Vec::new() };
+        call.intent = Some(intent);
+        call.ring_deadline = None;
+        call.max_deadline = None;
+        call.hangup_deadline = Some(now.mono_ms + self.timeouts.hangup_confirm_ms);
+        // 1.0.0 ignores the id and hangs up its current call (ours: one at a time);
+        // newer versions hang up exactly this call.
+        let command = Command { name: CommandName::Hangup, params: call.record.sip_call_id.clone() };
+        vec![Effect::Send { command, tag: CommandTag::Hangup }]
+    }
+
+    fn intent_outcome(&self, intent: &HangupIntent) -> (Outcome, String) {
+        match intent {
+            HangupIntent::User { origin } => (Outcome::LocalHangup, format!("hung up by {origin}")),
+            HangupIntent::RingTimeout => {
+                (Outcome::NoAnswer, format!("no answer within {} s", self.timeouts.ring_ms / 1000))
+            }
+            HangupIntent::MaxDuration => (
+                Outcome::LocalHangup,
+                format!("maximum call length of {} s reached", self.timeouts.max_call_ms / 1000),
+            ),
+            HangupIntent::DialFailed { reason } => (Outcome::Failed, reason.clone()),
+        }
+    }
+
+    fn intent_outcome_of_active(&self) -> (Outcome, String) {
+        match self.active.as_ref().and_then(|c| c.intent.as_ref()) {
+            Some(intent) => self.intent_outcome(intent),
+            None => (Outcome::LocalHangup, "hung up".into()),
+        }
+    }
+
+    fn set_status(&mut self, status: Status) -> Vec<Effect> {
+        let Some(call) = self.active.as_mut() else { return Vec::new() };
+        call.record.status = status;
+        vec![Effect::Persist(call.record.clone())]
+    }
+
+    fn end(&mut self, outcome: Outcome, reason: String, sip_code: Option<u16>, now: Now) -> Vec<Effect> {
+        let Some(mut call) = self.active.take() else { return Vec::new() };
+        call.note(now, "ended", Some(outcome.as_str().into()));
+        let record = &mut call.record;
+        record.status = Status::Ended;
+        record.outcome = Some(outcome);
+        record.reason = Some(reason);
+        record.sip_code = sip_code;
+        record.ended_at = Some(rfc3339(now.unix_ms));
+        record.talk_ms = call.answered_mono.map(|a| now.mono_ms.saturating_sub(a));
+        vec![Effect::Persist(call.record)]
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,294 @@
+//! Unit tests of the call state machine with synthetic inputs. The recorded
+//! Baresip traces are replayed through it in `tests/trace_replay.rs`.
+
+use super::*;
+
+const T: Timeouts = Timeouts { ring_ms: 30_000, max_call_ms: 600_000, hangup_confirm_ms: 5_000, link_grace_ms: 10_000 };
+
+fn at(ms: u64) -> Now {
+    Now { mono_ms: ms, unix_ms: 1_705_744_800_000 + ms as i64 }
+}
+
+fn ev(kind: &str, id: Option<&str>, param: Option<&str>) -> Input {
+    let payload = serde_json::json!({
+        "event": true, "type": kind, "class": "call", "direction": "outgoing",
+        "peeruri": "sip:100@127.0.0.1:5070", "id": id, "param": param,
+    });
+    match crate::baresip::protocol::decode(payload.to_string().as_bytes()) {
+        Ok(crate::baresip::protocol::Inbound::Event(e)) => Input::Event(e),
+        other => panic!("test event did not decode: {other:?}"),
+    }
+}
+
+fn ok_response(data: &str) -> Result<Response, CommandError> {
+    Ok(Response { ok: true, data: data.into(), token: None })
+}
+
+/// A machine with the link up and one call dialled at t=0.
+fn dialled() -> (CallMachine, CallRecord) {
+    let mut m = CallMachine::new(T);
+    assert!(m.handle(Input::LinkUp(Resync::default()), at(0)).is_empty());
+    let number = PhoneNumber::parse("+79123456789").unwrap();
+    let (record, effects) = m.dial("call-1".into(), &number, "sip:+79123456789@127.0.0.1:5070".into(), at(0)).unwrap();
+    assert_eq!(record.status, Status::Dialing);
+    assert!(matches!(&effects[0], Effect::Persist(r) if r.status == Status::Dialing));
+    assert!(matches!(&effects[1], Effect::Send { command, tag: CommandTag::Dial }
+        if command.name == CommandName::Dial && command.params.as_deref() == Some("sip:+79123456789@127.0.0.1:5070")));
+    assert!(m.handle(Input::CommandDone { tag: CommandTag::Dial, result: ok_response("") }, at(1)).is_empty());
+    (m, record)
+}
+
+fn persisted(effects: &[Effect]) -> Vec<&CallRecord> {
+    effects.iter().filter_map(|e| if let Effect::Persist(r) = e { Some(r) } else { None }).collect()
+}
+
+fn ended(effects: &[Effect]) -> &CallRecord {
+    let records = persisted(effects);
+    let record = records.last().expect("a record was persisted");
+    assert_eq!(record.status, Status::Ended, "expected the call to end: {effects:?}");
+    record
+}
+
+fn sent_hangup(effects: &[Effect]) -> Option<Option<String>> {
+    effects.iter().find_map(|e| match e {
+        Effect::Send { command, tag: CommandTag::Hangup | CommandTag::OrphanHangup } if command.name == CommandName::Hangup => {
+            Some(command.params.clone())
+        }
+        _ => None,
+    })
+}
+
+#[test]
+fn refuses_a_second_call_and_dialling_without_link() {
+    let (mut m, _) = dialled();
+    let n = PhoneNumber::parse("112").unwrap();
+    assert_eq!(m.dial("call-2".into(), &n, "sip:112@x".into(), at(5)).unwrap_err(), DialError::Busy("call-1".into()));
+    let mut idle = CallMachine::new(T);
+    assert_eq!(idle.dial("c".into(), &n, "sip:112@x".into(), at(0)).unwrap_err(), DialError::NotConnected);
+}
+
+#[test]
+fn ringing_answer_remote_hangup() {
+    let (mut m, _) = dialled();
+    let fx = m.handle(ev("CALL_RINGING", Some("abc"), Some("sip:x")), at(10));
+    assert_eq!(persisted(&fx)[0].status, Status::Ringing);
+    assert_eq!(persisted(&fx)[0].sip_call_id.as_deref(), Some("abc"));
+    let fx = m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(2_000));
+    let r = persisted(&fx)[0];
+    assert_eq!(r.status, Status::Answered);
+    assert!(r.answered_at.is_some());
+    let fx = m.handle(ev("CALL_CLOSED", Some("abc"), Some("Connection reset by peer")), at(5_000));
+    let r = ended(&fx);
+    assert_eq!(r.outcome, Some(Outcome::RemoteHangup));
+    assert_eq!(r.talk_ms, Some(3_000));
+    assert!(m.active().is_none());
+    let events: Vec<&str> = r.timeline.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(events, ["dial", "CALL_RINGING", "CALL_ESTABLISHED", "CALL_CLOSED", "ended"]);
+}
+
+#[test]
+fn early_media_is_never_answered() {
+    let (mut m, _) = dialled();
+    let fx = m.handle(ev("CALL_PROGRESS", Some("abc"), None), at(5));
+    assert_eq!(persisted(&fx)[0].status, Status::EarlyMedia);
+    for kind in ["CALL_REMOTE_SDP", "CALL_RTPESTAB", "CALL_ANSWERED", "CALL_PROGRESS"] {
+        let fx = m.handle(ev(kind, Some("abc"), Some("answer")), at(6));
+        assert!(persisted(&fx).is_empty(), "{kind} must not change the status");
+    }
+    assert_eq!(m.active().unwrap().status, Status::EarlyMedia);
+    assert!(m.active().unwrap().answered_at.is_none());
+    let fx = m.handle(ev("CALL_CLOSED", Some("abc"), Some("404 Not Found")), at(6_000));
+    let r = ended(&fx);
+    assert_eq!((r.outcome, r.sip_code, r.reason.as_deref()), (Some(Outcome::Rejected), Some(404), Some("404 Not Found")));
+    assert!(r.answered_at.is_none() && r.talk_ms.is_none());
+}
+
+#[test]
+fn busy_codes() {
+    for (param, outcome) in [("486 Busy Here", Outcome::Busy), ("600 Busy Everywhere", Outcome::Busy), ("603 Decline", Outcome::Rejected)] {
+        let (mut m, _) = dialled();
+        let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some(param)), at(3))).clone();
+        assert_eq!(r.outcome, Some(outcome), "{param}");
+    }
+}
+
+#[test]
+fn ring_timeout_cancels_and_ends_no_answer() {
+    let (mut m, _) = dialled();
+    m.handle(ev("CALL_RINGING", Some("abc"), None), at(10));
+    assert_eq!(m.next_deadline(), Some(30_000));
+    assert!(m.handle(Input::Tick, at(29_999)).is_empty());
+    let fx = m.handle(Input::Tick, at(30_000));
+    assert_eq!(sent_hangup(&fx), Some(Some("abc".into())), "hangup names the call for newer Baresip");
+    assert_eq!(m.next_deadline(), Some(35_000), "now waiting for the hangup to be confirmed");
+    let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some("Connection reset by user")), at(30_002))).clone();
+    assert_eq!(r.outcome, Some(Outcome::NoAnswer));
+    assert_eq!(r.reason.as_deref(), Some("no answer within 30 s"));
+}
+
+#[test]
+fn ring_timeout_during_early_media_and_487() {
+    let (mut m, _) = dialled();
+    m.handle(ev("CALL_PROGRESS", Some("abc"), None), at(10));
+    assert!(sent_hangup(&m.handle(Input::Tick, at(30_000))).is_some());
+    let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some("487 Request Terminated")), at(30_010))).clone();
+    assert_eq!(r.outcome, Some(Outcome::NoAnswer));
+}
+
+#[test]
+fn max_call_length_hangs_up() {
+    let (mut m, _) = dialled();
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    assert_eq!(m.next_deadline(), Some(601_000), "the ring timer is gone once answered");
+    assert!(sent_hangup(&m.handle(Input::Tick, at(601_000))).is_some());
+    let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some("Rejected by user")), at(601_001))).clone();
+    assert_eq!(r.outcome, Some(Outcome::LocalHangup));
+    assert_eq!(r.reason.as_deref(), Some("maximum call length of 600 s reached"));
+}
+
+#[test]
+fn user_hangup_is_idempotent_and_confirmed() {
+    let (mut m, rec) = dialled();
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    assert_eq!(m.hangup("nope", "api", at(2_000)).unwrap_err(), HangupError::NotActive);
+    let (_, fx) = m.hangup(&rec.id, "api", at(2_000)).unwrap();
+    assert_eq!(sent_hangup(&fx), Some(Some("abc".into())));
+    let (_, again) = m.hangup(&rec.id, "api", at(2_001)).unwrap();
+    assert!(again.is_empty(), "a second request sends nothing");
+    let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some("Connection reset by user")), at(2_003))).clone();
+    assert_eq!((r.outcome, r.reason.as_deref()), (Some(Outcome::LocalHangup), Some("hung up by api")));
+}
+
+#[test]
+fn unconfirmed_hangup_still_ends_the_call() {
+    let (mut m, rec) = dialled();
+    m.hangup(&rec.id, "api", at(100)).unwrap();
+    assert!(m.handle(Input::Tick, at(5_099)).is_empty());
+    let r = ended(&m.handle(Input::Tick, at(5_100))).clone();
+    assert_eq!(r.outcome, Some(Outcome::LocalHangup));
+    assert!(r.reason.unwrap().contains("did not confirm"));
+}
+
+#[test]
+fn unreachable_and_local_timeout() {
+    for (param, outcome) in [
+        ("Connection timed out", Outcome::Unreachable),
+        ("Connection refused", Outcome::Unreachable),
+        ("Local timeout", Outcome::NoAnswer),
+        ("end of file", Outcome::Failed),
+    ] {
+        let (mut m, _) = dialled();
+        let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some(param)), at(32_000))).clone();
+        assert_eq!(r.outcome, Some(outcome), "{param}");
+        assert_eq!(r.reason.as_deref(), Some(param));
+    }
+}
+
+#[test]
+fn events_of_other_calls_are_ignored() {
+    let (mut m, _) = dialled();
+    m.handle(ev("CALL_RINGING", Some("abc"), None), at(10));
+    assert!(m.handle(ev("CALL_CLOSED", Some("other"), Some("486 Busy Here")), at(20)).is_empty());
+    let incoming = serde_json::json!({"event":true,"type":"CALL_INCOMING","class":"call","direction":"incoming","id":"in-1","param":"sip:a@b"});
+    let Ok(crate::baresip::protocol::Inbound::Event(e)) = crate::baresip::protocol::decode(incoming.to_string().as_bytes()) else { panic!() };
+    assert!(m.handle(Input::Event(e), at(30)).is_empty());
+    assert_eq!(m.active().unwrap().status, Status::Ringing);
+}
+
+#[test]
+fn newer_baresip_names_the_call_in_the_dial_response() {
+    let mut m = CallMachine::new(T);
+    m.handle(Input::LinkUp(Resync::default()), at(0));
+    let n = PhoneNumber::parse("100").unwrap();
+    m.dial("c".into(), &n, "sip:100@h".into(), at(0)).unwrap();
+    m.handle(Input::CommandDone { tag: CommandTag::Dial, result: ok_response("call uri: sip:100@h\ncall id: new-7\n") }, at(1));
+    assert_eq!(m.active().unwrap().sip_call_id.as_deref(), Some("new-7"));
+    // CALL_OUTGOING (2.0+) is only noted; a foreign id is ignored.
+    assert!(m.handle(ev("CALL_OUTGOING", Some("new-7"), None), at(2)).is_empty());
+    assert!(m.handle(ev("CALL_ESTABLISHED", Some("zzz"), None), at(3)).is_empty());
+    let fx = m.handle(ev("CALL_CLOSED", Some("new-7"), Some("Connection reset by peer,Q.850;cause=16")), at(4));
+    assert_eq!(ended(&fx).outcome, Some(Outcome::RemoteHangup));
+}
+
+#[test]
+fn dial_refused_or_unanswered() {
+    let (mut m, _) = {
+        let mut m = CallMachine::new(T);
+        m.handle(Input::LinkUp(Resync::default()), at(0));
+        let n = PhoneNumber::parse("100").unwrap();
+        let d = m.dial("c".into(), &n, "sip:100@h".into(), at(0)).unwrap();
+        (m, d)
+    };
+    let refused = Err::<Response, _>(CommandError::Timeout);
+    let fx = m.handle(Input::CommandDone { tag: CommandTag::Dial, result: refused }, at(5_000));
+    assert!(sent_hangup(&fx).is_some(), "a dial without response is cancelled to be safe");
+    let r = ended(&m.handle(Input::Tick, at(10_000))).clone();
+    assert_eq!(r.outcome, Some(Outcome::Failed));
+
+    let mut m = CallMachine::new(T);
+    m.handle(Input::LinkUp(Resync::default()), at(0));
+    let n = PhoneNumber::parse("100").unwrap();
+    m.dial("c".into(), &n, "sip:100@h".into(), at(0)).unwrap();
+    let no = Ok(Response { ok: false, data: "command not found (dial)\n".into(), token: None });
+    let r = ended(&m.handle(Input::CommandDone { tag: CommandTag::Dial, result: no }, at(1))).clone();
+    assert_eq!(r.outcome, Some(Outcome::Failed));
+    assert!(r.reason.unwrap().contains("command not found"));
+}
+
+#[test]
+fn shutdown_ends_the_call_failed() {
+    let (mut m, _) = dialled();
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    let shutdown = serde_json::json!({"event":true,"type":"SHUTDOWN","class":"application"});
+    let Ok(crate::baresip::protocol::Inbound::Event(e)) = crate::baresip::protocol::decode(shutdown.to_string().as_bytes()) else { panic!() };
+    let r = ended(&m.handle(Input::Event(e), at(2_000))).clone();
+    assert_eq!((r.outcome, r.reason.as_deref()), (Some(Outcome::Failed), Some("Baresip shut down")));
+    assert!(m.handle(Input::LinkDown, at(2_001)).is_empty());
+    assert!(!m.link_up());
+}
+
+#[test]
+fn link_loss_then_baresip_without_the_call() {
+    let (mut m, _) = dialled();
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    assert!(m.handle(Input::LinkDown, at(2_000)).is_empty(), "the call may survive a short link loss");
+    assert_eq!(m.next_deadline(), Some(12_000));
+    let r = ended(&m.handle(Input::LinkUp(Resync::default()), at(3_000))).clone();
+    assert_eq!(r.outcome, Some(Outcome::Failed));
+    assert!(r.timeline.iter().any(|e| e.event == "baresip_link_lost"));
+}
+
+#[test]
+fn link_loss_with_the_call_still_up() {
+    let (mut m, _) = dialled();
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    m.handle(Input::LinkDown, at(2_000));
+    let resync = Resync {
+        calls: vec![ListedCall { state: "ESTABLISHED".into(), peer_uri: "sip:x".into() }],
+        current_call_id: Some("abc".into()),
+    };
+    assert!(m.handle(Input::LinkUp(resync), at(3_000)).is_empty());
+    assert_eq!(m.active().unwrap().status, Status::Answered);
+    assert_eq!(m.next_deadline(), Some(601_000), "the link timer is cleared");
+}
+
+#[test]
+fn link_never_comes_back() {
+    let (mut m, _) = dialled();
+    m.handle(Input::LinkDown, at(2_000));
+    let r = ended(&m.handle(Input::Tick, at(12_000))).clone();
+    assert_eq!(r.outcome, Some(Outcome::Failed));
+    assert_eq!(r.reason.as_deref(), Some("Baresip did not come back within 10 s"));
+}
+
+#[test]
+fn orphan_calls_are_hung_up_on_connect() {
+    let mut m = CallMachine::new(T);
+    let resync = Resync {
+        calls: vec![ListedCall { state: "ESTABLISHED".into(), peer_uri: "sip:x".into() }],
+        current_call_id: Some("old".into()),
+    };
+    let fx = m.handle(Input::LinkUp(resync), at(0));
+    assert_eq!(sent_hangup(&fx), Some(Some("old".into())));
+    assert!(m.active().is_none());
+}

@@ -1,0 +1,111 @@
+//! The call record: what the API shows and the journal keeps.
+//!
+//! Field names follow the API of the system CAP4 replaces (`id`, `phone_number`,
+//! `status`, `direction`, `started_at`) and add to it. Every field added later must
+//! be `#[serde(default)]` so that older journals still load.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a call is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// INVITE sent, no provisional response yet.
+    Dialing,
+    /// An 18x without SDP: the phone rings.
+    Ringing,
+    /// An 18x with SDP: the network plays audio (announcements). Never answered.
+    EarlyMedia,
+    /// 200 OK (`CALL_ESTABLISHED`), the only "answered".
+    Answered,
+    Ended,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dialing => "dialing",
+            Self::Ringing => "ringing",
+            Self::EarlyMedia => "early_media",
+            Self::Answered => "answered",
+            Self::Ended => "ended",
+        }
+    }
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// 486 Busy Here or 600 Busy Everywhere.
+    Busy,
+    /// Any other final 4xx-6xx response; the code is in `sip_code`.
+    Rejected,
+    /// Our ring timeout (or Baresip's local timeout) expired before an answer.
+    NoAnswer,
+    /// The INVITE timed out or the transport refused it.
+    Unreachable,
+    RemoteHangup,
+    LocalHangup,
+    /// Baresip was lost or shut down, or the call failed in a way SIP does not explain.
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Busy => "busy",
+            Self::Rejected => "rejected",
+            Self::NoAnswer => "no_answer",
+            Self::Unreachable => "unreachable",
+            Self::RemoteHangup => "remote_hangup",
+            Self::LocalHangup => "local_hangup",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One step in a call's life, `at_ms` after the dial request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub at_ms: u64,
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub id: String,
+    pub phone_number: String,
+    /// Always `outbound` for now (the old API's word).
+    pub direction: String,
+    pub status: Status,
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
+    /// Why it ended, in words: `486 Busy Here`, `no answer within 30 s`, ...
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The final SIP status code, when the call ended with one.
+    #[serde(default)]
+    pub sip_code: Option<u16>,
+    /// Baresip's id for the call (the SIP Call-ID), once known.
+    #[serde(default)]
+    pub sip_call_id: Option<String>,
+    pub started_at: String,
+    #[serde(default)]
+    pub answered_at: Option<String>,
+    #[serde(default)]
+    pub ended_at: Option<String>,
+    /// Milliseconds from answer to end (talk time), once ended after an answer.
+    #[serde(default)]
+    pub talk_ms: Option<u64>,
+    #[serde(default)]
+    pub timeline: Vec<TimelineEntry>,
+}
+
+impl CallRecord {
+    pub fn is_active(&self) -> bool {
+        self.status != Status::Ended
+    }
+}

@@ -1,0 +1,244 @@
+//! The command line: `cap4 run`, `cap4 check-config`, and thin clients of the
+//! daemon's HTTP API (`dial`, `calls`, `show`, `hangup`). Returns exit codes from
+//! [`crate::exit`]; never talks to Baresip itself.
+
+use std::path::PathBuf;
+
+use hyper::Method;
+use serde_json::{Value, json};
+
+use crate::client_http::{self, HttpError};
+use crate::config::{API_TOKEN_ENV, Config, ProcessEnv};
+use crate::exit;
+
+const USAGE: &str = "\
+usage:
+  cap4 run --config PATH         run the daemon
+  cap4 check-config PATH         validate a config file (exit 78 if invalid)
+  cap4 dial NUMBER               place a call (+ and 3-15 digits)
+  cap4 calls [--limit N] [--before ID]
+                                 list calls, newest first
+  cap4 show ID [--json]          one call with its timeline
+  cap4 hangup [ID]               hang up a call (default: the active one)
+  cap4 --version
+
+API client options: --api HOST:PORT (default: $CAP4_API or 127.0.0.1:8000);
+the bearer token, if the daemon needs one, comes from $CAP4_API_TOKEN.";
+
+/// Runs the command in `args` (without the program name) and returns the exit code.
+pub fn main(args: Vec<String>) -> i32 {
+    let mut args = Args(args);
+    let Some(command) = args.next_positional() else {
+        eprintln!("{USAGE}");
+        return exit::USAGE;
+    };
+    let result = match command.as_str() {
+        "run" => match args.option("--config").or_else(|| args.next_positional()) {
+            Some(path) if args.done() => return crate::daemon::run(&PathBuf::from(path)),
+            _ => Err(usage("run needs --config PATH")),
+        },
+        "check-config" => match args.next_positional().or_else(|| args.option("--config")) {
+            Some(path) if args.done() => return check_config(&PathBuf::from(path)),
+            _ => Err(usage("check-config needs PATH")),
+        },
+        "dial" | "calls" | "show" | "hangup" => api_command(&command, args),
+        "--version" | "-V" | "version" => {
+            println!("cap4 {}", env!("CARGO_PKG_VERSION"));
+            return exit::OK;
+        }
+        "--help" | "-h" | "help" => {
+            println!("{USAGE}");
+            return exit::OK;
+        }
+        other => Err(usage(&format!("unknown command `{other}`"))),
+    };
+    match result {
+        Ok(()) => exit::OK,
+        Err(Failure(code, message)) => {
+            eprintln!("cap4: {message}");
+            if code == exit::USAGE {
+                eprintln!("{USAGE}");
+            }
+            code
+        }
+    }
+}
+
+struct Failure(i32, String);
+
+fn usage(message: &str) -> Failure {
+    Failure(exit::USAGE, message.to_string())
+}
+
+/// A tiny argument reader: `--name value` options and positionals, in any order.
+struct Args(Vec<String>);
+
+impl Args {
+    fn option(&mut self, name: &str) -> Option<String> {
+        let i = self.0.iter().position(|a| a == name)?;
+        if i + 1 >= self.0.len() {
+            return None;
+        }
+        let value = self.0.remove(i + 1);
+        self.0.remove(i);
+        Some(value)
+    }
+
+    fn flag(&mut self, name: &str) -> bool {
+        match self.0.iter().position(|a| a == name) {
+            Some(i) => {
+                self.0.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn next_positional(&mut self) -> Option<String> {
+        let i = self.0.iter().position(|a| !a.starts_with("--") || a == "--version" || a == "--help")?;
+        Some(self.0.remove(i))
+    }
+
+    fn done(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn check_config(path: &std::path::Path) -> i32 {
+    match Config::load(path, &ProcessEnv) {
+        Ok(config) => {
+            println!(
+                "{}: ok (baresip {}, api {}, storage {})",
+                path.display(),
+                config.baresip.ctrl,
+                config.api.listen,
+                config.storage.dir.display()
+            );
+            exit::OK
+        }
+        Err(err) => {
+            eprintln!("cap4: {err}");
+            exit::CONFIG
+        }
+    }
+}
+
+fn api_command(command: &str, mut args: Args) -> Result<(), Failure> {
+    let addr = args
+        .option("--api")
+        .or_else(|| std::env::var("CAP4_API").ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "127.0.0.1:8000".into());
+    let token = std::env::var(API_TOKEN_ENV).ok().filter(|v| !v.is_empty());
+    let json_out = args.flag("--json");
+    let (method, path, body) = match command {
+        "dial" => {
+            let number = args.next_positional().ok_or_else(|| usage("dial needs NUMBER"))?;
+            (Method::POST, "/api/calls/dial".to_string(), Some(json!({ "phone_number": number })))
+        }
+        "calls" => {
+            let mut query = Vec::new();
+            if let Some(limit) = args.option("--limit") {
+                query.push(format!("limit={}", encode_query(&limit)));
+            }
+            if let Some(before) = args.option("--before") {
+                query.push(format!("before={}", encode_query(&before)));
+            }
+            let path = if query.is_empty() { "/api/calls".to_string() } else { format!("/api/calls?{}", query.join("&")) };
+            (Method::GET, path, None)
+        }
+        "show" => {
+            let id = args.next_positional().ok_or_else(|| usage("show needs ID"))?;
+            (Method::GET, format!("/api/calls/{}", encode_path(&id)), None)
+        }
+        _ => {
+            let id = match args.next_positional() {
+                Some(id) => id,
+                None => active_call(&addr, token.as_deref())?,
+            };
+            (Method::POST, format!("/api/calls/{}/hangup", encode_path(&id)), None)
+        }
+    };
+    if !args.done() {
+        return Err(usage(&format!("unexpected arguments: {}", args.0.join(" "))));
+    }
+    let value = request(&addr, method, &path, body, token.as_deref())?;
+    match command {
+        "calls" if !json_out => print_calls(&value),
+        "show" if !json_out => print_call(&value),
+        _ => println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default()),
+    }
+    Ok(())
+}
+
+fn request(addr: &str, method: Method, path: &str, body: Option<Value>, token: Option<&str>) -> Result<Value, Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure(exit::FAILURE, e.to_string()))?;
+    let (status, bytes) = runtime.block_on(client_http::call(addr, method, path, body, token)).map_err(|e| match e {
+        HttpError::Connect(_) => Failure(exit::UNAVAILABLE, format!("{e} (is `cap4 run` running? use --api HOST:PORT)")),
+        HttpError::Protocol(_) => Failure(exit::FAILURE, e.to_string()),
+    })?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| Failure(exit::FAILURE, format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes))))?;
+    if (200..300).contains(&status) {
+        Ok(value)
+    } else {
+        let message = value["error"]["message"].as_str().unwrap_or("request failed");
+        let code = value["error"]["code"].as_str().unwrap_or("error");
+        Err(Failure(exit::FAILURE, format!("{message} (HTTP {status}, {code})")))
+    }
+}
+
+fn active_call(addr: &str, token: Option<&str>) -> Result<String, Failure> {
+    let health = request(addr, Method::GET, "/api/health", None, token)?;
+    health["active_call"].as_str().map(str::to_owned).ok_or_else(|| Failure(exit::FAILURE, "no active call".into()))
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn print_calls(value: &Value) {
+    let calls = value.as_array().cloned().unwrap_or_default();
+    println!("{:<36}  {:<24}  {:<16}  {:<11}  {:<13}  REASON", "ID", "STARTED", "NUMBER", "STATUS", "OUTCOME");
+    for c in calls {
+        println!(
+            "{:<36}  {:<24}  {:<16}  {:<11}  {:<13}  {}",
+            text(&c["id"]),
+            text(&c["started_at"]),
+            text(&c["phone_number"]),
+            text(&c["status"]),
+            text(&c["outcome"]),
+            text(&c["reason"])
+        );
+    }
+}
+
+fn print_call(c: &Value) {
+    println!("call {}  to {}", text(&c["id"]), text(&c["phone_number"]));
+    println!("  status {}  outcome {}  reason {}", text(&c["status"]), text(&c["outcome"]), text(&c["reason"]));
+    println!("  started {}  answered {}  ended {}", text(&c["started_at"]), text(&c["answered_at"]), text(&c["ended_at"]));
+    for entry in c["timeline"].as_array().cloned().unwrap_or_default() {
+        let detail = entry["detail"].as_str().map(|d| format!("  {d}")).unwrap_or_default();
+        println!("  {:>8} ms  {}{}", text(&entry["at_ms"]), text(&entry["event"]), detail);
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn encode_query(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn encode_path(s: &str) -> String {
+    encode_query(s)
+}

@@ -1,0 +1,471 @@
+//! The daemon's configuration: a TOML file, plus the environment for secrets and
+//! for the legacy variable names of the system CAP4 replaces.
+//!
+//! Promises: unknown keys are errors; every error names the file, the key and the
+//! line; secrets are never read from the TOML (a secret-looking key gets a pointed
+//! error) and never printed (their `Debug` is redacted).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Environment variable with the API token (also accepted as a systemd credential).
+pub const API_TOKEN_ENV: &str = "CAP4_API_TOKEN";
+/// Name of the systemd credential (`LoadCredential=cap4-api-token:...`).
+pub const API_TOKEN_CREDENTIAL: &str = "cap4-api-token";
+
+/// A value that must never reach a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub baresip: BaresipConfig,
+    pub call: CallConfig,
+    pub api: ApiConfig,
+    pub storage: StorageConfig,
+    pub log_level: tracing::Level,
+}
+
+#[derive(Debug, Clone)]
+pub struct BaresipConfig {
+    pub ctrl: SocketAddr,
+    /// Contains `{number}` exactly once.
+    pub dial_uri: String,
+    pub command_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CallConfig {
+    pub ring_timeout: Duration,
+    pub max_duration: Duration,
+    pub link_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub dir: PathBuf,
+}
+
+/// A configuration problem, precise enough to fix without reading code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    Read { path: PathBuf, message: String },
+    Invalid { path: PathBuf, key: String, line: Option<usize>, message: String },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Read { path, message } => write!(f, "{}: cannot read config: {message}", path.display()),
+            Self::Invalid { path, key, line: Some(line), message } => {
+                write!(f, "{}:{line}: key `{key}`: {message}", path.display())
+            }
+            Self::Invalid { path, key, line: None, message } => {
+                write!(f, "{}: key `{key}`: {message}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---- the file as written -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    baresip: RawBaresip,
+    #[serde(default)]
+    call: RawCall,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBaresip {
+    ctrl: Option<Spanned<String>>,
+    dial_uri: Option<Spanned<String>>,
+    command_timeout_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCall {
+    ring_timeout_s: Option<Spanned<u64>>,
+    max_duration_s: Option<Spanned<u64>>,
+    baresip_grace_s: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    dir: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<Spanned<String>>,
+}
+
+/// Where secrets and legacy overrides come from; a trait so tests need no real env.
+pub trait Environment {
+    fn var(&self, name: &str) -> Option<String>;
+    /// A systemd credential's contents (`$CREDENTIALS_DIRECTORY/<name>`).
+    fn credential(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Environment for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+
+    fn credential(&self, name: &str) -> Option<String> {
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+        let text = std::fs::read_to_string(Path::new(&dir).join(name)).ok()?;
+        Some(text.trim_end_matches(['\n', '\r']).to_string()).filter(|v| !v.is_empty())
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path, env: &dyn Environment) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.to_path_buf(), message: e.to_string() })?;
+        Self::parse(path, &text, env)
+    }
+
+    pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| parse_error(path, text, &e))?;
+        let v = Validator { path, text };
+
+        let ctrl_text = match (env.var("BARESIP_HOST"), env.var("BARESIP_CTRL_TCP_PORT")) {
+            (None, None) => None,
+            (host, port) => Some(format!(
+                "{}:{}",
+                host.unwrap_or_else(|| "127.0.0.1".into()),
+                port.unwrap_or_else(|| "4444".into())
+            )),
+        };
+        let ctrl = match ctrl_text {
+            Some(text) => parse_addr(&text)
+                .map_err(|m| v.env_error("BARESIP_HOST / BARESIP_CTRL_TCP_PORT", m))?,
+            None => v.addr("baresip.ctrl", raw.baresip.ctrl.as_ref(), "127.0.0.1:4444")?,
+        };
+        let dial_uri = v.string("baresip.dial_uri", raw.baresip.dial_uri.as_ref(), "sip:{number}@sip.example.net");
+        check_dial_uri(&dial_uri).map_err(|m| v.error("baresip.dial_uri", raw.baresip.dial_uri.as_ref(), m))?;
+        let command_timeout_ms = v.ranged("baresip.command_timeout_ms", raw.baresip.command_timeout_ms.as_ref(), 5_000, 100..=60_000)?;
+
+        let ring = v.ranged("call.ring_timeout_s", raw.call.ring_timeout_s.as_ref(), 45, 1..=600)?;
+        let max = v.ranged("call.max_duration_s", raw.call.max_duration_s.as_ref(), 900, 1..=86_400)?;
+        let grace = v.ranged("call.baresip_grace_s", raw.call.baresip_grace_s.as_ref(), 10, 1..=600)?;
+
+        let token = env
+            .var(API_TOKEN_ENV)
+            .or_else(|| env.credential(API_TOKEN_CREDENTIAL))
+            .map(Secret);
+        let listen = match (env.var("APP_HOST"), env.var("APP_PORT")) {
+            (None, None) => v.addr("api.listen", raw.api.listen.as_ref(), "127.0.0.1:8000")?,
+            (host, port) => {
+                let default = v.addr("api.listen", raw.api.listen.as_ref(), "127.0.0.1:8000")?;
+                let text = format!(
+                    "{}:{}",
+                    host.unwrap_or_else(|| default.ip().to_string()),
+                    port.unwrap_or_else(|| default.port().to_string())
+                );
+                parse_addr(&text).map_err(|m| v.env_error("APP_HOST / APP_PORT", m))?
+            }
+        };
+        if !listen.ip().is_loopback() && token.is_none() {
+            return Err(v.error(
+                "api.listen",
+                raw.api.listen.as_ref(),
+                format!("{listen} is not a loopback address: set {API_TOKEN_ENV} (or the {API_TOKEN_CREDENTIAL} credential) to serve it"),
+            ));
+        }
+
+        let dir = v.string("storage.dir", raw.storage.dir.as_ref(), "/var/lib/cap4");
+        if dir.trim().is_empty() {
+            return Err(v.error("storage.dir", raw.storage.dir.as_ref(), "must not be empty".into()));
+        }
+
+        let level_text = match env.var("APP_LOG_LEVEL") {
+            Some(level) => level,
+            None => v.string("log.level", raw.log.level.as_ref(), "info"),
+        };
+        let log_level = parse_level(&level_text).ok_or_else(|| {
+            v.error("log.level", raw.log.level.as_ref(), format!("`{level_text}` is not one of error, warn, info, debug, trace"))
+        })?;
+
+        Ok(Config {
+            baresip: BaresipConfig { ctrl, dial_uri, command_timeout: Duration::from_millis(command_timeout_ms) },
+            call: CallConfig {
+                ring_timeout: Duration::from_secs(ring),
+                max_duration: Duration::from_secs(max),
+                link_grace: Duration::from_secs(grace),
+            },
+            api: ApiConfig { listen, token },
+            storage: StorageConfig { dir: PathBuf::from(dir) },
+            log_level,
+        })
+    }
+
+    /// The SIP URI Baresip dials for `number`.
+    pub fn dial_uri_for(&self, number: &str) -> String {
+        self.baresip.dial_uri.replace("{number}", number)
+    }
+}
+
+fn check_dial_uri(uri: &str) -> Result<(), String> {
+    if !(uri.starts_with("sip:") || uri.starts_with("sips:") || uri.starts_with("tel:")) {
+        return Err(format!("`{uri}` must start with sip:, sips: or tel:"));
+    }
+    if uri.matches("{number}").count() != 1 {
+        return Err(format!("`{uri}` must contain {{number}} exactly once"));
+    }
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"') {
+        return Err(format!("`{uri}` must not contain spaces, quotes or control characters"));
+    }
+    Ok(())
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| format!("`{text}` is not an IP address and port such as 127.0.0.1:4444"))
+}
+
+fn parse_level(text: &str) -> Option<tracing::Level> {
+    match text.to_ascii_lowercase().as_str() {
+        "error" => Some(tracing::Level::ERROR),
+        "warn" | "warning" => Some(tracing::Level::WARN),
+        "info" => Some(tracing::Level::INFO),
+        "debug" => Some(tracing::Level::DEBUG),
+        "trace" => Some(tracing::Level::TRACE),
+        _ => None,
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn line_of<T>(&self, value: Option<&Spanned<T>>) -> Option<usize> {
+        value.map(|v| line_at(self.text, v.span().start))
+    }
+
+    fn error<T>(&self, key: &str, value: Option<&Spanned<T>>, message: String) -> ConfigError {
+        ConfigError::Invalid { path: self.path.to_path_buf(), key: key.into(), line: self.line_of(value), message }
+    }
+
+    fn env_error(&self, key: &str, message: String) -> ConfigError {
+        ConfigError::Invalid { path: self.path.to_path_buf(), key: format!("environment {key}"), line: None, message }
+    }
+
+    fn string(&self, _key: &str, value: Option<&Spanned<String>>, default: &str) -> String {
+        value.map_or_else(|| default.to_string(), |v| v.get_ref().clone())
+    }
+
+    fn addr(&self, key: &str, value: Option<&Spanned<String>>, default: &str) -> Result<SocketAddr, ConfigError> {
+        parse_addr(&self.string(key, value, default)).map_err(|m| self.error(key, value, m))
+    }
+
+    fn ranged(
+        &self,
+        key: &str,
+        value: Option<&Spanned<u64>>,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<u64, ConfigError> {
+        let n = value.map_or(default, |v| *v.get_ref());
+        if range.contains(&n) {
+            Ok(n)
+        } else {
+            Err(self.error(key, value, format!("{n} is outside {}..={}", range.start(), range.end())))
+        }
+    }
+}
+
+/// 1-based line number of byte offset `at`.
+fn line_at(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Turns a TOML/serde error into one that names the key and the line.
+fn parse_error(path: &Path, text: &str, err: &toml::de::Error) -> ConfigError {
+    let line = err.span().map(|s| line_at(text, s.start));
+    let message = err.message().trim().to_string();
+    let key = line.and_then(|l| key_on_line(text, l)).unwrap_or_else(|| "(file)".into());
+    let hint = if ["key", "token", "password", "secret"].iter().any(|w| key.to_ascii_lowercase().contains(w)) {
+        format!("; secrets never go in this file: use the environment ({API_TOKEN_ENV}, ELEVENLABS_API_KEY, ...) or systemd credentials")
+    } else {
+        String::new()
+    };
+    ConfigError::Invalid { path: path.to_path_buf(), key, line, message: format!("{message}{hint}") }
+}
+
+/// `section.key` for a `key = value` line (or `section` for a `[section]` line).
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let this = lines.get(line.checked_sub(1)?)?.trim();
+    if let Some(section) = this.strip_prefix('[') {
+        return Some(section.trim_end_matches(']').trim().to_string());
+    }
+    let key = this.split('=').next()?.trim().trim_matches('"').to_string();
+    if key.is_empty() {
+        return None;
+    }
+    let section = lines[..line - 1]
+        .iter()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix('[').map(|s| s.trim_end_matches(']').trim().to_string()));
+    Some(match section {
+        Some(section) => format!("{section}.{key}"),
+        None => key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct FakeEnv(HashMap<&'static str, &'static str>);
+
+    impl Environment for FakeEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|v| v.to_string())
+        }
+        fn credential(&self, name: &str) -> Option<String> {
+            self.0.get(format!("cred:{name}").as_str()).map(|v| v.to_string())
+        }
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("cap4.toml"), text, &FakeEnv::default())
+    }
+
+    fn invalid(text: &str) -> (String, Option<usize>, String) {
+        match parse(text) {
+            Err(ConfigError::Invalid { key, line, message, .. }) => (key, line, message),
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../config/cap4.toml");
+        let config = parse(text).expect("config/cap4.toml must be valid");
+        assert_eq!(config.baresip.ctrl.to_string(), "127.0.0.1:4444");
+        assert_eq!(config.api.listen.to_string(), "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn defaults_and_dial_uri() {
+        let config = parse("[baresip]\ndial_uri = \"sip:{number}@127.0.0.1:5070\"\n").unwrap();
+        assert_eq!(config.dial_uri_for("+100"), "sip:+100@127.0.0.1:5070");
+        assert_eq!(config.call.ring_timeout, Duration::from_secs(45));
+        assert!(config.api.token.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_line() {
+        let (key, line, message) = invalid("[baresip]\nctrl = \"127.0.0.1:4444\"\nfrobnicate = 1\n");
+        assert_eq!((key.as_str(), line), ("baresip.frobnicate", Some(3)));
+        assert!(message.contains("unknown field"), "{message}");
+        let (key, line, _) = invalid("[api]\nlisten = \"127.0.0.1:8000\"\n[nonsense]\n");
+        assert_eq!((key.as_str(), line), ("nonsense", Some(3)));
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_line() {
+        let (key, line, _) = invalid("# c\n[call]\nring_timeout_s = 0\n");
+        assert_eq!((key.as_str(), line), ("call.ring_timeout_s", Some(3)));
+        let (key, line, _) = invalid("[baresip]\n\ndial_uri = \"sip:nobody@example.net\"\n");
+        assert_eq!((key.as_str(), line), ("baresip.dial_uri", Some(3)));
+        let (key, line, _) = invalid("[baresip]\nctrl = \"localhost\"\n");
+        assert_eq!((key.as_str(), line), ("baresip.ctrl", Some(2)));
+        let (key, line, message) = invalid("[call]\nmax_duration_s = \"long\"\n");
+        assert_eq!((key.as_str(), line), ("call.max_duration_s", Some(2)));
+        assert!(message.contains("expected u64"), "{message}");
+        let (key, line, _) = invalid("[log]\nlevel = \"loud\"\n");
+        assert_eq!((key.as_str(), line), ("log.level", Some(2)));
+        let (key, _, _) = invalid("[baresip\n");
+        assert_eq!(key, "baresip");
+    }
+
+    #[test]
+    fn secrets_are_refused_in_the_file_and_redacted() {
+        let (key, line, message) = invalid("[api]\ntoken = \"hunter2\"\n");
+        assert_eq!((key.as_str(), line), ("api.token", Some(2)));
+        assert!(message.contains("secrets never go in this file"), "{message}");
+        assert!(!message.contains("hunter2"));
+        let env = FakeEnv(HashMap::from([("CAP4_API_TOKEN", "hunter2")]));
+        let config = Config::parse(Path::new("c"), "", &env).unwrap();
+        assert_eq!(config.api.token.as_ref().map(Secret::expose), Some("hunter2"));
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn public_listen_needs_a_token() {
+        let (key, line, _) = invalid("[api]\nlisten = \"0.0.0.0:8000\"\n");
+        assert_eq!((key.as_str(), line), ("api.listen", Some(2)));
+        let env = FakeEnv(HashMap::from([("cred:cap4-api-token", "s3cret")]));
+        assert!(Config::parse(Path::new("c"), "[api]\nlisten = \"0.0.0.0:8000\"\n", &env).is_ok());
+    }
+
+    #[test]
+    fn legacy_environment_names_override() {
+        let env = FakeEnv(HashMap::from([
+            ("BARESIP_HOST", "127.0.0.2"),
+            ("BARESIP_CTRL_TCP_PORT", "4445"),
+            ("APP_PORT", "8080"),
+            ("APP_LOG_LEVEL", "debug"),
+        ]));
+        let config = Config::parse(Path::new("c"), "", &env).unwrap();
+        assert_eq!(config.baresip.ctrl.to_string(), "127.0.0.2:4445");
+        assert_eq!(config.api.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.log_level, tracing::Level::DEBUG);
+        let bad = FakeEnv(HashMap::from([("APP_PORT", "eighty")]));
+        assert!(matches!(Config::parse(Path::new("c"), "", &bad), Err(ConfigError::Invalid { key, .. }) if key.contains("APP_PORT")));
+    }
+}

@@ -1,0 +1,273 @@
+//! The controller: the one task that owns the call state machine and the call
+//! history. Every source (Baresip reports, API requests, timers) sends it messages;
+//! it feeds them to the machine and carries out the effects: records are persisted
+//! before commands are sent and before anyone is answered.
+//!
+//! Promise: only this task decides what Baresip is told to do.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::sleep_until;
+use tracing::{Span, debug, error, info, info_span, warn};
+
+use crate::baresip::client::{Report, Request};
+use crate::call::machine::{CallMachine, DialError, Effect, HangupError, Input, Timeouts};
+use crate::call::record::{CallRecord, Status};
+use crate::clock::{Clock, rfc3339};
+use crate::config::Config;
+use crate::phone::PhoneNumber;
+use crate::store::{Store, UnknownCursor};
+
+/// Requests from the HTTP API (and so from the CLI).
+#[derive(Debug)]
+pub enum ApiRequest {
+    Dial { number: PhoneNumber, reply: oneshot::Sender<Result<CallRecord, DialError>> },
+    Hangup { id: String, origin: String, reply: oneshot::Sender<Result<CallRecord, HangupRefusal>> },
+    Get { id: String, reply: oneshot::Sender<Option<CallRecord>> },
+    List { limit: usize, before: Option<String>, reply: oneshot::Sender<Result<Vec<CallRecord>, UnknownCursor>> },
+    Health { reply: oneshot::Sender<Health> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HangupRefusal {
+    NotFound,
+    /// The call has ended already.
+    AlreadyEnded(Box<CallRecord>),
+}
+
+/// The daemon's state as `GET /api/health` shows it.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub baresip_connected: bool,
+    pub baresip_since: Option<String>,
+    pub active_call: Option<String>,
+    pub calls_recorded: usize,
+}
+
+/// How long a graceful stop waits for an active call to be hung up.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+pub struct Controller {
+    machine: CallMachine,
+    store: Store,
+    clock: Clock,
+    config: Arc<Config>,
+    baresip: mpsc::UnboundedSender<Request>,
+    waiting_hangups: Vec<(String, oneshot::Sender<Result<CallRecord, HangupRefusal>>)>,
+    baresip_since: Option<String>,
+    /// Fired once, the first time Baresip is connected (for systemd READY).
+    on_first_link: Option<oneshot::Sender<()>>,
+}
+
+impl Controller {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        clock: Clock,
+        baresip: mpsc::UnboundedSender<Request>,
+        on_first_link: Option<oneshot::Sender<()>>,
+    ) -> Self {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let timeouts = Timeouts {
+            ring_ms: ms(config.call.ring_timeout),
+            max_call_ms: ms(config.call.max_duration),
+            hangup_confirm_ms: ms(config.baresip.command_timeout).max(2_000),
+            link_grace_ms: ms(config.call.link_grace),
+        };
+        Self {
+            machine: CallMachine::new(timeouts),
+            store,
+            clock,
+            config,
+            baresip,
+            waiting_hangups: Vec::new(),
+            baresip_since: None,
+            on_first_link,
+        }
+    }
+
+    /// Runs until `stop` resolves (then hangs up any active call, briefly) or the
+    /// Baresip client goes away.
+    pub async fn run(
+        mut self,
+        mut reports: mpsc::Receiver<Report>,
+        mut api: mpsc::Receiver<ApiRequest>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        let mut stop_by: Option<tokio::time::Instant> = None;
+        loop {
+            if stop_by.is_some() && self.machine.active().is_none() {
+                break;
+            }
+            let deadline = self.machine.next_deadline().map(|ms| tokio::time::Instant::from_std(self.clock.instant_at(ms)));
+            let wake = match (deadline, stop_by) {
+                (Some(d), Some(s)) => Some(d.min(s)),
+                (d, s) => d.or(s),
+            };
+            tokio::select! {
+                report = reports.recv() => match report {
+                    Some(report) => self.on_report(report),
+                    None => break,
+                },
+                req = api.recv(), if stop_by.is_none() => match req {
+                    Some(req) => self.on_api(req),
+                    None => break,
+                },
+                () = &mut stop, if stop_by.is_none() => {
+                    info!("stopping");
+                    stop_by = Some(tokio::time::Instant::now() + STOP_GRACE);
+                    if let Some(id) = self.machine.active().map(|r| r.id.clone()) {
+                        let now = self.clock.now();
+                        if let Ok((_, effects)) = self.machine.hangup(&id, "shutdown", now) {
+                            self.apply(effects);
+                        }
+                    }
+                },
+                () = sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {
+                    if stop_by.is_some_and(|s| s <= tokio::time::Instant::now()) {
+                        warn!("active call did not end in time; it will be recorded failed at next start");
+                        break;
+                    }
+                    let effects = self.machine.handle(Input::Tick, self.clock.now());
+                    self.apply(effects);
+                }
+            }
+        }
+    }
+
+    fn on_report(&mut self, report: Report) {
+        let now = self.clock.now();
+        let input = match report {
+            Report::LinkUp(resync) => {
+                self.baresip_since = Some(rfc3339(now.unix_ms));
+                if let Some(tx) = self.on_first_link.take() {
+                    let _ = tx.send(());
+                }
+                if !resync.calls.is_empty() && self.machine.active().is_none() {
+                    warn!(calls = resync.calls.len(), "Baresip has calls cap4 does not own; hanging up");
+                }
+                Input::LinkUp(resync)
+            }
+            Report::LinkDown { reason } => {
+                self.baresip_since = None;
+                warn!(%reason, "Baresip not connected");
+                Input::LinkDown
+            }
+            Report::Event(event) => Input::Event(event),
+            Report::CommandDone { tag, result } => {
+                if let Err(err) = &result {
+                    debug!(?tag, ?err, "command failed");
+                }
+                Input::CommandDone { tag, result }
+            }
+        };
+        let span = self.call_span();
+        let _guard = span.enter();
+        let effects = self.machine.handle(input, now);
+        drop(_guard);
+        self.apply(effects);
+    }
+
+    fn on_api(&mut self, req: ApiRequest) {
+        let now = self.clock.now();
+        match req {
+            ApiRequest::Dial { number, reply } => {
+                let id = uuid::Uuid::new_v4().to_string();
+                let uri = self.config.dial_uri_for(number.as_str());
+                match self.machine.dial(id, &number, uri, now) {
+                    Ok((record, effects)) => {
+                        let span = info_span!("call", call_id = %record.id);
+                        span.in_scope(|| info!(phone_number = %number, "dialling"));
+                        self.apply(effects);
+                        // The record as persisted, or as the machine has it if the
+                        // dial already failed synchronously.
+                        let current = self.store.get(&record.id).cloned().unwrap_or(record);
+                        let _ = reply.send(Ok(current));
+                    }
+                    Err(err) => {
+                        info!(?err, "dial refused");
+                        let _ = reply.send(Err(err));
+                    }
+                }
+            }
+            ApiRequest::Hangup { id, origin, reply } => match self.machine.hangup(&id, &origin, now) {
+                Ok((_, effects)) => {
+                    info_span!("call", call_id = %id).in_scope(|| info!(%origin, "hangup requested"));
+                    self.waiting_hangups.push((id, reply));
+                    self.apply(effects);
+                }
+                Err(HangupError::NotActive) => {
+                    let refusal = match self.store.get(&id) {
+                        Some(record) => HangupRefusal::AlreadyEnded(Box::new(record.clone())),
+                        None => HangupRefusal::NotFound,
+                    };
+                    let _ = reply.send(Err(refusal));
+                }
+            },
+            ApiRequest::Get { id, reply } => {
+                let _ = reply.send(self.store.get(&id).cloned());
+            }
+            ApiRequest::List { limit, before, reply } => {
+                let _ = reply.send(self.store.list(limit, before.as_deref()));
+            }
+            ApiRequest::Health { reply } => {
+                let _ = reply.send(Health {
+                    baresip_connected: self.machine.link_up(),
+                    baresip_since: self.baresip_since.clone(),
+                    active_call: self.machine.active().map(|r| r.id.clone()),
+                    calls_recorded: self.store.len(),
+                });
+            }
+        }
+    }
+
+    fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Persist(record) => self.persist(record),
+                Effect::Send { command, tag } => {
+                    if self.baresip.send(Request { command, tag }).is_err() {
+                        error!("Baresip client task is gone");
+                    }
+                }
+            }
+        }
+    }
+
+    fn persist(&mut self, record: CallRecord) {
+        let span = info_span!("call", call_id = %record.id);
+        let _guard = span.enter();
+        if let Err(err) = self.store.put(&record) {
+            // Keep calling: losing history is bad, dropping a live call is worse.
+            error!(%err, "call record not saved");
+        }
+        match record.status {
+            Status::Ended => {
+                info!(
+                    status = record.status.as_str(),
+                    outcome = record.outcome.map_or("", |o| o.as_str()),
+                    reason = record.reason.as_deref().unwrap_or(""),
+                    sip_call_id = record.sip_call_id.as_deref().unwrap_or(""),
+                    "call ended"
+                );
+                let (done, waiting): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut self.waiting_hangups).into_iter().partition(|(id, _)| *id == record.id);
+                self.waiting_hangups = waiting;
+                for (_, reply) in done {
+                    let _ = reply.send(Ok(record.clone()));
+                }
+            }
+            status => info!(status = status.as_str(), sip_call_id = record.sip_call_id.as_deref().unwrap_or(""), "call status"),
+        }
+    }
+
+    fn call_span(&self) -> Span {
+        match self.machine.active() {
+            Some(record) => info_span!("call", call_id = %record.id),
+            None => Span::none(),
+        }
+    }
+}

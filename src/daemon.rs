@@ -1,0 +1,121 @@
+//! `cap4 run`: wires the daemon together (config, log, store, Baresip client,
+//! controller, HTTP API) and runs it until SIGTERM or SIGINT.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::baresip::client::{self, ClientConfig};
+use crate::clock::Clock;
+use crate::config::{Config, ProcessEnv};
+use crate::controller::Controller;
+use crate::exit;
+use crate::store::Store;
+
+/// Largest frame accepted from Baresip. Its biggest replies (`callstat` with SDP,
+/// `help`) are a few KiB.
+const MAX_FRAME: usize = 256 * 1024;
+
+pub fn run(config_path: &Path) -> i32 {
+    let config = match Config::load(config_path, &ProcessEnv) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("cap4: {err}");
+            return exit::CONFIG;
+        }
+    };
+    crate::logging::init(config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            error!(%err, "cannot start the async runtime");
+            return exit::FAILURE;
+        }
+    };
+    runtime.block_on(serve(Arc::new(config)))
+}
+
+async fn serve(config: Arc<Config>) -> i32 {
+    let clock = Clock::start();
+    let (store, report) = match Store::open(&config.storage.dir, clock.now().unix_ms) {
+        Ok(opened) => opened,
+        Err(err) => {
+            error!(%err, "cannot open the call history");
+            return exit::CANT_CREATE;
+        }
+    };
+    for line in &report.skipped_lines {
+        warn!(line, dir = %config.storage.dir.display(), "call journal: incomplete line skipped (cut short by a crash or power loss)");
+    }
+    for id in &report.interrupted {
+        warn!(call_id = %id, "call was active when cap4 last stopped; recorded as failed");
+    }
+    info!(calls = report.records, dir = %config.storage.dir.display(), "call history loaded");
+
+    let listener = match tokio::net::TcpListener::bind(config.api.listen).await {
+        Ok(l) => l,
+        Err(err) => {
+            error!(%err, listen = %config.api.listen, "cannot listen for the HTTP API");
+            return exit::FAILURE;
+        }
+    };
+
+    let (reports_tx, reports_rx) = mpsc::channel(64);
+    let client_config = ClientConfig {
+        addr: config.baresip.ctrl.to_string(),
+        command_timeout: config.baresip.command_timeout,
+        max_frame: MAX_FRAME,
+        backoff_min: std::time::Duration::from_millis(100),
+        backoff_max: std::time::Duration::from_secs(5),
+    };
+    let baresip = client::spawn(client_config, reports_tx);
+    let (api_tx, api_rx) = mpsc::channel(32);
+    let (linked_tx, linked_rx) = oneshot::channel();
+    let controller = Controller::new(config.clone(), store, clock, baresip, Some(linked_tx));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let router = crate::api::router(api_tx, config.api.token.clone(), config.baresip.ctrl);
+    let mut api_stop = stop_rx.clone();
+    let api = tokio::spawn(async move {
+        axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = api_stop.changed().await;
+        })
+        .await
+    });
+    info!(listen = %config.api.listen, baresip = %config.baresip.ctrl, "cap4 daemon started");
+    tokio::spawn(async move {
+        if linked_rx.await.is_ok() {
+            info!("ready: Baresip connected");
+        }
+    });
+
+    let mut controller_stop = stop_rx;
+    let controller_task = tokio::spawn(controller.run(reports_rx, api_rx, async move {
+        let _ = controller_stop.changed().await;
+    }));
+    wait_for_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = controller_task.await;
+    match api.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => warn!(%err, "HTTP API ended with an error"),
+        Err(err) => warn!(%err, "HTTP API task failed"),
+    }
+    info!("cap4 daemon stopped");
+    exit::OK
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers only Ctrl-C via the default action stops us.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,29 @@
+//! CAP4: places phone calls through a co-located Baresip and (in later stages)
+//! hands live answers to an AI agent. See `ARCHITECTURE.md` for the map.
+
+pub mod api;
+pub mod baresip;
+pub mod call;
+pub mod cli;
+pub mod client_http;
+pub mod clock;
+pub mod config;
+pub mod controller;
+pub mod daemon;
+pub mod logging;
+pub mod phone;
+pub mod store;
+
+/// Process exit codes (sysexits.h where one fits).
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// A command ran but failed (an API error, a runtime failure).
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 64;
+    /// The daemon's API (or another service) is not reachable.
+    pub const UNAVAILABLE: i32 = 69;
+    /// The state directory cannot be used.
+    pub const CANT_CREATE: i32 = 73;
+    /// The configuration is invalid.
+    pub const CONFIG: i32 = 78;
+}

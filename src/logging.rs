@@ -1,0 +1,29 @@
+//! Log output: journald (native fields) when systemd says stderr is the journal,
+//! readable lines on stderr otherwise.
+//!
+//! Under journald, span fields become journal fields without a prefix, so every
+//! line inside a call's span carries `CALL_ID=<id>` and `journalctl CALL_ID=<id>`
+//! shows one whole call.
+
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Installs the global subscriber. `level` applies to cap4 itself; dependencies
+/// log at warn or above.
+pub fn init(level: Level) {
+    let filter = Targets::new().with_target("cap4", level).with_default(Level::WARN);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                let layer = layer.with_field_prefix(None).with_syslog_identifier("cap4".into());
+                let _ = tracing_subscriber::registry().with(layer).with(filter).try_init();
+                return;
+            }
+            Err(err) => eprintln!("cap4: journald unavailable ({err}); logging to stderr"),
+        }
+    }
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let _ = tracing_subscriber::registry().with(stderr).with(filter).try_init();
+}

@@ -1,0 +1,251 @@
+//! Call history: an append-only journal of call records (`calls.jsonl`, one JSON
+//! record per line) plus the in-memory index the API reads.
+//!
+//! Promises:
+//! * [`Store::put`] returns only after the line is written and `fdatasync`ed, so a
+//!   `kill -9` or power cut loses nothing already reported;
+//! * on open, a torn last line (a write cut short) is skipped with a warning, every
+//!   complete record is kept, and the newest line for an id wins;
+//! * a call that was still active when the previous run stopped is recorded as
+//!   `failed` (nobody can tell how it ended);
+//! * the journal is compacted at open (written to a temporary file, synced, then
+//!   renamed over the old one), so it holds one line per call afterwards.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::call::record::{CallRecord, Outcome, Status, TimelineEntry};
+use crate::clock::rfc3339;
+
+const JOURNAL: &str = "calls.jsonl";
+
+#[derive(Debug)]
+pub enum StoreError {
+    Io { path: PathBuf, op: &'static str, source: io::Error },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io { path, op, source } => write!(f, "{op} {}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// What opening the journal found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    pub records: usize,
+    /// Lines that were not a complete record (1-based line numbers).
+    pub skipped_lines: Vec<usize>,
+    /// Calls that were active when the previous run stopped, now ended `failed`.
+    pub interrupted: Vec<String>,
+}
+
+/// The `before` cursor of a list request names no call.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UnknownCursor;
+
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    file: File,
+    records: Vec<CallRecord>,
+    index: HashMap<String, usize>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the journal in `dir`. `now_unix_ms` stamps calls
+    /// found interrupted.
+    pub fn open(dir: &Path, now_unix_ms: i64) -> Result<(Self, OpenReport), StoreError> {
+        let io_err = |op: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, op, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        let path = dir.join(JOURNAL);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        let mut report = OpenReport::default();
+        let mut records: Vec<CallRecord> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice::<CallRecord>(line) {
+                Ok(record) => match index.get(&record.id) {
+                    Some(&i) => records[i] = record,
+                    None => {
+                        index.insert(record.id.clone(), records.len());
+                        records.push(record);
+                    }
+                },
+                Err(_) => report.skipped_lines.push(n + 1),
+            }
+        }
+        for record in records.iter_mut().filter(|r| r.is_active()) {
+            let last_at = record.timeline.last().map_or(0, |e| e.at_ms);
+            record.timeline.push(TimelineEntry { at_ms: last_at, event: "cap4_restarted".into(), detail: None });
+            record.status = Status::Ended;
+            record.outcome = Some(Outcome::Failed);
+            record.reason = Some("cap4 stopped during the call".into());
+            record.ended_at = Some(rfc3339(now_unix_ms));
+            report.interrupted.push(record.id.clone());
+        }
+        report.records = records.len();
+
+        // Compact: one line per call, written aside and renamed into place.
+        let tmp = dir.join(format!("{JOURNAL}.tmp"));
+        {
+            let mut out = File::create(&tmp).map_err(io_err("create", &tmp))?;
+            let mut buf = Vec::new();
+            for record in &records {
+                append_line(&mut buf, record);
+            }
+            out.write_all(&buf).map_err(io_err("write", &tmp))?;
+            out.sync_all().map_err(io_err("sync", &tmp))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        let file = OpenOptions::new().append(true).open(&path).map_err(io_err("open", &path))?;
+        Ok((Self { path, file, records, index }, report))
+    }
+
+    /// Records the current state of a call durably, then in memory.
+    pub fn put(&mut self, record: &CallRecord) -> Result<(), StoreError> {
+        let mut line = Vec::new();
+        append_line(&mut line, record);
+        let wrap = |op, source| StoreError::Io { path: self.path.clone(), op, source };
+        self.file.write_all(&line).map_err(|e| wrap("append to", e))?;
+        self.file.sync_data().map_err(|e| wrap("sync", e))?;
+        match self.index.get(&record.id) {
+            Some(&i) => self.records[i] = record.clone(),
+            None => {
+                self.index.insert(record.id.clone(), self.records.len());
+                self.records.push(record.clone());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Option<&CallRecord> {
+        self.index.get(id).map(|&i| &self.records[i])
+    }
+
+    /// Up to `limit` calls, newest first, started before the call `before` if given.
+    pub fn list(&self, limit: usize, before: Option<&str>) -> Result<Vec<CallRecord>, UnknownCursor> {
+        let end = match before {
+            Some(id) => *self.index.get(id).ok_or(UnknownCursor)?,
+            None => self.records.len(),
+        };
+        Ok(self.records[..end].iter().rev().take(limit).cloned().collect())
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+fn append_line(buf: &mut Vec<u8>, record: &CallRecord) {
+    // Serialising a struct of strings and numbers cannot fail.
+    if serde_json::to_writer(&mut *buf, record).is_ok() {
+        buf.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cap4-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn record(id: &str, status: Status) -> CallRecord {
+        CallRecord {
+            id: id.into(),
+            phone_number: "+100".into(),
+            direction: "outbound".into(),
+            status,
+            outcome: None,
+            reason: None,
+            sip_code: None,
+            sip_call_id: None,
+            started_at: rfc3339(0),
+            answered_at: None,
+            ended_at: None,
+            talk_ms: None,
+            timeline: vec![TimelineEntry { at_ms: 0, event: "dial".into(), detail: None }],
+        }
+    }
+
+    #[test]
+    fn survives_reopen_and_keeps_the_newest_state() {
+        let dir = temp_dir("reopen");
+        let (mut store, report) = Store::open(&dir, 0).unwrap();
+        assert_eq!(report, OpenReport::default());
+        store.put(&record("a", Status::Dialing)).unwrap();
+        let mut done = record("a", Status::Ended);
+        done.outcome = Some(Outcome::Busy);
+        store.put(&done).unwrap();
+        store.put(&record("b", Status::Ended)).unwrap();
+        drop(store);
+        let (store, report) = Store::open(&dir, 0).unwrap();
+        assert_eq!(report.records, 2);
+        assert_eq!(store.get("a").unwrap().outcome, Some(Outcome::Busy));
+        let ids: Vec<String> = store.list(10, None).unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["b", "a"], "newest first");
+        let ids: Vec<String> = store.list(10, Some("b")).unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["a"]);
+        assert_eq!(store.list(1, None).unwrap().len(), 1);
+        assert_eq!(store.list(1, Some("zzz")), Err(UnknownCursor));
+        let lines = std::fs::read_to_string(dir.join(JOURNAL)).unwrap().lines().count();
+        assert_eq!(lines, 2, "compacted to one line per call");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn torn_last_line_is_skipped_and_active_calls_end_failed() {
+        let dir = temp_dir("torn");
+        let (mut store, _) = Store::open(&dir, 0).unwrap();
+        let mut ended = record("done", Status::Ended);
+        ended.outcome = Some(Outcome::RemoteHangup);
+        store.put(&ended).unwrap();
+        store.put(&record("live", Status::Answered)).unwrap();
+        drop(store);
+        // A power cut in the middle of the next append.
+        let mut f = OpenOptions::new().append(true).open(dir.join(JOURNAL)).unwrap();
+        f.write_all(br#"{"id":"live","phone_number":"+1"#).unwrap();
+        drop(f);
+        let (mut store, report) = Store::open(&dir, 1_000).unwrap();
+        assert_eq!(report.skipped_lines, vec![3]);
+        assert_eq!(report.interrupted, vec!["live".to_string()]);
+        assert_eq!(store.get("done").unwrap().outcome, Some(Outcome::RemoteHangup));
+        let live = store.get("live").unwrap();
+        assert_eq!((live.status, live.outcome), (Status::Ended, Some(Outcome::Failed)));
+        // Appends after the repair are whole lines again.
+        store.put(&record("next", Status::Dialing)).unwrap();
+        drop(store);
+        let (_, report) = Store::open(&dir, 2_000).unwrap();
+        assert!(report.skipped_lines.is_empty());
+        assert_eq!(report.records, 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
