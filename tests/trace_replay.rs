@@ -1,0 +1,241 @@
+//! Replays every recorded Baresip 1.0.0 trace (`tests/fixtures/baresip/traces`)
+//! through the netstring decoder, the message decoder and the call state machine,
+//! and checks what the daemon would have recorded for each call case.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use cap4::baresip::netstring::Decoder;
+use cap4::baresip::protocol::{self, Inbound, parse_listcalls};
+use cap4::call::machine::{CallMachine, CommandTag, Effect, Input, Resync, Timeouts};
+use cap4::call::record::{CallRecord, Outcome, Status};
+use cap4::clock::Now;
+use cap4::phone::PhoneNumber;
+use serde_json::Value;
+
+const TIMEOUTS: Timeouts = Timeouts { ring_ms: 60_000, max_call_ms: 600_000, hangup_confirm_ms: 5_000, link_grace_ms: 10_000 };
+
+fn traces_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/baresip/traces")
+}
+
+fn lines(name: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(traces_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{name}: {e}"))).collect()
+}
+
+fn all_traces() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(traces_dir())
+        .expect("fixtures present")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".jsonl"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 20, "expected the recorded traces, found {names:?}");
+    names
+}
+
+/// Every byte Baresip sent, per connection, split into reads of `chunk` bytes,
+/// decodes to exactly the recorded frames, each a message we understand.
+#[test]
+fn every_received_byte_decodes_in_any_split() {
+    for name in all_traces() {
+        let mut streams: HashMap<String, (Vec<u8>, Vec<Value>)> = HashMap::new();
+        for line in lines(&name) {
+            if line["dir"] == "rx" && line["kind"] == "netstring" {
+                let client = line["client"].as_str().unwrap_or("").to_string();
+                let entry = streams.entry(client).or_default();
+                entry.0.extend_from_slice(line["wire"].as_str().expect("wire text").as_bytes());
+                entry.1.push(line);
+            }
+        }
+        for (wire, expected) in streams.values() {
+            for chunk in [1, 2, 7, 64, 4096] {
+                let mut decoder = Decoder::new(64 * 1024);
+                let mut got = Vec::new();
+                for piece in wire.chunks(chunk) {
+                    decoder.push(piece);
+                    while let Some(frame) = decoder.next_frame().unwrap_or_else(|e| panic!("{name}: {e}")) {
+                        got.push(frame);
+                    }
+                }
+                assert_eq!(got.len(), expected.len(), "{name}: frame count with {chunk}-byte reads");
+                for (frame, line) in got.iter().zip(expected) {
+                    assert_eq!(frame.len() as u64, line["len"].as_u64().unwrap(), "{name}: declared length");
+                    let msg = protocol::decode(frame).unwrap_or_else(|e| panic!("{name}: {e}"));
+                    let kind = match msg {
+                        Inbound::Response(_) => "response",
+                        Inbound::Event(_) => "event",
+                        Inbound::SipMessage => "message",
+                    };
+                    assert_eq!(kind, line["msg"], "{name}");
+                }
+            }
+        }
+    }
+}
+
+/// What the machine recorded while replaying one trace.
+struct Replay {
+    statuses: Vec<Status>,
+    ended: Option<CallRecord>,
+    hangups_sent: usize,
+}
+
+fn now_at(line: &Value) -> Now {
+    let ms = (line["t"].as_f64().unwrap_or(0.0) * 1000.0) as u64;
+    Now { mono_ms: ms, unix_ms: 1_700_000_000_000 + ms as i64 }
+}
+
+fn replay(name: &str) -> Replay {
+    let mut machine = CallMachine::new(TIMEOUTS);
+    let mut tags: HashMap<String, CommandTag> = HashMap::new();
+    let mut resync_tokens: Vec<String> = Vec::new();
+    let mut connections = 0;
+    let mut out = Replay { statuses: Vec::new(), ended: None, hangups_sent: 0 };
+    let mut last = Now { mono_ms: 0, unix_ms: 0 };
+    let mut absorb = |effects: Vec<Effect>, out: &mut Replay| {
+        for effect in effects {
+            match effect {
+                Effect::Persist(record) => {
+                    if out.statuses.last() != Some(&record.status) {
+                        out.statuses.push(record.status);
+                    }
+                    if record.status == Status::Ended {
+                        out.ended = Some(record);
+                    }
+                }
+                Effect::Send { tag: CommandTag::Hangup, .. } => out.hangups_sent += 1,
+                Effect::Send { .. } => {}
+            }
+        }
+    };
+    for line in lines(name) {
+        let now = now_at(&line);
+        last = now;
+        match (line["dir"].as_str(), line["kind"].as_str()) {
+            (Some("conn"), Some("connected")) => {
+                connections += 1;
+                if connections == 1 {
+                    // A fresh Baresip: the daemon's resync would find no calls.
+                    absorb(machine.handle(Input::LinkUp(Resync::default()), now), &mut out);
+                }
+            }
+            (Some("conn"), Some("eof" | "closed_by_client" | "error")) => {
+                if machine.link_up() {
+                    absorb(machine.handle(Input::LinkDown, now), &mut out);
+                }
+            }
+            (Some("tx"), Some("netstring")) => {
+                let wire = line["wire"].as_str().unwrap();
+                let payload: Value = serde_json::from_str(&wire[wire.find(':').unwrap() + 1..wire.len() - 1]).unwrap();
+                let token = payload["token"].as_str().unwrap_or("").to_string();
+                match payload["command"].as_str() {
+                    // An empty dial (in `commands_idle`) is something cap4 never sends.
+                    Some("dial") if payload["params"].as_str().is_some_and(|p| !p.is_empty()) => {
+                        let number = PhoneNumber::parse("+100").unwrap();
+                        let uri = payload["params"].as_str().unwrap().to_string();
+                        let (_, effects) = machine.dial("call".into(), &number, uri, now).expect("dial accepted");
+                        absorb(effects, &mut out);
+                        tags.insert(token, CommandTag::Dial);
+                    }
+                    Some("hangup") => {
+                        if let Ok((_, effects)) = machine.hangup("call", "trace", now) {
+                            absorb(effects, &mut out);
+                        }
+                        tags.insert(token, CommandTag::Hangup);
+                    }
+                    Some("listcalls") if !machine.link_up() => resync_tokens.push(token),
+                    _ => {}
+                }
+            }
+            (Some("rx"), Some("netstring")) => {
+                let wire = line["wire"].as_str().unwrap();
+                let payload = &wire.as_bytes()[wire.find(':').unwrap() + 1..wire.len() - 1];
+                match protocol::decode(payload).unwrap() {
+                    Inbound::Event(event) => absorb(machine.handle(Input::Event(event), now), &mut out),
+                    Inbound::Response(resp) => {
+                        let token = resp.token.clone().unwrap_or_default();
+                        if resync_tokens.contains(&token) {
+                            let calls = parse_listcalls(&resp.data).expect("listcalls text");
+                            let resync = Resync { calls, current_call_id: None };
+                            absorb(machine.handle(Input::LinkUp(resync), now), &mut out);
+                        } else if let Some(&tag) = tags.get(&token) {
+                            absorb(machine.handle(Input::CommandDone { tag, result: Ok(resp) }, now), &mut out);
+                        }
+                    }
+                    Inbound::SipMessage => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    // Let every timer that was still running expire.
+    let later = Now { mono_ms: last.mono_ms + 700_000, unix_ms: last.unix_ms + 700_000 };
+    for _ in 0..3 {
+        absorb(machine.handle(Input::Tick, later), &mut out);
+    }
+    out
+}
+
+#[test]
+fn call_traces_end_with_the_right_outcome() {
+    use Outcome::*;
+    use Status::*;
+    let cases: &[(&str, &[Status], Outcome, Option<u16>)] = &[
+        ("a_180_200_remote_bye.jsonl", &[Dialing, Ringing, Answered, Ended], RemoteHangup, None),
+        ("b_183sdp_early_media_then_200.jsonl", &[Dialing, EarlyMedia, Answered, Ended], LocalHangup, None),
+        ("c_183sdp_announcement_then_404.jsonl", &[Dialing, EarlyMedia, Ended], Rejected, Some(404)),
+        ("d_180_forever_caller_cancel.jsonl", &[Dialing, Ringing, Ended], LocalHangup, None),
+        ("e_486_busy_immediately.jsonl", &[Dialing, Ended], Busy, Some(486)),
+        ("f_200_caller_hangup.jsonl", &[Dialing, Ringing, Answered, Ended], LocalHangup, None),
+        ("g_18x_matrix_then_200_remote_bye_reason.jsonl", &[Dialing, Ringing, EarlyMedia, Answered, Ended], RemoteHangup, None),
+        ("dial_unreachable_udp.jsonl", &[Dialing, Ended], Unreachable, None),
+        ("dial_unreachable_tcp.jsonl", &[Dialing, Ended], Unreachable, None),
+        ("client_reconnect_midcall.jsonl", &[Dialing, Ringing, Answered, Ended], Failed, None),
+        ("kill_restart.jsonl", &[Dialing, Ringing, Answered, Ended], Failed, None),
+        ("sigterm_with_call.jsonl", &[Dialing, Ringing, Answered, Ended], Failed, None),
+    ];
+    for &(name, statuses, outcome, code) in cases {
+        let replay = replay(name);
+        let record = replay.ended.unwrap_or_else(|| panic!("{name}: the call never ended"));
+        assert_eq!(replay.statuses, statuses, "{name}: statuses");
+        assert_eq!(record.outcome, Some(outcome), "{name}: outcome ({:?})", record.reason);
+        assert_eq!(record.sip_code, code, "{name}: SIP code");
+        assert!(record.sip_call_id.is_some(), "{name}: the call was bound to Baresip's id");
+        if statuses.contains(&Answered) {
+            assert!(record.answered_at.is_some() && record.talk_ms.is_some(), "{name}");
+        } else {
+            assert!(record.answered_at.is_none(), "{name}: never answered");
+        }
+    }
+}
+
+#[test]
+fn the_kill_case_ends_failed_because_baresip_lost_the_call() {
+    let record = replay("kill_restart.jsonl").ended.unwrap();
+    assert_eq!(record.reason.as_deref(), Some("call lost while Baresip was disconnected"));
+    let events: Vec<&str> = record.timeline.iter().map(|e| e.event.as_str()).collect();
+    assert!(events.contains(&"baresip_link_lost") && events.contains(&"baresip_resynced"), "{events:?}");
+    let shutdown = replay("sigterm_with_call.jsonl").ended.unwrap();
+    assert_eq!(shutdown.reason.as_deref(), Some("Baresip shut down"));
+}
+
+#[test]
+fn traces_without_our_calls_record_nothing() {
+    for name in [
+        "i_incoming_call_accept.jsonl",
+        "commands_idle.jsonl",
+        "malformed_input.jsonl",
+        "back_to_back.jsonl",
+        "second_client.jsonl",
+        "quit_command.jsonl",
+        "wrongtype_command_number.jsonl",
+        "wrongtype_params_number.jsonl",
+        "wrongtype_token_number.jsonl",
+    ] {
+        let replay = replay(name);
+        assert!(replay.statuses.is_empty() && replay.ended.is_none(), "{name}");
+        assert_eq!(replay.hangups_sent, 0, "{name}");
+    }
+}
