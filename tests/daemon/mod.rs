@@ -21,11 +21,13 @@ pub struct DaemonConfig {
     pub ring_timeout_s: u64,
     pub max_duration_s: u64,
     pub grace_s: u64,
+    /// Sets `CAP4_API_TOKEN` for the daemon.
+    pub token: Option<String>,
 }
 
 impl DaemonConfig {
     pub fn new(ctrl_port: u16, dial_uri: String) -> Self {
-        Self { ctrl_port, dial_uri, ring_timeout_s: 20, max_duration_s: 60, grace_s: 10 }
+        Self { ctrl_port, dial_uri, ring_timeout_s: 20, max_duration_s: 60, grace_s: 10, token: None }
     }
 }
 
@@ -35,7 +37,7 @@ pub struct Daemon {
     dir: PathBuf,
     config_path: PathBuf,
     log_path: PathBuf,
-    starts: u32,
+    token: Option<String>,
 }
 
 impl Daemon {
@@ -56,19 +58,22 @@ impl Daemon {
         );
         std::fs::write(&config_path, text).expect("write cap4.toml");
         let mut daemon =
-            Daemon { child: None, api, dir: dir.to_path_buf(), config_path, log_path: dir.join("cap4.log"), starts: 0 };
+            Daemon { child: None, api, dir: dir.to_path_buf(), config_path, log_path: dir.join("cap4.log"), token: cfg.token.clone() };
         daemon.spawn();
         daemon
     }
 
     fn spawn(&mut self) {
-        self.starts += 1;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("open cap4.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_cap4"))
-            .args(["run", "--config"])
-            .arg(&self.config_path)
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("CAP4_API_TOKEN")
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cap4"));
+        command.args(["run", "--config"]).arg(&self.config_path).env_remove("JOURNAL_STREAM");
+        for legacy in ["CAP4_API_TOKEN", "APP_HOST", "APP_PORT", "APP_LOG_LEVEL", "BARESIP_HOST", "BARESIP_CTRL_TCP_PORT"] {
+            command.env_remove(legacy);
+        }
+        if let Some(token) = &self.token {
+            command.env("CAP4_API_TOKEN", token);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -138,8 +143,11 @@ impl Daemon {
         out
     }
 
+    /// A request to the API, with the bearer token if the daemon has one.
     pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        http(&self.api, method, path, body, &[])
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        http(&self.api, method, path, body, &headers)
     }
 
     /// `POST /api/calls/dial`; asserts 201 and returns the record.

@@ -1,0 +1,152 @@
+//! The HTTP API's refusals and the CLI, against a real `cap4 run`: bad numbers,
+//! bad bodies, unknown calls and paths, the token, Baresip unavailable, config
+//! errors with exit code 78, and the CLI's client commands on a real call.
+
+mod daemon;
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use daemon::{Daemon, DaemonConfig, http, http_raw};
+use support::{Baresip, Sipp, TempDir, free_media_port, free_port, free_rtp_range};
+
+/// A daemon whose Baresip never answers (nothing listens on its ctrl port).
+fn lonely(name: &str) -> (TempDir, Daemon) {
+    let dir = TempDir::new(name);
+    let cfg = DaemonConfig::new(free_port(), "sip:{number}@127.0.0.1:5999".into());
+    let cap4 = Daemon::start(dir.path(), &cfg);
+    (dir, cap4)
+}
+
+#[test]
+fn refusals_are_json_with_the_right_status() {
+    let (_dir, cap4) = lonely("api-refusals");
+    let health = cap4.health();
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["baresip"]["connected"], false);
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+    assert!(health["uptime_s"].is_u64());
+
+    let (status, err) = cap4.http("POST", "/api/calls/dial", Some(r#"{"phone_number":"+79123456789"}"#));
+    assert_eq!((status, err["error"]["code"].as_str()), (503, Some("baresip_unavailable")));
+
+    for bad in [r#""12""#, r#""+7912 3456""#, r#""1234;transport=tcp""#, "79123456789", r#""sip:1@x""#, "null"] {
+        let (status, err) = cap4.http("POST", "/api/calls/dial", Some(&format!(r#"{{"phone_number":{bad}}}"#)));
+        assert_eq!((status, err["error"]["code"].as_str()), (422, Some("invalid_phone_number")), "{bad}");
+    }
+    for bad in ["", "{", r#"{"number":"+100"}"#, "[]"] {
+        let (status, err) = cap4.http("POST", "/api/calls/dial", Some(bad));
+        assert_eq!((status, err["error"]["code"].as_str()), (400, Some("bad_request")), "{bad:?}");
+    }
+    let big = format!(r#"{{"phone_number":"+100","pad":"{}"}}"#, "x".repeat(20_000));
+    let (status, _) = http_raw(&cap4.api, "POST", "/api/calls/dial", Some(big.as_bytes()), &[]);
+    assert_eq!(status, 413);
+
+    let (status, err) = cap4.http("GET", "/api/calls/nope", None);
+    assert_eq!((status, err["error"]["code"].as_str()), (404, Some("not_found")));
+    let (status, err) = cap4.http("GET", "/api/nothing", None);
+    assert_eq!((status, err["error"]["code"].as_str()), (404, Some("not_found")));
+    let (status, err) = cap4.http("DELETE", "/api/calls", None);
+    assert_eq!((status, err["error"]["code"].as_str()), (405, Some("method_not_allowed")));
+    for query in ["limit=0", "limit=abc", "limit=100000", "color=red"] {
+        let (status, _) = cap4.http("GET", &format!("/api/calls?{query}"), None);
+        assert_eq!(status, 422, "{query}");
+    }
+    let (status, _) = cap4.http("GET", "/api/calls?before=unknown", None);
+    assert_eq!(status, 404);
+    let (status, calls) = cap4.http("GET", "/api/calls", None);
+    assert_eq!((status, calls), (200, serde_json::json!([])));
+}
+
+#[test]
+fn the_token_guards_everything_but_health() {
+    let dir = TempDir::new("api-token");
+    let mut cfg = DaemonConfig::new(free_port(), "sip:{number}@127.0.0.1:5999".into());
+    cfg.token = Some("s3cret-token-77".into());
+    let cap4 = Daemon::start(dir.path(), &cfg);
+    let (status, err) = http(&cap4.api, "GET", "/api/calls", None, &[]);
+    assert_eq!((status, err["error"]["code"].as_str()), (401, Some("unauthorized")));
+    let (status, _) = http(&cap4.api, "GET", "/api/calls", None, &[("Authorization", "Bearer wrong")]);
+    assert_eq!(status, 401);
+    let (status, _) = http(&cap4.api, "GET", "/api/calls", None, &[("Authorization", "Bearer s3cret-token-77")]);
+    assert_eq!(status, 200);
+    let (status, _) = http(&cap4.api, "GET", "/api/health", None, &[]);
+    assert_eq!(status, 200);
+    assert!(!cap4.log().contains("s3cret-token-77"));
+}
+
+fn cap4(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cap4"))
+        .args(args)
+        .env_remove("CAP4_API")
+        .env_remove("CAP4_API_TOKEN")
+        .output()
+        .expect("run cap4");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn bad_config_exits_78_naming_key_and_line() {
+    let dir = TempDir::new("bad-config");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/cap4.toml");
+    let (code, out, _) = cap4(&["check-config", example]);
+    assert_eq!(code, 0, "the shipped example is valid");
+    assert!(out.contains(": ok"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[baresip]\nctrl = \"127.0.0.1:4444\"\n\n[call]\nring_timeout_s = 0\n").unwrap();
+    for args in [vec!["check-config", bad.to_str().unwrap()], vec!["run", "--config", bad.to_str().unwrap()]] {
+        let (code, _, err) = cap4(&args);
+        assert_eq!(code, 78, "{args:?}: {err}");
+        assert!(err.contains("bad.toml:5") && err.contains("call.ring_timeout_s"), "{err}");
+    }
+    std::fs::write(&bad, "[api]\nlisten = \"127.0.0.1:8000\"\ntoken = \"hunter2\"\n").unwrap();
+    let (code, _, err) = cap4(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(code, 78);
+    assert!(err.contains("bad.toml:3") && err.contains("api.token") && !err.contains("hunter2"), "{err}");
+    let (code, _, err) = cap4(&["check-config", dir.path().join("missing.toml").to_str().unwrap()]);
+    assert_eq!(code, 78, "{err}");
+    let (code, _, _) = cap4(&["frobnicate"]);
+    assert_eq!(code, 64);
+    let (code, _, err) = cap4(&["calls", "--api", &format!("127.0.0.1:{}", free_port())]);
+    assert_eq!(code, 69, "daemon unreachable: {err}");
+}
+
+#[test]
+fn cli_dials_lists_shows_and_hangs_up() {
+    let dir = TempDir::new("cli");
+    let mut sipp = Sipp::start(dir.path(), "answer_wait_bye.xml", free_port(), free_media_port()).expect("SIPp");
+    let baresip = Baresip::start(dir.path(), free_port(), free_port(), free_rtp_range(20)).expect("Baresip");
+    let cap4d = Daemon::start(dir.path(), &DaemonConfig::new(baresip.ctrl_port(), sipp.dial_uri_template()));
+    cap4d.wait_baresip_connected(Duration::from_secs(20));
+    let api = cap4d.api.clone();
+
+    let (code, _, err) = cap4(&["dial", "12", "--api", &api]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid_phone_number"), "{err}");
+
+    let (code, out, err) = cap4(&["dial", "+79123456789", "--api", &api]);
+    assert_eq!(code, 0, "{err}");
+    let record: serde_json::Value = serde_json::from_str(&out).expect("dial prints the record as JSON");
+    let id = record["id"].as_str().expect("id").to_string();
+    cap4d.wait_status(&id, "answered", Duration::from_secs(20));
+
+    let (code, out, _) = cap4(&["calls", "--api", &api]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&id) && out.contains("answered"), "{out}");
+
+    // No id: the active call.
+    let (code, out, err) = cap4(&["hangup", "--api", &api]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("local_hangup"), "{out}");
+
+    let (code, out, _) = cap4(&["show", &id, "--api", &api]);
+    assert_eq!(code, 0);
+    assert!(out.contains("CALL_ESTABLISHED") && out.contains("outcome local_hangup"), "{out}");
+    let (code, _, err) = cap4(&["hangup", "--api", &api]);
+    assert_eq!(code, 1, "nothing left to hang up");
+    assert!(err.contains("no active call"), "{err}");
+    assert!(sipp.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
+}
