@@ -20,6 +20,7 @@ usage:
                                  list calls, newest first
   cap4 show ID [--json]          one call with its timeline
   cap4 hangup [ID]               hang up a call (default: the active one)
+  cap4 health                    the daemon's state (Baresip link, active call)
   cap4 --version
 
 API client options: --api HOST:PORT (default: $CAP4_API or 127.0.0.1:8000);
@@ -41,7 +42,7 @@ pub fn main(args: Vec<String>) -> i32 {
             Some(path) if args.done() => return check_config(&PathBuf::from(path)),
             _ => Err(usage("check-config needs PATH")),
         },
-        "dial" | "calls" | "show" | "hangup" => api_command(&command, args),
+        "dial" | "calls" | "show" | "hangup" | "health" => api_command(&command, args),
         "--version" | "-V" | "version" => {
             println!("cap4 {}", env!("CARGO_PKG_VERSION"));
             return exit::OK;
@@ -150,6 +151,7 @@ fn api_command(command: &str, mut args: Args) -> Result<(), Failure> {
             let id = args.next_positional().ok_or_else(|| usage("show needs ID"))?;
             (Method::GET, format!("/api/calls/{}", encode_path(&id)), None)
         }
+        "health" => (Method::GET, "/api/health".to_string(), None),
         _ => {
             let id = match args.next_positional() {
                 Some(id) => id,
