@@ -218,3 +218,17 @@ fn cap4_killed_mid_call_keeps_history_and_hangs_up_the_orphan() {
     assert!(b.sipp.sip_first_lines().iter().any(|l| l.starts_with("BYE ")), "orphan call hung up");
     assert!(b.cap4.log().contains("Baresip has calls cap4 does not own"));
 }
+
+#[test]
+fn sigterm_hangs_up_the_active_call_and_exits_cleanly() {
+    let mut b = bench("sigterm", "answer_wait_bye.xml", |_| {});
+    let id = id_of(&b.cap4.dial("+79001112237"));
+    b.cap4.wait_status(&id, "answered", WAIT);
+    assert_eq!(b.cap4.terminate(), Some(0), "log:\n{}", b.cap4.log());
+    assert_sipp_ok(&mut b);
+    assert!(b.sipp.sip_first_lines().iter().any(|l| l.starts_with("BYE ")), "the remote got a BYE");
+    assert_eq!(b.cap4.journal_statuses(&id), ["dialing", "ringing", "answered", "ended"]);
+    let journal = std::fs::read_to_string(b.dir.path().join("state/calls.jsonl")).expect("journal");
+    let last: serde_json::Value = serde_json::from_str(journal.lines().last().expect("a line")).expect("JSON");
+    assert_eq!((last["outcome"].as_str(), last["reason"].as_str()), (Some("local_hangup"), Some("hung up by shutdown")));
+}

@@ -120,20 +120,28 @@ async fn run(config: ClientConfig, mut requests: mpsc::UnboundedReceiver<Request
             }
         };
         warned = false;
-        backoff = config.backoff_min;
         info!(addr = %config.addr, "connected to Baresip ctrl_tcp");
         let _ = stream.set_nodelay(true);
-        let mut session = Session { config: &config, stream, reports: &reports, next_token: &mut next_token };
-        match session.run(&mut requests).await {
+        let mut session = Session { config: &config, stream, reports: &reports, next_token: &mut next_token, linked: false };
+        let end = session.run(&mut requests).await;
+        let linked = session.linked;
+        match end {
             SessionEnd::Shutdown => return,
             SessionEnd::Lost(reason) => {
                 warn!(addr = %config.addr, %reason, "Baresip ctrl_tcp link lost; reconnecting");
-                if reports.send(Report::LinkDown { reason }).await.is_err() {
+                // Only a link that was up goes down; a connection that never got
+                // through its resync keeps backing off instead of flapping.
+                if linked {
+                    backoff = config.backoff_min;
+                    if reports.send(Report::LinkDown { reason }).await.is_err() {
+                        return;
+                    }
+                }
+                if wait_refusing(&mut requests, &reports, backoff).await.is_err() {
                     return;
                 }
-                // Brief pause so a Baresip that is restarting gets to listen again.
-                if wait_refusing(&mut requests, &reports, config.backoff_min).await.is_err() {
-                    return;
+                if !linked {
+                    backoff = (backoff * 2).min(config.backoff_max);
                 }
             }
         }
@@ -177,6 +185,8 @@ struct Session<'a> {
     stream: TcpStream,
     reports: &'a mpsc::Sender<Report>,
     next_token: &'a mut u64,
+    /// `LinkUp` was reported on this connection.
+    linked: bool,
 }
 
 impl Session<'_> {
@@ -317,6 +327,7 @@ impl Session<'_> {
                 resync.current_call_id = result.ok().and_then(|r| parse_callstat_id(&r.data));
                 info!(calls = resync.calls.len(), current = resync.current_call_id.as_deref().unwrap_or(""), "Baresip resynchronised");
                 self.report(Report::LinkUp(std::mem::take(resync))).await?;
+                self.linked = true;
                 for event in held.take().unwrap_or_default() {
                     self.report(Report::Event(event)).await?;
                 }
