@@ -156,7 +156,15 @@ impl Controller {
                 warn!(%reason, "Baresip not connected");
                 Input::LinkDown
             }
-            Report::Event(event) => Input::Event(event),
+            Report::Event(event) => {
+                // Logged again here, inside the call's span, so that the protocol
+                // detail of a call carries its CALL_ID in the journal.
+                let span = self.call_span();
+                span.in_scope(|| {
+                    debug!(event = event.kind.as_str(), param = event.param.as_deref().unwrap_or(""), "Baresip event")
+                });
+                Input::Event(event)
+            }
             Report::CommandDone { tag, result } => {
                 if let Err(err) = &result {
                     debug!(?tag, ?err, "command failed");

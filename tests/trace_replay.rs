@@ -94,7 +94,7 @@ fn replay(name: &str) -> Replay {
     let mut connections = 0;
     let mut out = Replay { statuses: Vec::new(), ended: None, hangups_sent: 0 };
     let mut last = Now { mono_ms: 0, unix_ms: 0 };
-    let mut absorb = |effects: Vec<Effect>, out: &mut Replay| {
+    let absorb = |effects: Vec<Effect>, out: &mut Replay| {
         for effect in effects {
             match effect {
                 Effect::Persist(record) => {
