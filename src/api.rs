@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::call::machine::DialError;
 use crate::config::Secret;
-use crate::controller::{ApiRequest, HangupRefusal};
+use crate::controller::{ApiRequest, DialRefusal, HangupRefusal};
 use crate::phone::PhoneNumber;
 
 /// Largest request body accepted.
@@ -98,11 +98,6 @@ async fn ask<T>(state: &ApiState, make: impl FnOnce(oneshot::Sender<T>) -> ApiRe
     rx.await.map_err(|_| unavailable())
 }
 
-#[derive(Deserialize)]
-struct DialBody {
-    phone_number: serde_json::Value,
-}
-
 async fn dial(State(state): State<ApiState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let body = body.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -111,35 +106,51 @@ async fn dial(State(state): State<ApiState>, body: Result<Bytes, BytesRejection>
             ApiError(StatusCode::BAD_REQUEST, "bad_request", rej.body_text())
         }
     })?;
-    let parsed: DialBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError(StatusCode::BAD_REQUEST, "bad_request", format!("expected {{\"phone_number\": \"+79123456789\"}}: {e}"))
-    })?;
-    let number = parsed
-        .phone_number
-        .as_str()
+    let bad_body = || ApiError(StatusCode::BAD_REQUEST, "bad_request", r#"expected {"phone_number": "+79123456789"}"#.into());
+    let parsed: serde_json::Value = serde_json::from_slice(&body).map_err(|_| bad_body())?;
+    let object = parsed.as_object().ok_or_else(bad_body)?;
+    let number = object
+        .get("phone_number")
+        .and_then(serde_json::Value::as_str)
         .and_then(|s| PhoneNumber::parse(s).ok())
         .ok_or_else(|| ApiError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_phone_number", crate::phone::InvalidPhoneNumber.to_string()))?;
     match ask(&state, |reply| ApiRequest::Dial { number, reply }).await? {
         Ok(record) => Ok((StatusCode::CREATED, axum::Json(record)).into_response()),
-        Err(DialError::Busy(id)) => {
+        Err(DialRefusal::Machine(DialError::Busy(id))) => {
             Err(ApiError(StatusCode::CONFLICT, "call_active", format!("call {id} is active; one call at a time")))
         }
-        Err(DialError::NotConnected) => Err(ApiError(
+        Err(DialRefusal::Machine(DialError::NotConnected)) => Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "baresip_unavailable",
             "Baresip is not connected".into(),
         )),
+        Err(DialRefusal::Machine(DialError::NotReady)) => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "baresip_unavailable",
+            "Baresip is still hanging up a call left from before; try again in a moment".into(),
+        )),
+        Err(DialRefusal::Storage(err)) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_error",
+            format!("the call record could not be saved, so no call was placed: {err}"),
+        )),
     }
 }
 
-async fn show(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+fn call_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(id)| id).map_err(|rej| ApiError(StatusCode::BAD_REQUEST, "bad_request", rej.body_text()))
+}
+
+async fn show(State(state): State<ApiState>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let id = call_id(path)?;
     match ask(&state, |reply| ApiRequest::Get { id: id.clone(), reply }).await? {
         Some(record) => Ok(axum::Json(record).into_response()),
         None => Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no call {id}"))),
     }
 }
 
-async fn hangup(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn hangup(State(state): State<ApiState>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let id = call_id(path)?;
     let origin = "api".to_string();
     match ask(&state, |reply| ApiRequest::Hangup { id: id.clone(), origin, reply }).await? {
         Ok(record) => Ok(axum::Json(record).into_response()),

@@ -13,7 +13,7 @@ use tokio::time::sleep_until;
 use tracing::{Span, debug, error, info, info_span, warn};
 
 use crate::baresip::client::{Report, Request};
-use crate::call::machine::{CallMachine, DialError, Effect, HangupError, Input, Timeouts};
+use crate::call::machine::{CallMachine, CommandError, CommandTag, DialError, Effect, HangupError, Input, Timeouts};
 use crate::call::record::{CallRecord, Status};
 use crate::clock::{Clock, rfc3339};
 use crate::config::Config;
@@ -23,11 +23,18 @@ use crate::store::{Store, UnknownCursor};
 /// Requests from the HTTP API (and so from the CLI).
 #[derive(Debug)]
 pub enum ApiRequest {
-    Dial { number: PhoneNumber, reply: oneshot::Sender<Result<CallRecord, DialError>> },
+    Dial { number: PhoneNumber, reply: oneshot::Sender<Result<CallRecord, DialRefusal>> },
     Hangup { id: String, origin: String, reply: oneshot::Sender<Result<CallRecord, HangupRefusal>> },
     Get { id: String, reply: oneshot::Sender<Option<CallRecord>> },
     List { limit: usize, before: Option<String>, reply: oneshot::Sender<Result<Vec<CallRecord>, UnknownCursor>> },
     Health { reply: oneshot::Sender<Health> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialRefusal {
+    Machine(DialError),
+    /// The new call's record could not be saved, so the call was not placed.
+    Storage(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +105,7 @@ impl Controller {
     ) {
         tokio::pin!(stop);
         let mut stop_by: Option<tokio::time::Instant> = None;
+        let mut api_open = true;
         loop {
             if stop_by.is_some() && self.machine.active().is_none() {
                 break;
@@ -112,9 +120,11 @@ impl Controller {
                     Some(report) => self.on_report(report),
                     None => break,
                 },
-                req = api.recv(), if stop_by.is_none() => match req {
+                req = api.recv(), if stop_by.is_none() && api_open => match req {
                     Some(req) => self.on_api(req),
-                    None => break,
+                    // The HTTP server may stop first on shutdown; keep going until
+                    // the stop signal itself is handled.
+                    None => api_open = false,
                 },
                 () = &mut stop, if stop_by.is_none() => {
                     info!("stopping");
@@ -167,7 +177,7 @@ impl Controller {
             }
             Report::CommandDone { tag, result } => {
                 if let Err(err) = &result {
-                    debug!(?tag, ?err, "command failed");
+                    self.call_span().in_scope(|| warn!(?tag, ?err, "Baresip command got no response"));
                 }
                 Input::CommandDone { tag, result }
             }
@@ -189,15 +199,23 @@ impl Controller {
                     Ok((record, effects)) => {
                         let span = info_span!("call", call_id = %record.id);
                         span.in_scope(|| info!(phone_number = %number, "dialling"));
-                        self.apply(effects);
-                        // The record as persisted, or as the machine has it if the
-                        // dial already failed synchronously.
+                        // Nothing is dialled that is not on disk first: a record we
+                        // could not save ends the call before the dial goes out.
+                        if let Err(err) = self.store.put(&record) {
+                            span.in_scope(|| error!(%err, "call record not saved; not dialling"));
+                            let not_sent = Input::CommandDone { tag: CommandTag::Dial, result: Err(CommandError::NotSent) };
+                            let effects = self.machine.handle(not_sent, now);
+                            self.apply(effects);
+                            let _ = reply.send(Err(DialRefusal::Storage(err.to_string())));
+                            return;
+                        }
+                        self.apply(effects.into_iter().filter(|e| !matches!(e, Effect::Persist(_))).collect());
                         let current = self.store.get(&record.id).cloned().unwrap_or(record);
                         let _ = reply.send(Ok(current));
                     }
                     Err(err) => {
                         info!(?err, "dial refused");
-                        let _ = reply.send(Err(err));
+                        let _ = reply.send(Err(DialRefusal::Machine(err)));
                     }
                 }
             }

@@ -39,6 +39,16 @@ pub fn run(config_path: &Path) -> i32 {
 
 async fn serve(config: Arc<Config>) -> i32 {
     let clock = Clock::start();
+    // Bind first: a second daemon started by mistake fails here, before it
+    // touches the call history (which is also locked).
+    let listener = match tokio::net::TcpListener::bind(config.api.listen).await {
+        Ok(l) => l,
+        Err(err) => {
+            error!(%err, listen = %config.api.listen, "cannot listen for the HTTP API");
+            return exit::FAILURE;
+        }
+    };
+
     let (store, report) = match Store::open(&config.storage.dir, clock.now().unix_ms) {
         Ok(opened) => opened,
         Err(err) => {
@@ -53,14 +63,6 @@ async fn serve(config: Arc<Config>) -> i32 {
         warn!(call_id = %id, "call was active when cap4 last stopped; recorded as failed");
     }
     info!(calls = report.records, dir = %config.storage.dir.display(), "call history loaded");
-
-    let listener = match tokio::net::TcpListener::bind(config.api.listen).await {
-        Ok(l) => l,
-        Err(err) => {
-            error!(%err, listen = %config.api.listen, "cannot listen for the HTTP API");
-            return exit::FAILURE;
-        }
-    };
 
     let (reports_tx, reports_rx) = mpsc::channel(64);
     let client_config = ClientConfig {

@@ -9,7 +9,13 @@
 //! * a call that was still active when the previous run stopped is recorded as
 //!   `failed` (nobody can tell how it ended);
 //! * the journal is compacted at open (written to a temporary file, synced, then
-//!   renamed over the old one), so it holds one line per call afterwards.
+//!   renamed over the old one), so it holds one line per call afterwards; lines
+//!   that could not be read are kept in `calls.rejected`, never silently dropped;
+//! * one process at a time: the store holds an exclusive lock (`calls.lock`), so a
+//!   second daemon on the same directory fails instead of compacting the journal
+//!   under the first one;
+//! * an append that fails half-way is cut back, so the next record starts on a
+//!   clean line.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,16 +27,21 @@ use crate::call::record::{CallRecord, Outcome, Status, TimelineEntry};
 use crate::clock::rfc3339;
 
 const JOURNAL: &str = "calls.jsonl";
+const REJECTED: &str = "calls.rejected";
+const LOCK: &str = "calls.lock";
 
 #[derive(Debug)]
 pub enum StoreError {
     Io { path: PathBuf, op: &'static str, source: io::Error },
+    /// Another process holds the store.
+    Locked { path: PathBuf },
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Io { path, op, source } => write!(f, "{op} {}: {source}", path.display()),
+            Self::Locked { path } => write!(f, "{} is locked by another cap4 process", path.display()),
         }
     }
 }
@@ -55,6 +66,9 @@ pub struct UnknownCursor;
 pub struct Store {
     path: PathBuf,
     file: File,
+    /// Length of the journal up to its last complete line.
+    good_len: u64,
+    _lock: nix::fcntl::Flock<File>,
     records: Vec<CallRecord>,
     index: HashMap<String, usize>,
 }
@@ -68,6 +82,15 @@ impl Store {
             move |source| StoreError::Io { path, op, source }
         };
         std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        let lock_path = dir.join(LOCK);
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| StoreError::Locked { path: dir.to_path_buf() })?;
         let path = dir.join(JOURNAL);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -75,6 +98,7 @@ impl Store {
             Err(e) => return Err(io_err("read", &path)(e)),
         };
         let mut report = OpenReport::default();
+        let mut rejected: Vec<u8> = Vec::new();
         let mut records: Vec<CallRecord> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -89,7 +113,11 @@ impl Store {
                         records.push(record);
                     }
                 },
-                Err(_) => report.skipped_lines.push(n + 1),
+                Err(_) => {
+                    report.skipped_lines.push(n + 1);
+                    rejected.extend_from_slice(line);
+                    rejected.push(b'\n');
+                }
             }
         }
         for record in records.iter_mut().filter(|r| r.is_active()) {
@@ -103,6 +131,16 @@ impl Store {
         }
         report.records = records.len();
 
+        if !rejected.is_empty() {
+            let rejected_path = dir.join(REJECTED);
+            let mut out = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&rejected_path)
+                .map_err(io_err("open", &rejected_path))?;
+            out.write_all(&rejected).map_err(io_err("write", &rejected_path))?;
+            out.sync_all().map_err(io_err("sync", &rejected_path))?;
+        }
         // Compact: one line per call, written aside and renamed into place.
         let tmp = dir.join(format!("{JOURNAL}.tmp"));
         {
@@ -119,7 +157,8 @@ impl Store {
             let _ = d.sync_all();
         }
         let file = OpenOptions::new().append(true).open(&path).map_err(io_err("open", &path))?;
-        Ok((Self { path, file, records, index }, report))
+        let good_len = file.metadata().map_err(io_err("stat", &path))?.len();
+        Ok((Self { path, file, good_len, _lock: lock, records, index }, report))
     }
 
     /// Records the current state of a call durably, then in memory.
@@ -127,8 +166,12 @@ impl Store {
         let mut line = Vec::new();
         append_line(&mut line, record);
         let wrap = |op, source| StoreError::Io { path: self.path.clone(), op, source };
-        self.file.write_all(&line).map_err(|e| wrap("append to", e))?;
-        self.file.sync_data().map_err(|e| wrap("sync", e))?;
+        if let Err(err) = self.file.write_all(&line).and_then(|()| self.file.sync_data()) {
+            // Cut a half-written line back off, so the next record is whole.
+            let _ = self.file.set_len(self.good_len);
+            return Err(wrap("append to", err));
+        }
+        self.good_len += line.len() as u64;
         match self.index.get(&record.id) {
             Some(&i) => self.records[i] = record.clone(),
             None => {
@@ -222,6 +265,16 @@ mod tests {
     }
 
     #[test]
+    fn a_second_process_cannot_open_the_same_store() {
+        let dir = temp_dir("lock");
+        let (first, _) = Store::open(&dir, 0).unwrap();
+        assert!(matches!(Store::open(&dir, 0), Err(StoreError::Locked { .. })));
+        drop(first);
+        assert!(Store::open(&dir, 0).is_ok(), "the lock goes with the store");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn torn_last_line_is_skipped_and_active_calls_end_failed() {
         let dir = temp_dir("torn");
         let (mut store, _) = Store::open(&dir, 0).unwrap();
@@ -236,6 +289,8 @@ mod tests {
         drop(f);
         let (mut store, report) = Store::open(&dir, 1_000).unwrap();
         assert_eq!(report.skipped_lines, vec![3]);
+        let kept = std::fs::read_to_string(dir.join(REJECTED)).unwrap();
+        assert!(kept.starts_with(r#"{"id":"live","phone_number":"+1"#), "unreadable lines are kept aside");
         assert_eq!(report.interrupted, vec!["live".to_string()]);
         assert_eq!(store.get("done").unwrap().outcome, Some(Outcome::RemoteHangup));
         let live = store.get("live").unwrap();

@@ -31,11 +31,13 @@ fn refusals_are_json_with_the_right_status() {
     let (status, err) = cap4.http("POST", "/api/calls/dial", Some(r#"{"phone_number":"+79123456789"}"#));
     assert_eq!((status, err["error"]["code"].as_str()), (503, Some("baresip_unavailable")));
 
-    for bad in [r#""12""#, r#""+7912 3456""#, r#""1234;transport=tcp""#, "79123456789", r#""sip:1@x""#, "null"] {
+    for bad in [r#""12""#, r#""+7912 3456""#, r#""1234;transport=tcp""#, "79123456789", r#""sip:1@x""#, "null", r#""x", "other": 1"#] {
         let (status, err) = cap4.http("POST", "/api/calls/dial", Some(&format!(r#"{{"phone_number":{bad}}}"#)));
         assert_eq!((status, err["error"]["code"].as_str()), (422, Some("invalid_phone_number")), "{bad}");
     }
-    for bad in ["", "{", r#"{"number":"+100"}"#, "[]"] {
+    let (status, _) = cap4.http("POST", "/api/calls/dial", Some(r#"{"number":"+100"}"#));
+    assert_eq!(status, 422, "a missing phone_number is a bad number");
+    for bad in ["", "{", "[]", "\"+100\""] {
         let (status, err) = cap4.http("POST", "/api/calls/dial", Some(bad));
         assert_eq!((status, err["error"]["code"].as_str()), (400, Some("bad_request")), "{bad:?}");
     }

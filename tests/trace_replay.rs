@@ -158,7 +158,7 @@ fn replay(name: &str) -> Replay {
                         let token = resp.token.clone().unwrap_or_default();
                         if resync_tokens.contains(&token) {
                             let calls = parse_listcalls(&resp.data).expect("listcalls text");
-                            let resync = Resync { calls, current_call_id: None };
+                            let resync = Resync { calls, current_call_id: None, calls_unknown: false };
                             absorb(machine.handle(Input::LinkUp(resync), now), &mut out);
                         } else if let Some(&tag) = tags.get(&token) {
                             absorb(machine.handle(Input::CommandDone { tag, result: Ok(resp) }, now), &mut out);

@@ -81,6 +81,9 @@ enum Purpose {
     ResyncStat,
 }
 
+/// A link that lasted this long resets the reconnect backoff.
+const STABLE_LINK: Duration = Duration::from_secs(5);
+
 struct InFlight {
     token: String,
     purpose: Purpose,
@@ -122,25 +125,35 @@ async fn run(config: ClientConfig, mut requests: mpsc::UnboundedReceiver<Request
         warned = false;
         info!(addr = %config.addr, "connected to Baresip ctrl_tcp");
         let _ = stream.set_nodelay(true);
-        let mut session = Session { config: &config, stream, reports: &reports, next_token: &mut next_token, linked: false };
+        let mut session = Session { config: &config, stream, reports: &reports, next_token: &mut next_token, linked: None };
         let end = session.run(&mut requests).await;
-        let linked = session.linked;
+        let linked_at = session.linked;
+        let linked = linked_at.is_some();
         match end {
             SessionEnd::Shutdown => return,
             SessionEnd::Lost(reason) => {
                 warn!(addr = %config.addr, %reason, "Baresip ctrl_tcp link lost; reconnecting");
                 // Only a link that was up goes down; a connection that never got
                 // through its resync keeps backing off instead of flapping.
+                // A link that held for a while earns a quick reconnect; one that
+                // drops at once (another ctrl_tcp client kicking us out, a Baresip
+                // that breaks on every resync) keeps backing off instead of flapping.
+                let stable = linked_at.is_some_and(|at| at.elapsed() >= STABLE_LINK);
+                if linked && !stable {
+                    warn!("the link dropped right after connecting: is another ctrl_tcp client connected to Baresip?");
+                }
                 if linked {
-                    backoff = config.backoff_min;
                     if reports.send(Report::LinkDown { reason }).await.is_err() {
                         return;
                     }
                 }
+                if stable {
+                    backoff = config.backoff_min;
+                }
                 if wait_refusing(&mut requests, &reports, backoff).await.is_err() {
                     return;
                 }
-                if !linked {
+                if !stable {
                     backoff = (backoff * 2).min(config.backoff_max);
                 }
             }
@@ -185,8 +198,8 @@ struct Session<'a> {
     stream: TcpStream,
     reports: &'a mpsc::Sender<Report>,
     next_token: &'a mut u64,
-    /// `LinkUp` was reported on this connection.
-    linked: bool,
+    /// When `LinkUp` was reported on this connection.
+    linked: Option<Instant>,
 }
 
 impl Session<'_> {
@@ -316,18 +329,24 @@ impl Session<'_> {
         match purpose {
             Purpose::Controller(tag) => self.report(Report::CommandDone { tag, result }).await,
             Purpose::ResyncList => {
-                let listed = result.ok().filter(|r| r.ok).and_then(|r| parse_listcalls(&r.data));
-                let Some(calls) = listed else {
-                    return Err(SessionEnd::Lost("resync failed: no usable listcalls answer".into()));
-                };
-                resync.calls = calls;
+                // Unreadable (another version's wording): fall back on callstat alone.
+                match result.ok().filter(|r| r.ok).and_then(|r| parse_listcalls(&r.data)) {
+                    Some(calls) => resync.calls = calls,
+                    None => {
+                        warn!("could not read Baresip's listcalls answer; resyncing from callstat alone");
+                        resync.calls_unknown = true;
+                    }
+                }
                 self.send(in_flight, Command { name: CommandName::CallStat, params: None }, Purpose::ResyncStat).await
             }
             Purpose::ResyncStat => {
                 resync.current_call_id = result.ok().and_then(|r| parse_callstat_id(&r.data));
+                if resync.calls_unknown && resync.current_call_id.is_some() {
+                    resync.calls = vec![protocol::ListedCall { state: "UNKNOWN".into(), peer_uri: String::new() }];
+                }
                 info!(calls = resync.calls.len(), current = resync.current_call_id.as_deref().unwrap_or(""), "Baresip resynchronised");
                 self.report(Report::LinkUp(std::mem::take(resync))).await?;
-                self.linked = true;
+                self.linked = Some(Instant::now());
                 for event in held.take().unwrap_or_default() {
                     self.report(Report::Event(event)).await?;
                 }

@@ -239,9 +239,9 @@ pub fn parse_listcalls(data: &str) -> Option<Vec<ListedCall>> {
     let calls: Vec<ListedCall> = data
         .lines()
         .filter_map(|line| {
-            let rest = line.trim_start().strip_prefix('>')?;
-            // Skip "[line N]" and the duration, keep the state and the URI.
-            let rest = rest.split_once(']').map_or(rest, |(_, r)| r);
+            // "> [line 1] ..." for the current call, " [line 2] ..." for the others.
+            let (_, rest) = line.split_once("[line ")?;
+            let (_, rest) = rest.split_once(']')?;
             let mut words = rest.split_whitespace();
             let _duration = words.next()?;
             let state = words.next()?.to_string();
@@ -355,6 +355,9 @@ mod tests {
             Some(vec![ListedCall { state: "ESTABLISHED".into(), peer_uri: "sip:test@127.0.0.1:5070".into() }])
         );
         assert_eq!(parse_listcalls("\n--- Active calls (0) ---\n\n"), Some(vec![]));
+        let two = "\n--- Active calls (2) ---\n  [line 1]  0:00:09  ESTABLISHED  sip:a@h\n> [line 2]  0:00:01  INCOMING  sip:b@h\n";
+        let calls = parse_listcalls(two).unwrap();
+        assert_eq!(calls.iter().map(|c| c.state.as_str()).collect::<Vec<_>>(), ["ESTABLISHED", "INCOMING"]);
         assert_eq!(parse_listcalls("garbage"), None);
         let stat = "\n===== Call debug (ESTABLISHED) =====\n local_uri:  <sip:box@127.0.0.1:5062>\n af=AF_INET id=6514222d62b67bf1\n";
         assert_eq!(parse_callstat_id(stat), Some("6514222d62b67bf1".into()));

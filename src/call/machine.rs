@@ -10,6 +10,8 @@
 //!   `CALL_CLOSED` (shut down, killed, link lost, hangup not confirmed);
 //! * every status change yields an [`Effect::Persist`] before anything else about it.
 
+use std::collections::VecDeque;
+
 use crate::baresip::protocol::{
     CloseCause, Command, CommandName, Direction, Event, EventKind, ListedCall, Response, call_id_from_dial_data,
     classify_close,
@@ -49,6 +51,8 @@ pub enum CommandError {
     NotConnected,
     /// The connection dropped before the response came.
     LinkLost,
+    /// The controller did not send it (the call record could not be saved).
+    NotSent,
 }
 
 /// What Baresip reported right after we (re)connected.
@@ -57,6 +61,8 @@ pub struct Resync {
     pub calls: Vec<ListedCall>,
     /// The current call's id from `callstat`, if any.
     pub current_call_id: Option<String>,
+    /// `listcalls` could not be read; `calls` then comes from `callstat` alone.
+    pub calls_unknown: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +87,8 @@ pub enum DialError {
     /// Another call is active; its id.
     Busy(String),
     NotConnected,
+    /// Connected, but a call left over from before is still being hung up.
+    NotReady,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,11 +133,26 @@ pub struct CallMachine {
     /// Baresip announced SHUTDOWN: the coming EOF is final for any call.
     shutting_down: bool,
     active: Option<ActiveCall>,
+    /// Baresip ids of recently ended calls: their late events must not be taken
+    /// for a new call's (which has no id yet).
+    ended_ids: VecDeque<String>,
+    /// A hangup of a leftover call is under way; dialling waits for it.
+    orphan_pending: bool,
 }
+
+/// How many ended calls' Baresip ids are remembered.
+const ENDED_IDS: usize = 8;
 
 impl CallMachine {
     pub fn new(timeouts: Timeouts) -> Self {
-        Self { timeouts, link_up: false, shutting_down: false, active: None }
+        Self {
+            timeouts,
+            link_up: false,
+            shutting_down: false,
+            active: None,
+            ended_ids: VecDeque::new(),
+            orphan_pending: false,
+        }
     }
 
     pub fn link_up(&self) -> bool {
@@ -153,6 +176,9 @@ impl CallMachine {
         }
         if !self.link_up {
             return Err(DialError::NotConnected);
+        }
+        if self.orphan_pending {
+            return Err(DialError::NotReady);
         }
         let record = CallRecord {
             id,
@@ -231,6 +257,9 @@ impl CallMachine {
                 None => Vec::new(),
             };
         }
+        if event.call_id.as_ref().is_some_and(|id| self.ended_ids.contains(id)) {
+            return Vec::new();
+        }
         let Some(call) = self.active.as_mut() else { return Vec::new() };
         if event.direction == Some(Direction::Incoming) {
             return Vec::new();
@@ -286,6 +315,8 @@ impl CallMachine {
         let (outcome, reason, code) = match (classify_close(param), intended) {
             // 487 Request Terminated is the answer to our own CANCEL.
             (CloseCause::SipStatus(487), Some((outcome, reason))) => (outcome, reason, Some(487)),
+            // A final status after the answer is no rejection: the call broke.
+            (CloseCause::SipStatus(code), _) if answered => (Outcome::Failed, param.to_string(), Some(code)),
             (CloseCause::SipStatus(code @ (486 | 600)), _) => (Outcome::Busy, param.to_string(), Some(code)),
             (CloseCause::SipStatus(code), _) => (Outcome::Rejected, param.to_string(), Some(code)),
             (CloseCause::RemoteHangup, _) => (Outcome::RemoteHangup, param.to_string(), None),
@@ -302,6 +333,10 @@ impl CallMachine {
     }
 
     fn on_command_done(&mut self, tag: CommandTag, result: Result<Response, CommandError>, now: Now) -> Vec<Effect> {
+        if tag == CommandTag::OrphanHangup {
+            self.orphan_pending = false;
+            return Vec::new();
+        }
         let Some(call) = self.active.as_mut() else { return Vec::new() };
         match (tag, result) {
             (CommandTag::Dial, Ok(resp)) if resp.ok => {
@@ -318,6 +353,10 @@ impl CallMachine {
             (CommandTag::Dial, Err(CommandError::NotConnected)) => {
                 call.note(now, "dial_not_sent", None);
                 self.end(Outcome::Failed, "Baresip was not connected".into(), None, now)
+            }
+            (CommandTag::Dial, Err(CommandError::NotSent)) => {
+                call.note(now, "dial_not_sent", None);
+                self.end(Outcome::Failed, "the call record could not be saved; dial not sent".into(), None, now)
             }
             (CommandTag::Dial, Err(CommandError::Timeout)) => {
                 // The INVITE may be out; make sure it does not linger.
@@ -345,6 +384,7 @@ impl CallMachine {
             if resync.calls.is_empty() {
                 return Vec::new();
             }
+            self.orphan_pending = true;
             let command = Command { name: CommandName::Hangup, params: resync.current_call_id };
             return vec![Effect::Send { command, tag: CommandTag::OrphanHangup }];
         };
@@ -355,7 +395,27 @@ impl CallMachine {
         if still_there {
             call.link_deadline = None;
             call.note(now, "baresip_resynced", None);
-            Vec::new()
+            // No event replay: an answer that happened while we were away shows
+            // only in the call list.
+            let answered_meanwhile = call.answered_mono.is_none()
+                && resync.calls.len() == 1
+                && resync.calls[0].state.eq_ignore_ascii_case("ESTABLISHED");
+            let mut effects = Vec::new();
+            if answered_meanwhile {
+                call.note(now, "answered_while_disconnected", None);
+                call.answered_mono = Some(now.mono_ms);
+                call.record.answered_at = Some(rfc3339(now.unix_ms));
+                call.ring_deadline = None;
+                if call.intent.is_none() {
+                    call.max_deadline = Some(now.mono_ms + self.timeouts.max_call_ms);
+                }
+                effects = self.set_status(Status::Answered);
+            }
+            // A hangup we asked for may have been lost with the link: ask again.
+            if let Some(intent) = self.active.as_ref().and_then(|c| c.intent.clone()) {
+                effects.extend(self.request_hangup(intent, now));
+            }
+            effects
         } else {
             call.note(now, "baresip_resynced", Some("call no longer in Baresip".into()));
             let (outcome, reason) = if call.intent.is_some() {
@@ -423,6 +483,10 @@ impl CallMachine {
     fn intent_outcome(&self, intent: &HangupIntent) -> (Outcome, String) {
         match intent {
             HangupIntent::User { origin } => (Outcome::LocalHangup, format!("hung up by {origin}")),
+            HangupIntent::RingTimeout if self.active.as_ref().is_some_and(|c| c.answered_mono.is_some()) => (
+                Outcome::LocalHangup,
+                format!("answered just after the ring timeout of {} s; hung up", self.timeouts.ring_ms / 1000),
+            ),
             HangupIntent::RingTimeout => {
                 (Outcome::NoAnswer, format!("no answer within {} s", self.timeouts.ring_ms / 1000))
             }
@@ -450,6 +514,12 @@ impl CallMachine {
     fn end(&mut self, outcome: Outcome, reason: String, sip_code: Option<u16>, now: Now) -> Vec<Effect> {
         let Some(mut call) = self.active.take() else { return Vec::new() };
         call.note(now, "ended", Some(outcome.as_str().into()));
+        if let Some(id) = &call.record.sip_call_id {
+            if self.ended_ids.len() == ENDED_IDS {
+                self.ended_ids.pop_front();
+            }
+            self.ended_ids.push_back(id.clone());
+        }
         let record = &mut call.record;
         record.status = Status::Ended;
         record.outcome = Some(outcome);

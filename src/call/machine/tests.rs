@@ -266,6 +266,7 @@ fn link_loss_with_the_call_still_up() {
     let resync = Resync {
         calls: vec![ListedCall { state: "ESTABLISHED".into(), peer_uri: "sip:x".into() }],
         current_call_id: Some("abc".into()),
+        calls_unknown: false,
     };
     assert!(m.handle(Input::LinkUp(resync), at(3_000)).is_empty());
     assert_eq!(m.active().unwrap().status, Status::Answered);
@@ -287,8 +288,87 @@ fn orphan_calls_are_hung_up_on_connect() {
     let resync = Resync {
         calls: vec![ListedCall { state: "ESTABLISHED".into(), peer_uri: "sip:x".into() }],
         current_call_id: Some("old".into()),
+        calls_unknown: false,
     };
     let fx = m.handle(Input::LinkUp(resync), at(0));
     assert_eq!(sent_hangup(&fx), Some(Some("old".into())));
     assert!(m.active().is_none());
+}
+
+#[test]
+fn late_events_of_an_ended_call_do_not_bind_the_next_one() {
+    let (mut m, _) = dialled();
+    m.handle(ev("CALL_RINGING", Some("old"), None), at(10));
+    let rec = m.active().unwrap().clone();
+    m.hangup(&rec.id, "api", at(20)).unwrap();
+    ended(&m.handle(Input::Tick, at(5_020))); // unconfirmed: ended by the timer
+    let n = PhoneNumber::parse("100").unwrap();
+    m.dial("call-2".into(), &n, "sip:100@h".into(), at(6_000)).unwrap();
+    assert!(m.handle(ev("CALL_CLOSED", Some("old"), Some("Connection reset by user")), at(6_001)).is_empty());
+    assert_eq!(m.active().unwrap().sip_call_id, None);
+    let fx = m.handle(ev("CALL_RINGING", Some("new"), None), at(6_010));
+    assert_eq!(persisted(&fx)[0].sip_call_id.as_deref(), Some("new"));
+}
+
+#[test]
+fn dialling_waits_for_the_orphan_hangup() {
+    let mut m = CallMachine::new(T);
+    let resync = Resync {
+        calls: vec![ListedCall { state: "ESTABLISHED".into(), peer_uri: "sip:x".into() }],
+        current_call_id: Some("old".into()),
+        calls_unknown: false,
+    };
+    m.handle(Input::LinkUp(resync), at(0));
+    let n = PhoneNumber::parse("100").unwrap();
+    assert_eq!(m.dial("c".into(), &n, "sip:100@h".into(), at(1)).unwrap_err(), DialError::NotReady);
+    m.handle(Input::CommandDone { tag: CommandTag::OrphanHangup, result: ok_response("") }, at(2));
+    assert!(m.dial("c".into(), &n, "sip:100@h".into(), at(3)).is_ok());
+}
+
+#[test]
+fn a_hangup_lost_with_the_link_is_sent_again_after_resync() {
+    let (mut m, _) = dialled();
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    m.handle(Input::LinkDown, at(600_990));
+    assert!(sent_hangup(&m.handle(Input::Tick, at(601_000))).is_some(), "max length fires while the link is down");
+    let fx = m.handle(Input::CommandDone { tag: CommandTag::Hangup, result: Err(CommandError::NotConnected) }, at(601_000));
+    assert!(fx.is_empty());
+    let resync = Resync {
+        calls: vec![ListedCall { state: "ESTABLISHED".into(), peer_uri: "sip:x".into() }],
+        current_call_id: Some("abc".into()),
+        calls_unknown: false,
+    };
+    let fx = m.handle(Input::LinkUp(resync), at(601_001));
+    assert_eq!(sent_hangup(&fx), Some(Some("abc".into())));
+}
+
+#[test]
+fn an_answer_missed_while_disconnected_is_taken_from_the_resync() {
+    let (mut m, _) = dialled();
+    m.handle(ev("CALL_RINGING", Some("abc"), None), at(10));
+    m.handle(Input::LinkDown, at(1_000));
+    let resync = Resync {
+        calls: vec![ListedCall { state: "ESTABLISHED".into(), peer_uri: "sip:x".into() }],
+        current_call_id: Some("abc".into()),
+        calls_unknown: false,
+    };
+    let fx = m.handle(Input::LinkUp(resync), at(2_000));
+    assert_eq!(persisted(&fx)[0].status, Status::Answered);
+    assert_eq!(m.next_deadline(), Some(602_000), "ring timer gone, max length running");
+}
+
+#[test]
+fn answered_calls_never_end_rejected_or_no_answer() {
+    let (mut m, _) = dialled();
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some("408 Request Timeout")), at(9_000))).clone();
+    assert_eq!((r.outcome, r.sip_code), (Some(Outcome::Failed), Some(408)));
+
+    let (mut m, _) = dialled();
+    m.handle(ev("CALL_RINGING", Some("abc"), None), at(10));
+    assert!(sent_hangup(&m.handle(Input::Tick, at(30_000))).is_some());
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(30_001)); // 200 OK crossed our CANCEL
+    let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some("Connection reset by user")), at(30_050))).clone();
+    assert_eq!(r.outcome, Some(Outcome::LocalHangup));
+    assert!(r.reason.unwrap().contains("answered just after the ring timeout"));
 }
