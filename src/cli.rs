@@ -21,6 +21,7 @@ usage:
   cap4 show ID [--json]          one call with its timeline
   cap4 hangup [ID]               hang up a call (default: the active one)
   cap4 health                    the daemon's state (Baresip link, active call)
+  cap4 amd FILE.wav              classify a recording: human or answering machine (JSON)
   cap4 --version
 
 API client options: --api HOST:PORT (default: $CAP4_API or 127.0.0.1:8000);
@@ -43,6 +44,7 @@ pub fn main(args: Vec<String>) -> i32 {
             _ => Err(usage("check-config needs PATH")),
         },
         "dial" | "calls" | "show" | "hangup" | "health" => api_command(&command, args),
+        "amd" => return crate::amd::cli::main(&args.0),
         "--version" | "-V" | "version" => {
             println!("cap4 {}", env!("CARGO_PKG_VERSION"));
             return exit::OK;

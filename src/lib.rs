@@ -1,6 +1,7 @@
 //! CAP4: places phone calls through a co-located Baresip and (in later stages)
 //! hands live answers to an AI agent. See `ARCHITECTURE.md` for the map.
 
+pub mod amd;
 pub mod api;
 pub mod baresip;
 pub mod call;
@@ -13,6 +14,7 @@ pub mod daemon;
 pub mod logging;
 pub mod phone;
 pub mod store;
+pub mod wav;
 
 /// Process exit codes (sysexits.h where one fits).
 pub mod exit {

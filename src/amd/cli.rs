@@ -1,0 +1,75 @@
+//! `cap4 amd FILE.wav`: classifies a recording offline with the classifier a
+//! live call uses, and prints one JSON line.
+//!
+//! Promises: exit 0 with the verdict on stdout; 65 (data error) with a message
+//! on stderr naming the file and what is wrong with it; 64 for bad usage; 78
+//! when `--config` names an `[amd]` section that is invalid.
+
+use std::path::Path;
+
+use crate::amd::{AmdConfig, classify};
+use crate::exit;
+use crate::wav;
+
+/// sysexits.h EX_DATAERR: the input file is not usable.
+pub const DATA_ERROR: i32 = 65;
+
+/// Runs `cap4 amd` with the arguments after `amd`; returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let (path, config_path) = match args {
+        [path] if !path.starts_with('-') => (path, None),
+        [flag, config, path] | [path, flag, config] if flag == "--amd-config" => (path, Some(config)),
+        _ => {
+            eprintln!("usage: cap4 amd [--amd-config AMD.toml] FILE.wav");
+            return exit::USAGE;
+        }
+    };
+    let config = match config_path {
+        None => AmdConfig::default(),
+        Some(p) => match load_config(Path::new(p)) {
+            Ok(c) => c,
+            Err(message) => {
+                eprintln!("cap4 amd: {p}: {message}");
+                return exit::CONFIG;
+            }
+        },
+    };
+    let samples = match wav::read_8k_mono(Path::new(path)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cap4 amd: {path}: {e}");
+            return DATA_ERROR;
+        }
+    };
+    match classify(&config, &samples) {
+        Ok(verdict) => match serde_json::to_string(&verdict) {
+            Ok(line) => {
+                println!("{line}");
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("cap4 amd: {e}");
+                exit::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("cap4 amd: {e}");
+            exit::CONFIG
+        }
+    }
+}
+
+/// Reads the parameters from a TOML file holding the `[amd]` keys (at top level
+/// or under `[amd]`), for tuning before they move into the daemon's config.
+fn load_config(path: &Path) -> Result<AmdConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| e.to_string())?;
+    let section = match table.remove("amd") {
+        Some(amd) if table.is_empty() => amd,
+        Some(_) => return Err("only an [amd] section is read here".into()),
+        None => toml::Value::Table(table),
+    };
+    let config: AmdConfig = section.try_into().map_err(|e: toml::de::Error| format!("[amd] {e}"))?;
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}

@@ -1,0 +1,364 @@
+//! The streaming detector: feeds 10 ms frames through the high-pass, the VAD and
+//! the tone analysis, follows the callee's first utterance, and applies the
+//! rules that turn it into a verdict.
+//!
+//! The rules (in the spirit of Asterisk's app_amd, with a pause that scales with
+//! what was said): a beep, SIT or tone is a machine at once; a first utterance
+//! longer than `max_greeting_ms` (or with more than `max_words` words) is a
+//! machine; a first utterance followed by a pause is a person, where the pause
+//! needed is `pause_short_ms` after a short "Hello?" and grows to
+//! `pause_long_ms` for an utterance as long as `max_greeting_ms` (a long
+//! utterance followed by a short pause is more likely a greeting before its
+//! beep); no speech within `initial_silence_ms`, or no decision within
+//! `max_decision_ms`, is unknown.
+//!
+//! Promises: `push` takes any number of samples (10–20 ms frames in a live call)
+//! and never allocates; the verdict is given once and never changes; after it
+//! the tone tracker keeps running so [`Amd::beep_start_ms`] reports a beep that
+//! comes later (for a voicemail drop).
+
+use super::config::{AmdConfig, ConfigError};
+use super::tone::{ToneAnalyzer, ToneEvent, ToneTracker};
+use super::vad::{FRAME, FRAME_MS, Highpass, Vad};
+use super::verdict::{Cause, Verdict};
+
+/// How much earlier than a tone the VAD may hear it start.
+const TONE_ONSET_MS: u32 = 100;
+
+/// The answering-machine detector for one call.
+#[derive(Debug, Clone)]
+pub struct Amd {
+    config: AmdConfig,
+    highpass: Highpass,
+    vad: Vad,
+    analyzer: ToneAnalyzer,
+    tracker: ToneTracker,
+    pending: [f32; FRAME],
+    pending_len: usize,
+    filtered: [f32; FRAME],
+    /// Frames analysed so far.
+    frames: u32,
+    speech: Speech,
+    beep_start_ms: Option<u32>,
+    verdict: Option<Verdict>,
+}
+
+/// The first utterance as the detector follows it.
+#[derive(Debug, Clone, Default)]
+struct Speech {
+    /// Consecutive active frames and where they began.
+    run: u32,
+    run_start: u32,
+    /// The current run reached `min_speech_ms`.
+    in_burst: bool,
+    /// Start of the first speech, end of the last speech (frames).
+    start: Option<u32>,
+    end: u32,
+    total_frames: u32,
+    words: u32,
+}
+
+impl Amd {
+    pub fn new(config: &AmdConfig) -> Result<Amd, ConfigError> {
+        config.validate()?;
+        Ok(Amd {
+            config: config.clone(),
+            highpass: Highpass::new(config.highpass_hz),
+            vad: Vad::new(config.vad_on_db, config.vad_off_db, config.vad_min_dbfs, config.noise_window_ms),
+            analyzer: ToneAnalyzer::new(config),
+            tracker: ToneTracker::new(config),
+            pending: [0.0; FRAME],
+            pending_len: 0,
+            filtered: [0.0; FRAME],
+            frames: 0,
+            speech: Speech::default(),
+            beep_start_ms: None,
+            verdict: None,
+        })
+    }
+
+    /// Feeds 8 kHz mono samples; returns the verdict on the call that reaches it.
+    pub fn push(&mut self, samples: &[i16]) -> Option<Verdict> {
+        let mut reached = None;
+        for &s in samples {
+            self.pending[self.pending_len] = f32::from(s);
+            self.pending_len += 1;
+            if self.pending_len == FRAME {
+                self.pending_len = 0;
+                if let Some(v) = self.frame() {
+                    reached = Some(v);
+                }
+            }
+        }
+        reached
+    }
+
+    /// The audio ended: the verdict, deciding `unknown` (`end_of_audio`) if
+    /// nothing was decided yet.
+    pub fn finish(&mut self) -> Verdict {
+        match self.verdict {
+            Some(v) => v,
+            None => self.decide(Cause::EndOfAudio),
+        }
+    }
+
+    pub fn verdict(&self) -> Option<Verdict> {
+        self.verdict
+    }
+
+    /// Milliseconds of audio analysed.
+    pub fn elapsed_ms(&self) -> u32 {
+        self.frames * FRAME_MS
+    }
+
+    /// Start of the first beep, SIT or tone, also one heard after the verdict.
+    pub fn beep_start_ms(&self) -> Option<u32> {
+        self.beep_start_ms
+    }
+
+    fn frame(&mut self) -> Option<Verdict> {
+        let index = self.frames;
+        self.frames += 1;
+        self.highpass.run(&self.pending, &mut self.filtered);
+        let activity = self.vad.frame(&self.filtered);
+        let tonal = self.analyzer.frame(&self.filtered);
+        let event = self.tracker.frame(index, tonal);
+        // The VAD also hears a tone: it is a beep only if speech began well before
+        // it. A tone that grows out of a voiced sound with no gap (a held vowel
+        // in a studio voice can be as pure as a beep) must last twice as long.
+        let now_ms = self.elapsed_ms();
+        let s = &self.speech;
+        let spoke_before = |tone_ms: u32| s.start.is_some_and(|f| f * FRAME_MS + TONE_ONSET_MS < tone_ms);
+        let out_of_voice = |tone_ms: u32| s.in_burst && s.run_start * FRAME_MS + TONE_ONSET_MS < tone_ms;
+        let long_enough = |tone_ms: u32| now_ms - tone_ms >= 2 * self.config.beep_min_ms;
+        let event = match event {
+            Some(ToneEvent::Beep { start_ms }) if out_of_voice(start_ms) && !long_enough(start_ms) => None,
+            other => other,
+        };
+        if let Some(ToneEvent::Beep { start_ms } | ToneEvent::Sit { start_ms }) = event {
+            self.beep_start_ms.get_or_insert(start_ms);
+        }
+        if self.verdict.is_some() {
+            return None;
+        }
+        let cause = match event {
+            Some(ToneEvent::Sit { .. }) => Some(Cause::Sit),
+            Some(ToneEvent::Beep { start_ms }) if spoke_before(start_ms) => Some(Cause::Beep),
+            Some(ToneEvent::Beep { .. }) => Some(Cause::Tone),
+            None => self.follow_speech(index, activity.active),
+        };
+        cause.map(|c| self.decide(c))
+    }
+
+    /// Tracks the first utterance and applies the timing rules.
+    fn follow_speech(&mut self, index: u32, active: bool) -> Option<Cause> {
+        let c = &self.config;
+        let s = &mut self.speech;
+        let min_run = c.min_speech_ms.div_ceil(FRAME_MS);
+        if active {
+            if s.run == 0 {
+                s.run_start = index;
+            }
+            s.run += 1;
+            if s.in_burst {
+                s.total_frames += 1;
+                s.end = index + 1;
+            } else if s.run >= min_run {
+                s.in_burst = true;
+                s.total_frames += s.run;
+                if s.start.is_none() {
+                    s.start = Some(s.run_start);
+                    s.words = 1;
+                } else if s.quiet_before_burst_ms() >= c.word_gap_ms {
+                    s.words += 1;
+                }
+                s.end = index + 1;
+            }
+        } else {
+            s.run = 0;
+            s.in_burst = false;
+        }
+        let now_ms = (index + 1) * FRAME_MS;
+        let Some(start) = s.start else {
+            return (now_ms >= c.initial_silence_ms).then_some(Cause::Silence);
+        };
+        let length_ms = (s.end - start) * FRAME_MS;
+        if length_ms > c.max_greeting_ms {
+            return Some(Cause::LongGreeting);
+        }
+        if c.max_words > 0 && s.words > c.max_words {
+            return Some(Cause::TooManyWords);
+        }
+        let pause_ms = (index + 1 - s.end) * FRAME_MS;
+        if !s.in_burst && pause_ms >= needed_pause_ms(c, length_ms) {
+            return Some(Cause::ShortGreetingThenPause);
+        }
+        (now_ms >= c.max_decision_ms).then_some(Cause::Timeout)
+    }
+
+    fn decide(&mut self, cause: Cause) -> Verdict {
+        let s = &self.speech;
+        let verdict = Verdict {
+            kind: cause.kind(),
+            cause,
+            decided_at_ms: self.elapsed_ms(),
+            speech_start_ms: s.start.map(|f| f * FRAME_MS),
+            speech_end_ms: s.start.map(|_| s.end * FRAME_MS),
+            speech_total_ms: s.total_frames * FRAME_MS,
+            words: s.words,
+            beep_start_ms: self.beep_start_ms,
+        };
+        self.verdict = Some(verdict);
+        verdict
+    }
+}
+
+impl Speech {
+    /// Silence between the previous burst and the one that just started.
+    fn quiet_before_burst_ms(&self) -> u32 {
+        self.run_start.saturating_sub(self.end) * FRAME_MS
+    }
+}
+
+/// The pause that makes an utterance of `length_ms` a person's.
+fn needed_pause_ms(c: &AmdConfig, length_ms: u32) -> u32 {
+    if length_ms <= c.short_utterance_ms {
+        return c.pause_short_ms;
+    }
+    let span = (c.max_greeting_ms - c.short_utterance_ms) as f32;
+    let t = ((length_ms - c.short_utterance_ms) as f32 / span).min(1.0);
+    c.pause_short_ms + ((c.pause_long_ms - c.pause_short_ms) as f32 * t) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amd::verdict::Kind;
+
+    const RATE: usize = 8000;
+
+    /// A voiced, speech-like sound (gliding pitch, many harmonics) for `ms`.
+    fn talk(out: &mut Vec<i16>, ms: usize, amp: f32) {
+        let n = ms * RATE / 1000;
+        let mut phase = 0.0f32;
+        for i in 0..n {
+            let t = i as f32 / RATE as f32;
+            let f0 = 130.0 + 30.0 * (2.0 * std::f32::consts::PI * 2.5 * t).sin();
+            phase += 2.0 * std::f32::consts::PI * f0 / RATE as f32;
+            // Syllable envelope at 4 Hz, never fully silent inside a word.
+            let env = 0.55 + 0.45 * (2.0 * std::f32::consts::PI * 4.0 * t).sin();
+            let x: f32 = (1..20).map(|h| (h as f32 * phase).sin() / h as f32).sum();
+            out.push((amp * env * x) as i16);
+        }
+    }
+
+    fn quiet(out: &mut Vec<i16>, ms: usize) {
+        let mut seed = out.len() as u32 | 1;
+        for _ in 0..ms * RATE / 1000 {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            out.push(((seed >> 16) as i16 as i32 / 2000) as i16);
+        }
+    }
+
+    fn beep(out: &mut Vec<i16>, ms: usize, freq: f32) {
+        for i in 0..ms * RATE / 1000 {
+            out.push((6000.0 * (2.0 * std::f32::consts::PI * freq * i as f32 / RATE as f32).sin()) as i16);
+        }
+    }
+
+    fn classify(samples: &[i16], chunk: usize) -> Verdict {
+        let mut amd = Amd::new(&AmdConfig::default()).unwrap();
+        for c in samples.chunks(chunk) {
+            if let Some(v) = amd.push(c) {
+                assert_eq!(amd.push(c), None, "the verdict comes once");
+                return v;
+            }
+        }
+        amd.finish()
+    }
+
+    #[test]
+    fn hello_then_silence_is_human_soon_after_the_pause() {
+        let mut a = Vec::new();
+        quiet(&mut a, 800);
+        talk(&mut a, 600, 4000.0);
+        quiet(&mut a, 3000);
+        let v = classify(&a, 160);
+        assert_eq!((v.kind, v.cause), (Kind::Human, Cause::ShortGreetingThenPause), "{v:?}");
+        let end = v.speech_end_ms.unwrap();
+        assert!((1380..=1420).contains(&end), "{v:?}");
+        assert!(v.decided_at_ms - end <= AmdConfig::default().pause_short_ms + 20, "{v:?}");
+        assert!((780..=820).contains(&v.speech_start_ms.unwrap()), "{v:?}");
+    }
+
+    #[test]
+    fn long_greeting_then_beep_is_machine_and_the_beep_is_reported_later() {
+        let mut a = Vec::new();
+        quiet(&mut a, 500);
+        for _ in 0..4 {
+            talk(&mut a, 1500, 3000.0);
+            quiet(&mut a, 300);
+        }
+        beep(&mut a, 500, 1000.0);
+        quiet(&mut a, 1000);
+        let mut amd = Amd::new(&AmdConfig::default()).unwrap();
+        let mut chunks = a.chunks(80);
+        let v = chunks.by_ref().find_map(|c| amd.push(c)).unwrap();
+        assert_eq!((v.kind, v.cause), (Kind::Machine, Cause::LongGreeting), "{v:?}");
+        assert!(v.decided_at_ms <= 500 + AmdConfig::default().max_greeting_ms + 30, "{v:?}");
+        for c in chunks {
+            amd.push(c);
+        }
+        let beep_at = amd.beep_start_ms().unwrap();
+        assert!((7700..=7720).contains(&beep_at), "{beep_at}");
+    }
+
+    #[test]
+    fn short_greeting_with_a_beep_is_machine_by_the_beep() {
+        let mut a = Vec::new();
+        quiet(&mut a, 300);
+        talk(&mut a, 2000, 3000.0);
+        quiet(&mut a, 400);
+        beep(&mut a, 400, 700.0);
+        quiet(&mut a, 2000);
+        let v = classify(&a, 160);
+        assert_eq!((v.kind, v.cause), (Kind::Machine, Cause::Beep), "{v:?}");
+        assert!((2690..=2720).contains(&v.beep_start_ms.unwrap()), "{v:?}");
+    }
+
+    #[test]
+    fn silence_is_unknown_and_a_lone_tone_is_a_machine() {
+        let mut a = Vec::new();
+        quiet(&mut a, 7000);
+        let v = classify(&a, 160);
+        assert_eq!((v.kind, v.cause, v.decided_at_ms), (Kind::Unknown, Cause::Silence, 5000));
+        let mut a = Vec::new();
+        quiet(&mut a, 300);
+        beep(&mut a, 1000, 425.0);
+        let v = classify(&a, 100);
+        assert_eq!((v.kind, v.cause), (Kind::Machine, Cause::Tone), "{v:?}");
+    }
+
+    #[test]
+    fn chunk_size_does_not_change_the_verdict() {
+        let mut a = Vec::new();
+        quiet(&mut a, 500);
+        talk(&mut a, 900, 5000.0);
+        quiet(&mut a, 300);
+        talk(&mut a, 400, 5000.0);
+        quiet(&mut a, 3000);
+        let reference = classify(&a, 80);
+        for chunk in [1, 77, 160, 333, 4000] {
+            assert_eq!(classify(&a, chunk), reference, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn needed_pause_grows_with_the_utterance() {
+        let c = AmdConfig::default();
+        assert_eq!(needed_pause_ms(&c, 500), c.pause_short_ms);
+        assert_eq!(needed_pause_ms(&c, c.max_greeting_ms), c.pause_long_ms);
+        let mid = needed_pause_ms(&c, (c.short_utterance_ms + c.max_greeting_ms) / 2);
+        assert!(c.pause_short_ms < mid && mid < c.pause_long_ms);
+    }
+}

@@ -1,0 +1,64 @@
+//! The answer classifier allocates nothing per frame: a counting global
+//! allocator (per thread) around `Amd::push` over whole recordings, before,
+//! at and after the verdict.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::Path;
+
+use cap4::amd::{Amd, AmdConfig, CALL_FRAME};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
+
+#[test]
+fn push_never_allocates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/amd");
+    // A human pickup, a voicemail with a two-tone beep, a SIT announcement.
+    for clip in ["synthetic/clip_0008.flac", "synthetic/clip_0002.flac", "synthetic/clip_0034.flac"] {
+        let mut reader = claxon::FlacReader::open(dir.join(clip)).unwrap();
+        let samples: Vec<i16> = reader.samples().map(|s| s.unwrap() as i16).collect();
+        let mut amd = Amd::new(&AmdConfig::default()).unwrap();
+        let before = allocations();
+        let mut verdicts = 0;
+        for frame in samples.chunks(CALL_FRAME) {
+            if amd.push(frame).is_some() {
+                verdicts += 1;
+            }
+        }
+        let verdict = amd.finish();
+        let after = allocations();
+        assert_eq!(after - before, 0, "{clip}: {} allocations in push", after - before);
+        assert_eq!(verdicts, 1, "{clip}: {verdict:?}");
+    }
+    // The counter does count (the test can fail).
+    let before = allocations();
+    let v = std::hint::black_box(vec![1u8; 10]);
+    assert!(allocations() > before && v.len() == 10);
+}
