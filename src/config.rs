@@ -41,6 +41,39 @@ pub struct Config {
     pub api: ApiConfig,
     pub storage: StorageConfig,
     pub log_level: tracing::Level,
+    pub gpio: GpioConfig,
+    pub button: ButtonConfig,
+}
+
+/// `[gpio]`: the button and LED lines.
+#[derive(Debug, Clone)]
+pub struct GpioConfig {
+    pub backend: crate::gpio::Backend,
+    pub chip: String,
+    pub debounce: Duration,
+    pub button: Option<crate::gpio::LineConfig>,
+    pub led_green: Option<crate::gpio::LineConfig>,
+    pub led_red: Option<crate::gpio::LineConfig>,
+}
+
+/// What a press during a call does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DuringCall {
+    /// Nothing (a long press still hangs up).
+    #[default]
+    Ignore,
+    /// A short press hangs up too.
+    Hangup,
+}
+
+/// `[button]`: what the button does.
+#[derive(Debug, Clone)]
+pub struct ButtonConfig {
+    /// The number a short press dials; none: a short press only logs.
+    pub phone_number: Option<crate::phone::PhoneNumber>,
+    pub long_press: Duration,
+    pub during_call: DuringCall,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +140,31 @@ struct RawConfig {
     storage: RawStorage,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    gpio: RawGpio,
+    #[serde(default)]
+    button: RawButton,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGpio {
+    #[serde(default)]
+    backend: crate::gpio::Backend,
+    chip: Option<String>,
+    debounce_ms: Option<Spanned<u64>>,
+    button: Option<crate::gpio::LineConfig>,
+    led_green: Option<crate::gpio::LineConfig>,
+    led_red: Option<crate::gpio::LineConfig>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawButton {
+    phone_number: Option<Spanned<String>>,
+    long_press_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    during_call: DuringCall,
 }
 
 #[derive(Deserialize, Default)]
@@ -235,7 +293,29 @@ impl Config {
             v.error("log.level", raw.log.level.as_ref(), format!("`{level_text}` is not one of error, warn, info, debug, trace"))
         })?;
 
+        let debounce_ms = v.ranged("gpio.debounce_ms", raw.gpio.debounce_ms.as_ref(), 30, 1..=1_000)?;
+        let long_press_ms = v.ranged("button.long_press_ms", raw.button.long_press_ms.as_ref(), 2_000, 500..=30_000)?;
+        let phone_number = match &raw.button.phone_number {
+            Some(text) => Some(
+                crate::phone::PhoneNumber::parse(text.get_ref())
+                    .map_err(|e| v.error("button.phone_number", Some(text), e.to_string()))?,
+            ),
+            None => None,
+        };
+        let gpio = GpioConfig {
+            backend: raw.gpio.backend,
+            chip: raw.gpio.chip.unwrap_or_else(|| "gpiochip0".into()),
+            debounce: Duration::from_millis(debounce_ms),
+            button: raw.gpio.button,
+            led_green: raw.gpio.led_green,
+            led_red: raw.gpio.led_red,
+        };
+        let button =
+            ButtonConfig { phone_number, long_press: Duration::from_millis(long_press_ms), during_call: raw.button.during_call };
+
         Ok(Config {
+            gpio,
+            button,
             baresip: BaresipConfig { ctrl, dial_uri, command_timeout: Duration::from_millis(command_timeout_ms) },
             call: CallConfig {
                 ring_timeout: Duration::from_secs(ring),
@@ -451,6 +531,26 @@ mod tests {
         assert_eq!((key.as_str(), line), ("api.listen", Some(2)));
         let env = FakeEnv(HashMap::from([("cred:cap4-api-token", "s3cret")]));
         assert!(Config::parse(Path::new("c"), "[api]\nlisten = \"0.0.0.0:8000\"\n", &env).is_ok());
+    }
+
+    #[test]
+    fn gpio_and_button_sections() {
+        let config = parse(
+            "[gpio]\nbackend = \"cdev\"\nchip = \"gpiochip3\"\nbutton = { line = 17, active_low = true }\n\
+             led_green = { line = 27 }\n[button]\nphone_number = \"+79123456789\"\nduring_call = \"hangup\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.gpio.backend, crate::gpio::Backend::Cdev);
+        assert_eq!(config.gpio.button, Some(crate::gpio::LineConfig { line: 17, active_low: true }));
+        assert_eq!(config.gpio.led_red, None);
+        assert_eq!(config.button.during_call, DuringCall::Hangup);
+        assert_eq!(config.button.long_press, Duration::from_secs(2));
+        let (key, line, _) = invalid("[button]\n\nphone_number = \"call mom\"\n");
+        assert_eq!((key.as_str(), line), ("button.phone_number", Some(3)));
+        let (key, line, _) = invalid("[gpio]\nbackend = \"magic\"\n");
+        assert_eq!((key.as_str(), line), ("gpio.backend", Some(2)));
+        let (key, line, _) = invalid("[gpio]\nbutton = { line = 17, polarity = 1 }\n");
+        assert_eq!((key.as_str(), line), ("gpio.button", Some(2)));
     }
 
     #[test]

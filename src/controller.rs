@@ -13,8 +13,12 @@ use tokio::time::sleep_until;
 use tracing::{Span, debug, error, info, info_span, warn};
 
 use crate::baresip::client::{Report, Request};
+use crate::button::Press;
+use crate::config::DuringCall;
+use crate::leds::{BRIEF, LedState, LedView};
+use crate::sd_notify::Notifier;
 use crate::call::machine::{CallMachine, CommandError, CommandTag, DialError, Effect, HangupError, Input, Timeouts};
-use crate::call::record::{CallRecord, Status};
+use crate::call::record::{CallRecord, Outcome, Status};
 use crate::clock::{Clock, rfc3339};
 use crate::config::Config;
 use crate::phone::PhoneNumber;
@@ -66,6 +70,15 @@ pub struct Controller {
     baresip_since: Option<String>,
     /// Fired once, the first time Baresip is connected (for systemd READY).
     on_first_link: Option<oneshot::Sender<()>>,
+    /// What the LEDs show now and what they fall back to after a brief pattern.
+    leds: Option<tokio::sync::watch::Sender<LedView>>,
+    notifier: Notifier,
+}
+
+/// The controller's inputs besides Baresip's reports and the API.
+pub struct Extras {
+    pub presses: Option<mpsc::Receiver<Press>>,
+    pub leds: Option<tokio::sync::watch::Sender<LedView>>,
 }
 
 impl Controller {
@@ -92,6 +105,8 @@ impl Controller {
             waiting_hangups: Vec::new(),
             baresip_since: None,
             on_first_link,
+            leds: None,
+            notifier: Notifier::from_env(),
         }
     }
 
@@ -101,9 +116,16 @@ impl Controller {
         mut self,
         mut reports: mpsc::Receiver<Report>,
         mut api: mpsc::Receiver<ApiRequest>,
+        extras: Extras,
         stop: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(stop);
+        self.leds = extras.leds;
+        self.update_leds(None);
+        let mut presses = extras.presses;
+        // Pinged from this loop, so a hung loop stops the pings and systemd
+        // restarts the daemon.
+        let mut watchdog = Notifier::watchdog_interval().map(tokio::time::interval);
         let mut stop_by: Option<tokio::time::Instant> = None;
         let mut api_open = true;
         loop {
@@ -136,6 +158,13 @@ impl Controller {
                         }
                     }
                 },
+                press = async { presses.as_mut()?.recv().await }, if presses.is_some() => match press {
+                    Some(press) => self.on_press(press),
+                    None => presses = None,
+                },
+                Some(_) = async { Some(watchdog.as_mut()?.tick().await) }, if watchdog.is_some() => {
+                    self.notifier.watchdog();
+                },
                 () = sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {
                     if stop_by.is_some_and(|s| s <= tokio::time::Instant::now()) {
                         warn!("active call did not end in time; it will be recorded failed at next start");
@@ -145,6 +174,72 @@ impl Controller {
                     self.apply(effects);
                 }
             }
+            self.update_leds(None);
+        }
+        self.notifier.stopping();
+    }
+
+    /// A button press: dial the configured number, or hang up.
+    fn on_press(&mut self, press: Press) {
+        let now = self.clock.now();
+        let active = self.machine.active().map(|r| r.id.clone());
+        match (press, active) {
+            (Press::Short, None) => match self.config.button.phone_number.clone() {
+                Some(number) => {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    let uri = self.config.dial_uri_for(number.as_str());
+                    match self.machine.dial(id, &number, uri, now) {
+                        Ok((record, effects)) => {
+                            info_span!("call", call_id = %record.id)
+                                .in_scope(|| info!(phone_number = %number, origin = "button", "dialling"));
+                            self.apply(effects);
+                        }
+                        Err(err) => {
+                            warn!(?err, "button press: cannot dial");
+                            self.update_leds(Some(LedState::Error));
+                        }
+                    }
+                }
+                None => warn!("button press ignored: no [button] phone_number configured"),
+            },
+            (Press::Short, Some(id)) if self.config.button.during_call == DuringCall::Hangup => self.hangup_by_button(&id),
+            (Press::Short, Some(_)) => info!("button press during a call ignored ([button] during_call = \"ignore\")"),
+            (Press::Long, Some(id)) => self.hangup_by_button(&id),
+            (Press::Long, None) => info!("long press with no call: nothing to hang up"),
+        }
+    }
+
+    fn hangup_by_button(&mut self, id: &str) {
+        if let Ok((_, effects)) = self.machine.hangup(id, "button", self.clock.now()) {
+            info_span!("call", call_id = %id).in_scope(|| info!(origin = "button", "hangup requested"));
+            self.apply(effects);
+        }
+    }
+
+    /// Publishes the LED state for the current situation; `brief` is shown first.
+    fn update_leds(&mut self, brief: Option<LedState>) {
+        let Some(leds) = &self.leds else { return };
+        let steady = if !self.machine.link_up() {
+            LedState::NoBaresip
+        } else {
+            match self.machine.active().map(|r| r.status) {
+                None | Some(Status::Ended) => LedState::Idle,
+                Some(Status::Dialing) => LedState::Dialing,
+                Some(Status::Ringing | Status::EarlyMedia) => LedState::Ringing,
+                Some(Status::Answered) => LedState::Talking,
+            }
+        };
+        let current = *leds.borrow();
+        let now = tokio::time::Instant::now();
+        let in_call = !matches!(steady, LedState::Idle | LedState::NoBaresip);
+        let next = match brief {
+            Some(brief) => LedView { shown: brief, steady, until: Some(now + BRIEF) },
+            // A brief pattern plays out, unless a new call starts.
+            None if current.until.is_some_and(|u| u > now) && !in_call => LedView { steady, ..current },
+            None => LedView::steady(steady),
+        };
+        if next != current {
+            leds.send_replace(next);
         }
     }
 
@@ -153,6 +248,7 @@ impl Controller {
         let input = match report {
             Report::LinkUp(resync) => {
                 self.baresip_since = Some(rfc3339(now.unix_ms));
+                self.notifier.status("Baresip connected");
                 if let Some(tx) = self.on_first_link.take() {
                     let _ = tx.send(());
                 }
@@ -163,6 +259,7 @@ impl Controller {
             }
             Report::LinkDown { reason } => {
                 self.baresip_since = None;
+                self.notifier.status(&format!("Baresip not connected: {reason}"));
                 warn!(%reason, "Baresip not connected");
                 Input::LinkDown
             }
@@ -279,6 +376,16 @@ impl Controller {
                     sip_call_id = record.sip_call_id.as_deref().unwrap_or(""),
                     "call ended"
                 );
+                let brief = match record.outcome {
+                    Some(Outcome::Busy | Outcome::Rejected | Outcome::NoAnswer | Outcome::Unreachable) => {
+                        Some(LedState::NoAnswer)
+                    }
+                    Some(Outcome::Failed) => Some(LedState::Error),
+                    _ => None,
+                };
+                if brief.is_some() {
+                    self.update_leds(brief);
+                }
                 let (done, waiting): (Vec<_>, Vec<_>) =
                     std::mem::take(&mut self.waiting_hangups).into_iter().partition(|(id, _)| *id == record.id);
                 self.waiting_hangups = waiting;

@@ -75,6 +75,13 @@ async fn serve(config: Arc<Config>) -> i32 {
     let baresip = client::spawn(client_config, reports_tx);
     let (api_tx, api_rx) = mpsc::channel(32);
     let (linked_tx, linked_rx) = oneshot::channel();
+    let extras = match box_io(&config) {
+        Ok(extras) => extras,
+        Err(err) => {
+            error!(%err, "cannot use the GPIO lines configured in [gpio]");
+            return exit::CONFIG;
+        }
+    };
     let controller = Controller::new(config.clone(), store, clock, baresip, Some(linked_tx));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -87,14 +94,16 @@ async fn serve(config: Arc<Config>) -> i32 {
         .await
     });
     info!(listen = %config.api.listen, baresip = %config.baresip.ctrl, "cap4 daemon started");
+    // systemd: READY only once the config is loaded and Baresip is connected.
     tokio::spawn(async move {
         if linked_rx.await.is_ok() {
             info!("ready: Baresip connected");
+            crate::sd_notify::Notifier::from_env().ready("Baresip connected");
         }
     });
 
     let mut controller_stop = stop_rx;
-    let controller_task = tokio::spawn(controller.run(reports_rx, api_rx, async move {
+    let controller_task = tokio::spawn(controller.run(reports_rx, api_rx, extras, async move {
         let _ = controller_stop.changed().await;
     }));
     wait_for_signal().await;
@@ -120,4 +129,38 @@ async fn wait_for_signal() {
         _ = term.recv() => info!("SIGTERM received"),
         _ = int.recv() => info!("SIGINT received"),
     }
+}
+
+/// Opens the button and LED lines of `[gpio]` and starts their thread and task.
+fn box_io(config: &Config) -> Result<crate::controller::Extras, crate::gpio::GpioError> {
+    let none = crate::controller::Extras { presses: None, leds: None };
+    let Some(gpio) = crate::gpio::open(config.gpio.backend, &config.gpio.chip)? else {
+        return Ok(none);
+    };
+    let presses = match config.gpio.button {
+        Some(line) => {
+            let input = gpio.input(line, config.gpio.debounce)?;
+            let (tx, rx) = mpsc::channel(8);
+            crate::button::spawn(input, config.button.long_press, tx);
+            Some(rx)
+        }
+        None => None,
+    };
+    let green = config.gpio.led_green.map(|l| gpio.output(l)).transpose()?;
+    let red = config.gpio.led_red.map(|l| gpio.output(l)).transpose()?;
+    let leds = if green.is_some() || red.is_some() {
+        let (tx, rx) = tokio::sync::watch::channel(crate::leds::LedView::steady(crate::leds::LedState::NoBaresip));
+        tokio::spawn(crate::leds::run(crate::leds::Leds { green, red }, rx));
+        Some(tx)
+    } else {
+        None
+    };
+    info!(
+        backend = ?config.gpio.backend,
+        chip = %config.gpio.chip,
+        button = config.gpio.button.is_some(),
+        leds = leds.is_some(),
+        "GPIO ready"
+    );
+    Ok(crate::controller::Extras { presses, leds })
 }

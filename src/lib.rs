@@ -4,15 +4,19 @@
 pub mod amd;
 pub mod api;
 pub mod baresip;
+pub mod button;
 pub mod call;
 pub mod cli;
 pub mod client_http;
 pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod gpio;
+pub mod leds;
 pub mod daemon;
 pub mod logging;
 pub mod phone;
+pub mod sd_notify;
 pub mod store;
 pub mod wav;
 

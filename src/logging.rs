@@ -26,7 +26,11 @@ pub fn init(level: Level) {
             Err(err) => eprintln!("cap4: journald unavailable ({err}); logging to stderr"),
         }
     }
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    use std::io::IsTerminal;
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = tracing_subscriber::registry().with(stderr).with(filter).try_init();
 }
 

@@ -1,0 +1,130 @@
+//! The status LEDs: a task that turns the box's state into blink patterns on one
+//! or two LEDs (green, red). The controller publishes a [`LedState`] on a watch
+//! channel; this task alone touches the LED lines (never the audio thread).
+//!
+//! Patterns (documented in the README): each is a repeating sequence of
+//! (green, red, duration) steps; brief outcome patterns play for
+//! [`BRIEF`] and then fall back to the steady state.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+use tracing::warn;
+
+use crate::gpio::OutputLine;
+
+/// How long an outcome pattern (machine, no answer, busy, error) is shown.
+pub const BRIEF: Duration = Duration::from_secs(4);
+
+/// What the LEDs show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedState {
+    /// Connected to Baresip, no call.
+    Idle,
+    /// Baresip is not connected.
+    NoBaresip,
+    Dialing,
+    /// Ringing or early media.
+    Ringing,
+    /// Answered, deciding person or machine.
+    Classifying,
+    /// Answered and talking (to the AI agent).
+    Talking,
+    /// Brief: an answering machine answered.
+    Machine,
+    /// Brief: no answer, busy, rejected or unreachable.
+    NoAnswer,
+    /// Brief: the call failed.
+    Error,
+}
+
+impl LedState {
+    /// The steps of the pattern: (green on, red on, milliseconds).
+    pub fn pattern(self) -> &'static [(bool, bool, u64)] {
+        match self {
+            Self::Idle => &[(true, false, 100), (false, false, 2900)],
+            Self::NoBaresip => &[(false, true, 1000), (false, false, 1000)],
+            Self::Dialing => &[(true, false, 125), (false, false, 125)],
+            Self::Ringing => &[(true, false, 500), (false, false, 500)],
+            Self::Classifying => &[(true, false, 100), (false, false, 100), (true, false, 100), (false, false, 700)],
+            Self::Talking => &[(true, false, 1000)],
+            Self::Machine => &[(false, true, 100), (false, false, 100), (false, true, 100), (false, false, 700)],
+            Self::NoAnswer => &[(false, true, 125), (false, false, 125)],
+            Self::Error => &[(false, true, 1000)],
+        }
+    }
+
+    pub fn is_brief(self) -> bool {
+        matches!(self, Self::Machine | Self::NoAnswer | Self::Error)
+    }
+}
+
+/// The LEDs present.
+pub struct Leds {
+    pub green: Option<Box<dyn OutputLine>>,
+    pub red: Option<Box<dyn OutputLine>>,
+}
+
+impl Leds {
+    fn show(&mut self, green: bool, red: bool) {
+        for (line, on) in [(&mut self.green, green), (&mut self.red, red)] {
+            if let Some(line) = line {
+                if let Err(err) = line.set(on) {
+                    warn!(%err, "LED line failed");
+                }
+            }
+        }
+    }
+}
+
+/// What the controller publishes: the pattern to show now, and the steady one to
+/// fall back to at `until` when the first is brief.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedView {
+    pub shown: LedState,
+    pub steady: LedState,
+    pub until: Option<Instant>,
+}
+
+impl LedView {
+    pub fn steady(state: LedState) -> Self {
+        Self { shown: state, steady: state, until: None }
+    }
+}
+
+/// Drives the LEDs until the sender is dropped.
+pub async fn run(mut leds: Leds, mut views: watch::Receiver<LedView>) {
+    loop {
+        let view = *views.borrow_and_update();
+        let state = match view.until {
+            Some(until) if Instant::now() < until => view.shown,
+            _ => view.steady,
+        };
+        let brief_until = view.until.filter(|_| state == view.shown && state != view.steady);
+        'pattern: loop {
+            for &(green, red, ms) in state.pattern() {
+                leds.show(green, red);
+                let mut until = Instant::now() + Duration::from_millis(ms);
+                if let Some(end) = brief_until {
+                    until = until.min(end);
+                }
+                tokio::select! {
+                    () = sleep_until(until) => {}
+                    changed = views.changed() => {
+                        if changed.is_err() {
+                            leds.show(false, false);
+                            return;
+                        }
+                        break 'pattern;
+                    }
+                }
+                if brief_until.is_some_and(|end| Instant::now() >= end) {
+                    // The brief pattern is over: show the steady one.
+                    views.mark_changed();
+                    break 'pattern;
+                }
+            }
+        }
+    }
+}
