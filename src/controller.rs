@@ -179,25 +179,37 @@ impl Controller {
         self.notifier.stopping();
     }
 
+    /// Places a call. Nothing is dialled that is not on disk first: a record that
+    /// cannot be saved ends the call before the dial goes out.
+    fn start_call(&mut self, number: &PhoneNumber, origin: &str) -> Result<CallRecord, DialRefusal> {
+        let now = self.clock.now();
+        let id = uuid::Uuid::new_v4().to_string();
+        let uri = self.config.dial_uri_for(number.as_str());
+        let (record, effects) = self.machine.dial(id, number, uri, now).map_err(|err| {
+            info!(?err, %origin, "dial refused");
+            DialRefusal::Machine(err)
+        })?;
+        let span = info_span!("call", call_id = %record.id);
+        span.in_scope(|| info!(phone_number = %number, %origin, "dialling"));
+        if let Err(err) = self.store.put(&record) {
+            span.in_scope(|| error!(%err, "call record not saved; not dialling"));
+            let not_sent = Input::CommandDone { tag: CommandTag::Dial, result: Err(CommandError::NotSent) };
+            let effects = self.machine.handle(not_sent, now);
+            self.apply(effects);
+            return Err(DialRefusal::Storage(err.to_string()));
+        }
+        self.apply(effects.into_iter().filter(|e| !matches!(e, Effect::Persist(_))).collect());
+        Ok(self.store.get(&record.id).cloned().unwrap_or(record))
+    }
+
     /// A button press: dial the configured number, or hang up.
     fn on_press(&mut self, press: Press) {
-        let now = self.clock.now();
         let active = self.machine.active().map(|r| r.id.clone());
         match (press, active) {
             (Press::Short, None) => match self.config.button.phone_number.clone() {
                 Some(number) => {
-                    let id = uuid::Uuid::new_v4().to_string();
-                    let uri = self.config.dial_uri_for(number.as_str());
-                    match self.machine.dial(id, &number, uri, now) {
-                        Ok((record, effects)) => {
-                            info_span!("call", call_id = %record.id)
-                                .in_scope(|| info!(phone_number = %number, origin = "button", "dialling"));
-                            self.apply(effects);
-                        }
-                        Err(err) => {
-                            warn!(?err, "button press: cannot dial");
-                            self.update_leds(Some(LedState::Error));
-                        }
+                    if self.start_call(&number, "button").is_err() {
+                        self.update_leds(Some(LedState::Error));
                     }
                 }
                 None => warn!("button press ignored: no [button] phone_number configured"),
@@ -290,31 +302,7 @@ impl Controller {
         let now = self.clock.now();
         match req {
             ApiRequest::Dial { number, reply } => {
-                let id = uuid::Uuid::new_v4().to_string();
-                let uri = self.config.dial_uri_for(number.as_str());
-                match self.machine.dial(id, &number, uri, now) {
-                    Ok((record, effects)) => {
-                        let span = info_span!("call", call_id = %record.id);
-                        span.in_scope(|| info!(phone_number = %number, "dialling"));
-                        // Nothing is dialled that is not on disk first: a record we
-                        // could not save ends the call before the dial goes out.
-                        if let Err(err) = self.store.put(&record) {
-                            span.in_scope(|| error!(%err, "call record not saved; not dialling"));
-                            let not_sent = Input::CommandDone { tag: CommandTag::Dial, result: Err(CommandError::NotSent) };
-                            let effects = self.machine.handle(not_sent, now);
-                            self.apply(effects);
-                            let _ = reply.send(Err(DialRefusal::Storage(err.to_string())));
-                            return;
-                        }
-                        self.apply(effects.into_iter().filter(|e| !matches!(e, Effect::Persist(_))).collect());
-                        let current = self.store.get(&record.id).cloned().unwrap_or(record);
-                        let _ = reply.send(Ok(current));
-                    }
-                    Err(err) => {
-                        info!(?err, "dial refused");
-                        let _ = reply.send(Err(DialRefusal::Machine(err)));
-                    }
-                }
+                let _ = reply.send(self.start_call(&number, "api"));
             }
             ApiRequest::Hangup { id, origin, reply } => match self.machine.hangup(&id, &origin, now) {
                 Ok((_, effects)) => {
