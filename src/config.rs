@@ -43,6 +43,10 @@ pub struct Config {
     pub log_level: tracing::Level,
     pub gpio: GpioConfig,
     pub button: ButtonConfig,
+    /// `[audio]`: the ALSA devices and the real-time thread.
+    pub audio: crate::audio::AudioConfig,
+    /// `[amd]`: answer classification parameters.
+    pub amd: crate::amd::AmdConfig,
 }
 
 /// `[gpio]`: the button and LED lines.
@@ -144,6 +148,10 @@ struct RawConfig {
     gpio: RawGpio,
     #[serde(default)]
     button: RawButton,
+    #[serde(default)]
+    audio: crate::audio::AudioConfig,
+    #[serde(default)]
+    amd: crate::amd::AmdConfig,
 }
 
 #[derive(Deserialize, Default)]
@@ -313,9 +321,15 @@ impl Config {
         let button =
             ButtonConfig { phone_number, long_press: Duration::from_millis(long_press_ms), during_call: raw.button.during_call };
 
+        // These sections validate themselves; their errors name the key.
+        raw.audio.validate().map_err(|message| section_error(path, text, "audio", &message))?;
+        raw.amd.validate().map_err(|e| section_error(path, text, "amd", &format!("{}: {}", e.key, e.message)))?;
+
         Ok(Config {
             gpio,
             button,
+            audio: raw.audio,
+            amd: raw.amd,
             baresip: BaresipConfig { ctrl, dial_uri, command_timeout: Duration::from_millis(command_timeout_ms) },
             call: CallConfig {
                 ring_timeout: Duration::from_secs(ring),
@@ -402,6 +416,15 @@ impl Validator<'_> {
             Err(self.error(key, value, format!("{n} is outside {}..={}", range.start(), range.end())))
         }
     }
+}
+
+/// An error from a section's own validation (`"key: message"`), placed on the
+/// line where that key is written, if it is.
+fn section_error(path: &Path, text: &str, section: &str, message: &str) -> ConfigError {
+    let (key, message) = message.split_once(": ").unwrap_or(("", message));
+    let full = if key.is_empty() { section.to_string() } else { format!("{section}.{key}") };
+    let line = (1..=text.lines().count()).find(|&l| key_on_line(text, l).as_deref() == Some(full.as_str()));
+    ConfigError::Invalid { path: path.to_path_buf(), key: full, line, message: message.to_string() }
 }
 
 /// 1-based line number of byte offset `at`.
@@ -551,6 +574,18 @@ mod tests {
         assert_eq!((key.as_str(), line), ("gpio.backend", Some(2)));
         let (key, line, _) = invalid("[gpio]\nbutton = { line = 17, polarity = 1 }\n");
         assert_eq!((key.as_str(), line), ("gpio.button", Some(2)));
+    }
+
+    #[test]
+    fn audio_and_amd_sections_validate_with_key_and_line() {
+        let config = parse("[audio]\nrealtime_priority = 40\n").unwrap();
+        assert_eq!(config.audio.realtime_priority, 40);
+        let (key, line, _) = invalid("[audio]\ncapture_device = \"hw:Loopback,1,0\"\nrealtime_priority = 120\n");
+        assert_eq!((key.as_str(), line), ("audio.realtime_priority", Some(3)));
+        let (key, _, _) = invalid("[audio]\nno_such_key = 1\n");
+        assert_eq!(key, "audio.no_such_key");
+        let (key, _, _) = invalid("[amd]\nno_such_key = 1\n");
+        assert_eq!(key, "amd.no_such_key");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! hands live answers to an AI agent. See `ARCHITECTURE.md` for the map.
 
 pub mod amd;
+pub mod audio;
 pub mod api;
 pub mod baresip;
 pub mod button;

@@ -1,0 +1,179 @@
+//! The ALSA backend: both PCMs opened, configured and owned on the real-time
+//! thread (hw devices, S16 mono, interleaved read/write).
+//!
+//! Promises: the device runs at exactly the configured rate, or opening fails
+//! saying so (the loopback cable is locked to the format of its first opener,
+//! and `set_rate_near` would silently accept another rate); periods and buffers
+//! as configured or the nearest the device allows (reported back); no
+//! allocation in the per-period calls (`readi`, `writei`, `delay`, `drop`,
+//! `prepare`, `start` go straight to alsa-lib).
+
+use alsa::pcm::{Access, Format, HwParams, PCM, State};
+use alsa::{Direction, ValueOr};
+
+use super::config::AudioConfig;
+use super::rt::{PcmBackend, PcmError, Stream};
+
+/// Both PCMs of one call.
+pub struct AlsaPcm {
+    capture: PCM,
+    playback: PCM,
+    /// Negotiated period and buffer sizes, in frames.
+    pub period: usize,
+    pub buffer: usize,
+}
+
+/// How the devices came up, for the log.
+#[derive(Debug, Clone, Copy)]
+pub struct AlsaSetup {
+    pub capture_period: usize,
+    pub capture_buffer: usize,
+    pub playback_period: usize,
+    pub playback_buffer: usize,
+}
+
+impl AlsaPcm {
+    /// Opens and configures both devices. `fill` is the playback start
+    /// threshold (frames written ahead).
+    pub fn open(cfg: &AudioConfig, fill: usize) -> Result<(AlsaPcm, AlsaSetup), String> {
+        let period = cfg.period_frames();
+        let buffer = period * cfg.buffer_periods as usize;
+        let capture = PCM::new(&cfg.capture_device, Direction::Capture, false)
+            .map_err(|e| format!("capture device {}: {e}", cfg.capture_device))?;
+        let (cp, cb) = configure(&capture, cfg.rate, period, buffer, None)
+            .map_err(|e| format!("capture device {}: {e}", cfg.capture_device))?;
+        let playback = PCM::new(&cfg.playback_device, Direction::Playback, false)
+            .map_err(|e| format!("playback device {}: {e}", cfg.playback_device))?;
+        let (pp, pb) = configure(&playback, cfg.rate, period, buffer, Some(fill))
+            .map_err(|e| format!("playback device {}: {e}", cfg.playback_device))?;
+        if cp != pp {
+            return Err(format!("capture period {cp} and playback period {pp} frames differ"));
+        }
+        if pb < fill + pp {
+            return Err(format!("playback buffer of {pb} frames cannot hold {fill} frames ahead plus a period"));
+        }
+        let setup = AlsaSetup { capture_period: cp, capture_buffer: cb, playback_period: pp, playback_buffer: pb };
+        Ok((AlsaPcm { capture, playback, period: cp, buffer: pb }, setup))
+    }
+}
+
+fn configure(pcm: &PCM, rate: u32, period: usize, buffer: usize, start_at: Option<usize>) -> Result<(usize, usize), String> {
+    let e = |what: &str, err: alsa::Error| format!("{what}: {err}");
+    {
+        let hw = HwParams::any(pcm).map_err(|x| e("hw params", x))?;
+        hw.set_access(Access::RWInterleaved).map_err(|x| e("interleaved access", x))?;
+        hw.set_format(Format::s16()).map_err(|x| e("S16 format", x))?;
+        hw.set_channels(1).map_err(|x| e("1 channel (the cable may be locked by another format)", x))?;
+        hw.set_rate_resample(false).map_err(|x| e("rate resample", x))?;
+        hw.set_rate(rate, ValueOr::Nearest).map_err(|x| e(&format!("rate {rate} Hz"), x))?;
+        let got = hw.get_rate().map_err(|x| e("rate", x))?;
+        if got != rate {
+            return Err(format!("runs at {got} Hz, not {rate} Hz (its first opener locked the loopback cable)"));
+        }
+        hw.set_period_size_near(period as alsa::pcm::Frames, ValueOr::Nearest).map_err(|x| e("period size", x))?;
+        hw.set_buffer_size_near(buffer as alsa::pcm::Frames).map_err(|x| e("buffer size", x))?;
+        pcm.hw_params(&hw).map_err(|x| e("apply hw params", x))?;
+    }
+    let hw = pcm.hw_params_current().map_err(|x| e("read hw params", x))?;
+    let got_period = hw.get_period_size().map_err(|x| e("period", x))? as usize;
+    let got_buffer = hw.get_buffer_size().map_err(|x| e("buffer", x))? as usize;
+    let sw = pcm.sw_params_current().map_err(|x| e("sw params", x))?;
+    sw.set_avail_min(got_period as alsa::pcm::Frames).map_err(|x| e("avail min", x))?;
+    if let Some(start) = start_at {
+        sw.set_start_threshold(start.min(got_buffer) as alsa::pcm::Frames).map_err(|x| e("start threshold", x))?;
+    }
+    pcm.sw_params(&sw).map_err(|x| e("apply sw params", x))?;
+    Ok((got_period, got_buffer))
+}
+
+fn classify(err: alsa::Error) -> PcmError {
+    match err.errno() {
+        libc::EPIPE | libc::ESTRPIPE => PcmError::Xrun,
+        n => PcmError::Fatal(n as u32 as i32),
+    }
+}
+
+fn as_bytes(samples: &[i16]) -> &[u8] {
+    // SAFETY: i16 has no padding and u8 has alignment 1; same memory, twice the length.
+    unsafe { std::slice::from_raw_parts(samples.as_ptr().cast::<u8>(), samples.len() * 2) }
+}
+
+fn as_bytes_mut(samples: &mut [i16]) -> &mut [u8] {
+    // SAFETY: as above; every byte pattern is a valid i16.
+    unsafe { std::slice::from_raw_parts_mut(samples.as_mut_ptr().cast::<u8>(), samples.len() * 2) }
+}
+
+fn restore(pcm: &PCM) -> Result<(), PcmError> {
+    // A suspended device (ESTRPIPE) needs resume before prepare; resume may be
+    // unsupported, then prepare does it.
+    if pcm.state() == State::Suspended {
+        let _ = pcm.resume();
+    }
+    pcm.prepare().map_err(classify_fatal)
+}
+
+fn classify_fatal(err: alsa::Error) -> PcmError {
+    PcmError::Fatal(err.errno())
+}
+
+impl PcmBackend for AlsaPcm {
+    fn start(&mut self) -> Result<(), PcmError> {
+        self.playback.prepare().map_err(classify_fatal)?;
+        self.capture.prepare().map_err(classify_fatal)?;
+        self.capture.start().map_err(classify_fatal)
+    }
+
+    fn read(&mut self, buf: &mut [i16]) -> Result<(), PcmError> {
+        let mut done = 0;
+        while done < buf.len() {
+            // The IO object is unchecked (no hw_params query, so no allocation).
+            let io = self.capture.io_bytes();
+            match io.readi(as_bytes_mut(&mut buf[done..])) {
+                Ok(n) => done += n,
+                Err(err) if err.errno() == libc::EINTR || err.errno() == libc::EAGAIN => {}
+                Err(err) => return Err(classify(err)),
+            }
+        }
+        Ok(())
+    }
+
+    fn playback_queued(&mut self) -> Result<usize, PcmError> {
+        match self.playback.state() {
+            State::XRun | State::Suspended => return Err(PcmError::Xrun),
+            State::Prepared | State::Setup => {
+                // Not started yet: delay() is what has been written so far.
+            }
+            _ => {}
+        }
+        self.playback.delay().map(|d| d.max(0) as usize).map_err(classify)
+    }
+
+    fn write(&mut self, buf: &[i16]) -> Result<(), PcmError> {
+        let mut done = 0;
+        while done < buf.len() {
+            let io = self.playback.io_bytes();
+            match io.writei(as_bytes(&buf[done..])) {
+                Ok(n) => done += n,
+                Err(err) if err.errno() == libc::EINTR || err.errno() == libc::EAGAIN => {}
+                Err(err) => return Err(classify(err)),
+            }
+        }
+        Ok(())
+    }
+
+    fn drop_playback(&mut self) -> Result<(), PcmError> {
+        self.playback.drop().map_err(classify)?;
+        self.playback.prepare().map_err(classify_fatal)
+    }
+
+    fn recover(&mut self, stream: Stream) -> Result<(), PcmError> {
+        match stream {
+            Stream::Capture => {
+                restore(&self.capture)?;
+                self.capture.start().map_err(classify_fatal)
+            }
+            // Playback restarts by its start threshold once refilled.
+            Stream::Playback => restore(&self.playback),
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Sample-rate conversion between the device rate and the AI side (8 k ↔ 16 k,
+//! and the agent's 16 / 22.05 / 24 / 44.1 kHz output → the device rate), on
+//! rubato's asynchronous windowed-sinc resampler at a fixed ratio.
+//!
+//! Owns its resampler and every buffer; promises no allocation after
+//! [`RateConverter::new`] (buffers are sized for the largest chunk), any input
+//! length per call (it re-chunks into 20 ms blocks internally), and a fixed
+//! delay of [`RateConverter::delay_ms`]. Runs on the async side, never on the
+//! real-time thread.
+
+use rubato::audioadapter_buffers::direct::InterleavedSlice;
+use rubato::{Async, FixedAsync, Resampler, SincInterpolationParameters, SincInterpolationType, WindowFunction, calculate_cutoff};
+
+/// Rates a converter accepts on either side.
+pub const RATES: [u32; 8] = [8000, 16000, 22050, 24000, 32000, 44100, 48000, 11025];
+
+/// A mono i16 → i16 rate converter working in 20 ms blocks of the input rate.
+pub struct RateConverter {
+    from: u32,
+    to: u32,
+    resampler: Option<Async<f32>>,
+    chunk: usize,
+    pending: Vec<f32>,
+    pending_len: usize,
+    out_f32: Vec<f32>,
+    out: Vec<i16>,
+}
+
+impl std::fmt::Debug for RateConverter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateConverter").field("from", &self.from).field("to", &self.to).finish()
+    }
+}
+
+impl RateConverter {
+    /// A converter from `from` Hz to `to` Hz (equal rates pass through).
+    pub fn new(from: u32, to: u32) -> Result<Self, String> {
+        for r in [from, to] {
+            if !RATES.contains(&r) {
+                return Err(format!("unsupported rate {r} Hz (supported: {RATES:?})"));
+            }
+        }
+        let chunk = (from / 50) as usize;
+        let resampler = if from == to {
+            None
+        } else {
+            // 64 taps is plenty for telephone speech and keeps a 20 ms block
+            // well under 1 % of a core; the cutoff tracks the window so the
+            // lower Nyquist frequency is respected (no aliasing on the way down).
+            let window = WindowFunction::BlackmanHarris2;
+            let params = SincInterpolationParameters {
+                sinc_len: 64,
+                f_cutoff: Some(calculate_cutoff(64, window)),
+                oversampling_factor: 128,
+                interpolation: SincInterpolationType::Linear,
+                window,
+            };
+            let r = Async::<f32>::new_sinc(f64::from(to) / f64::from(from), 1.0, &params, chunk, 1, FixedAsync::Input)
+                .map_err(|e| e.to_string())?;
+            Some(r)
+        };
+        let max_out = resampler.as_ref().map_or(chunk, |r| r.output_frames_max());
+        Ok(RateConverter {
+            from,
+            to,
+            resampler,
+            chunk,
+            pending: vec![0.0; chunk],
+            pending_len: 0,
+            out_f32: vec![0.0; max_out],
+            out: vec![0; max_out.max(chunk)],
+        })
+    }
+
+    pub fn from_rate(&self) -> u32 {
+        self.from
+    }
+
+    pub fn to_rate(&self) -> u32 {
+        self.to
+    }
+
+    /// The input block size (20 ms at the input rate).
+    pub fn chunk(&self) -> usize {
+        self.chunk
+    }
+
+    /// The resampler's group delay in milliseconds (0 when passing through).
+    pub fn delay_ms(&self) -> f64 {
+        self.resampler.as_ref().map_or(0.0, |r| r.output_delay() as f64 * 1000.0 / f64::from(self.to))
+    }
+
+    /// Feeds `input` (any length); for every complete 20 ms input block, calls
+    /// `sink` with the converted samples. Never allocates.
+    pub fn push(&mut self, mut input: &[i16], mut sink: impl FnMut(&[i16])) {
+        while !input.is_empty() {
+            let take = (self.chunk - self.pending_len).min(input.len());
+            for (d, &s) in self.pending[self.pending_len..self.pending_len + take].iter_mut().zip(&input[..take]) {
+                *d = f32::from(s);
+            }
+            self.pending_len += take;
+            input = &input[take..];
+            if self.pending_len == self.chunk {
+                self.pending_len = 0;
+                let n = self.convert_pending();
+                sink(&self.out[..n]);
+            }
+        }
+    }
+
+    /// Converts exactly one 20 ms block (`input.len() == chunk()`) and returns
+    /// the output (its length varies by ±1 around the ratio). Panics on another
+    /// length, or if a partial block is pending from [`push`](Self::push).
+    pub fn process_block(&mut self, input: &[i16]) -> &[i16] {
+        assert_eq!(input.len(), self.chunk, "process_block takes one 20 ms block");
+        assert_eq!(self.pending_len, 0, "process_block after a partial push");
+        for (d, &s) in self.pending.iter_mut().zip(input) {
+            *d = f32::from(s);
+        }
+        let n = self.convert_pending();
+        &self.out[..n]
+    }
+
+    /// Drops pending input and the resampler's history (after a flush).
+    pub fn reset(&mut self) {
+        self.pending_len = 0;
+        if let Some(r) = self.resampler.as_mut() {
+            r.reset();
+        }
+    }
+
+    fn convert_pending(&mut self) -> usize {
+        let Some(r) = self.resampler.as_mut() else {
+            for (d, &s) in self.out.iter_mut().zip(&self.pending) {
+                *d = s as i16;
+            }
+            return self.chunk;
+        };
+        let frames_out = self.out_f32.len();
+        let produced = {
+            let input = InterleavedSlice::new(&self.pending[..], 1, self.chunk).expect("sized at construction");
+            let mut output = InterleavedSlice::new_mut(&mut self.out_f32[..], 1, frames_out).expect("sized at construction");
+            match r.process_into_buffer(&input, &mut output, None) {
+                Ok((_, n)) => n,
+                // Cannot happen with the buffers sized from the resampler itself;
+                // silence is the safe answer on a phone line.
+                Err(_) => 0,
+            }
+        };
+        for (d, &s) in self.out.iter_mut().zip(&self.out_f32[..produced]) {
+            *d = s.round().clamp(-32768.0, 32767.0) as i16;
+        }
+        produced
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tone(rate: u32, hz: f32, seconds: f32) -> Vec<i16> {
+        (0..(rate as f32 * seconds) as usize)
+            .map(|i| (8000.0 * (2.0 * std::f32::consts::PI * hz * i as f32 / rate as f32).sin()) as i16)
+            .collect()
+    }
+
+    fn rms(x: &[i16]) -> f64 {
+        (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len() as f64).sqrt()
+    }
+
+    #[test]
+    fn keeps_length_and_level_for_every_agent_rate() {
+        for from in [8000, 16000, 22050, 24000, 44100] {
+            for to in [8000, 16000] {
+                let mut c = RateConverter::new(from, to).unwrap();
+                let input = tone(from, 440.0, 2.0);
+                let mut out = Vec::new();
+                // Odd-sized pieces, as a network delivers them.
+                for piece in input.chunks(333) {
+                    c.push(piece, |o| out.extend_from_slice(o));
+                }
+                let expect = to as usize * 2;
+                assert!(out.len().abs_diff(expect) <= 8, "{from}->{to}: {} samples", out.len());
+                let level = rms(&out[out.len() / 4..]);
+                assert!((level - 8000.0 / 2f64.sqrt()).abs() < 300.0, "{from}->{to}: rms {level}");
+            }
+        }
+    }
+
+    #[test]
+    fn filters_what_the_lower_rate_cannot_carry() {
+        let mut c = RateConverter::new(16000, 8000).unwrap();
+        let mut out = Vec::new();
+        c.push(&tone(16000, 6000.0, 1.0), |o| out.extend_from_slice(o));
+        assert!(rms(&out[1000..]) < 100.0, "6 kHz leaked through: {}", rms(&out[1000..]));
+    }
+
+    #[test]
+    fn blocks_and_pass_through() {
+        let mut c = RateConverter::new(8000, 16000).unwrap();
+        let block = tone(8000, 300.0, 0.02);
+        let n = c.process_block(&block).len();
+        assert!((300..=324).contains(&n), "{n}");
+        assert!(c.delay_ms() > 0.0 && c.delay_ms() < 5.0, "{}", c.delay_ms());
+        let mut same = RateConverter::new(8000, 8000).unwrap();
+        assert_eq!(same.process_block(&block), &block[..]);
+        assert!(RateConverter::new(8000, 12345).is_err());
+    }
+}

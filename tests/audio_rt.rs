@@ -1,0 +1,231 @@
+//! The audio engine's real-time loop on a simulated PCM pair (no sound
+//! hardware needed): it never allocates during a whole call (a counting global
+//! allocator armed only on the real-time thread, inside the loop), captures
+//! sample-exact, recovers and counts xruns, plays silence without clicks when
+//! the agent's audio runs dry, and a flush silences the output within a period.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cap4::audio::sim::SimPcm;
+use cap4::audio::{AudioConfig, AudioEngine, RtHooks};
+
+struct Counting;
+
+thread_local! {
+    static ARMED: Cell<bool> = const { Cell::new(false) };
+}
+static RT_ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+fn count() {
+    if ARMED.with(Cell::get) {
+        RT_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count();
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn arm() {
+    ARMED.with(|a| a.set(true));
+}
+fn disarm() {
+    ARMED.with(|a| a.set(false));
+}
+
+/// What the simulated caller says: a deterministic, non-repeating sequence.
+fn caller(i: u64) -> i16 {
+    let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52;
+    (x as i16).wrapping_sub(2048).wrapping_mul(4)
+}
+
+fn config() -> AudioConfig {
+    AudioConfig { realtime_priority: 0, lock_memory: false, playback_ring_ms: 10_000, ..AudioConfig::default() }
+}
+
+const PERIOD: usize = 80;
+const FILL: usize = 160;
+const BUFFER: usize = 320;
+
+fn start(pace: Duration, hooks: RtHooks, capture_xruns: Vec<u64>, playback_xruns: Vec<u64>) -> (AudioEngine, rtrb::Consumer<i16>) {
+    let (sim, heard) = SimPcm::new(PERIOD, BUFFER, FILL, Some(pace), caller, 8000 * 600);
+    let sim = sim.with_capture_xruns(capture_xruns).with_playback_xruns(playback_xruns);
+    let engine = AudioEngine::start_with(&config(), hooks, move || Ok((sim, BUFFER))).expect("engine starts");
+    (engine, heard)
+}
+
+fn drain(heard: &mut rtrb::Consumer<i16>, into: &mut Vec<i16>) {
+    while let Ok(s) = heard.pop() {
+        into.push(s);
+    }
+}
+
+#[test]
+fn the_real_time_thread_never_allocates_during_a_whole_call() {
+    // The counter counts: an allocation while armed is seen.
+    arm();
+    let v = std::hint::black_box(vec![1u8; 10]);
+    disarm();
+    drop(v);
+    assert!(RT_ALLOCATIONS.swap(0, Ordering::Relaxed) >= 1, "the counting allocator counts");
+
+    // A 60 s call at 10x real time (1 ms per 10 ms period): speech both ways,
+    // pauses, underruns, flushes, a capture overrun and a playback underrun.
+    let hooks = RtHooks { on_loop_enter: arm, on_loop_exit: disarm };
+    let (mut engine, mut heard) = start(Duration::from_millis(1), hooks, vec![500, 3000], vec![4500]);
+    let frame = engine.frame_len();
+    let mut buf = vec![0i16; frame];
+    let agent: Vec<i16> = (0..frame).map(|i| ((i as f32 * 0.3).sin() * 9000.0) as i16).collect();
+    let mut got = Vec::new();
+    let mut played = Vec::new();
+    let call_periods = 6000u64;
+    let started = Instant::now();
+    let mut sent_frames = 0u64;
+    let mut flushes = 0;
+    while engine.stats().captured_ms < call_periods * 10 {
+        while engine.try_recv_frame(&mut buf) {
+            got.extend_from_slice(&buf);
+        }
+        // The agent talks in bursts: 1.5 s on, 0.5 s off (10x speed: per ms).
+        let ms = started.elapsed().as_millis() as u64;
+        let talking = ms % 200 < 150;
+        if talking && engine.stats().queued_ms < 60 {
+            engine.send(&agent);
+            sent_frames += 1;
+        }
+        if ms % 200 == 160 {
+            engine.end_utterance();
+        }
+        if ms % 1000 == 100 && flushes < ms / 1000 + 1 {
+            engine.flush();
+            flushes += 1;
+        }
+        drain(&mut heard, &mut played);
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    let stats = engine.stop().expect("clean stop");
+    assert_eq!(RT_ALLOCATIONS.load(Ordering::Relaxed), 0, "the real-time thread allocated {stats:?}");
+
+    assert!(sent_frames > 1000, "{sent_frames}");
+    assert_eq!(stats.capture_xruns, 2, "{stats:?}");
+    assert!(stats.playback_xruns >= 1, "{stats:?}");
+    assert!(stats.flushes >= 5, "{stats:?}");
+    assert!(stats.played_ms > 20_000, "{stats:?}");
+    // Capture is continuous and exact: the caller's sequence from its start.
+    assert!(got.len() >= 5000 * PERIOD, "{}", got.len());
+    let first = (0..100_000u64).find(|&i| caller(i) == got[0] && caller(i + 1) == got[1]).expect("aligned");
+    assert_eq!(first, 0, "nothing lost before the first frame");
+    assert!(got.iter().enumerate().all(|(i, &s)| s == caller(i as u64)), "capture is sample-exact");
+    assert!(played.iter().any(|&s| s.abs() > 8000), "the agent was heard");
+}
+
+/// Largest step between neighbouring samples in `x`.
+fn max_step(x: &[i16]) -> i32 {
+    x.windows(2).map(|w| (i32::from(w[1]) - i32::from(w[0])).abs()).max().unwrap_or(0)
+}
+
+#[test]
+fn underruns_are_counted_and_played_as_silence_without_clicks() {
+    let (mut engine, mut heard) = start(Duration::from_millis(2), RtHooks::default(), vec![], vec![]);
+    // A constant (DC) tone makes any click a large step between samples.
+    let tone = vec![12_000i16; 8000];
+    let mut played = Vec::new();
+    engine.send(&tone[..2400]); // 300 ms, then nothing: runs dry mid-utterance
+    std::thread::sleep(Duration::from_millis(150));
+    engine.send(&tone[..2400]);
+    engine.end_utterance(); // declared: running dry now is not an underrun
+    std::thread::sleep(Duration::from_millis(150));
+    engine.send(&tone[..800]);
+    std::thread::sleep(Duration::from_millis(100));
+    drain(&mut heard, &mut played);
+    let stats = engine.stop().unwrap();
+    assert_eq!(stats.underruns, 1, "{stats:?}");
+    assert_eq!(stats.playback_xruns, 0, "{stats:?}");
+    let loud = played.iter().filter(|&&s| s == 12_000).count();
+    assert!(loud >= 5400, "{loud} of 5600 tone samples played");
+    // 2 ms ramps (16 samples) into and out of silence: steps of 12000/16.
+    assert!(max_step(&played) <= 800, "a click: step {}", max_step(&played));
+    assert!(stats.peak_out_dbfs > -9.0 && stats.peak_out_dbfs < -8.0, "{stats:?}");
+}
+
+#[test]
+fn a_flush_silences_the_output_within_one_period() {
+    let (mut engine, mut heard) = start(Duration::from_millis(10), RtHooks::default(), vec![], vec![]);
+    let tone = vec![12_000i16; 8000 * 5];
+    engine.send(&tone);
+    let mut played = Vec::new();
+    std::thread::sleep(Duration::from_millis(500));
+    drain(&mut heard, &mut played);
+    let at_flush = played.len();
+    engine.flush();
+    std::thread::sleep(Duration::from_millis(200));
+    drain(&mut heard, &mut played);
+    // Audio sent after the flush plays.
+    engine.send(&tone[..1600]);
+    std::thread::sleep(Duration::from_millis(400));
+    drain(&mut heard, &mut played);
+    let stats = engine.stop().unwrap();
+    let last_loud = played[..at_flush + 1600].iter().rposition(|&s| s.abs() > 100).unwrap();
+    let after = last_loud.saturating_sub(at_flush);
+    eprintln!("tone went on for {after} samples after the flush (period {PERIOD})");
+    // One period to notice + the 2 ms ramp; one more period of slack for
+    // the race between draining `heard` and calling flush.
+    assert!(after <= 2 * PERIOD + 16, "{after} samples after the flush");
+    assert!(max_step(&played) <= 800, "a click: step {}", max_step(&played));
+    assert_eq!(stats.flushes, 1);
+    assert!(stats.flushed_ms > 4000, "{stats:?}");
+    assert!(played[at_flush + 1600..].iter().filter(|&&s| s == 12_000).count() >= 1500, "post-flush audio plays");
+    assert_eq!(stats.underruns, 0, "a flush is not an underrun: {stats:?}");
+}
+
+#[test]
+fn latency_is_measured_both_ways() {
+    let (mut engine, _heard) = start(Duration::from_millis(10), RtHooks::default(), vec![], vec![]);
+    let mut buf = vec![0i16; engine.frame_len()];
+    let frame = vec![1000i16; engine.frame_len()];
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut next_send = Instant::now();
+    while Instant::now() < until {
+        while engine.try_recv_frame(&mut buf) {}
+        if Instant::now() >= next_send {
+            engine.send(&frame);
+            next_send += Duration::from_millis(20);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let lat = engine.latency();
+    eprintln!("{lat:?}");
+    assert!(lat.capture_count > 50 && lat.playback_count > 50, "{lat:?}");
+    assert!(lat.capture_p99_ms < 15.0, "{lat:?}");
+    assert!(lat.playback_p99_ms < 40.0, "{lat:?}");
+    assert!(lat.playback_played_p50_ms >= lat.playback_p50_ms, "{lat:?}");
+}
+
+#[test]
+fn a_device_that_cannot_open_is_reported() {
+    let err = AudioEngine::start_with::<SimPcm, _>(&config(), RtHooks::default(), || Err("no such card".into())).unwrap_err();
+    assert!(err.to_string().contains("no such card"), "{err}");
+    let bad = AudioConfig { period_ms: 20, ..config() };
+    assert!(AudioEngine::start(&bad).unwrap_err().to_string().contains("period_ms"));
+}

@@ -1,0 +1,306 @@
+//! The audio engine on the real ALSA loopback, with real Baresip and SIPp as
+//! the phone, in the QEMU guest of `scripts/vm` (see tests/vmkit/):
+//!
+//! - the engine captures the caller's speech (SIPp streams a µ-law file; the
+//!   capture matches it over 50 ms windows, tolerating Baresip's 20 ms slips);
+//! - what the engine plays reaches SIPp (`-rtp_echo` sends it back through
+//!   Baresip, where the engine captures it again and finds it);
+//! - a flush during playback silences the far end within one period (measured
+//!   on the echo: the tone stops as soon after the flush as it started after
+//!   being sent, give or take a period and the bench's timing tolerance).
+//!
+//! Each test boots a guest, so they are `#[ignore]`d; run them one at a time:
+//! `cargo test --test vm_audio -- --ignored --test-threads=1`. Recordings stay in
+//! guest RAM during the call and go to /xfer/out afterwards; the host side of
+//! each test analyses them.
+
+mod vmkit;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cap4::audio::g711::{ulaw_decode, ulaw_encode};
+use cap4::audio::{AudioConfig, AudioEngine};
+use vmkit::{Guest, Proc, in_guest, read_wav, run_in_guest, write_wav, xfer_out};
+
+const SIP_PORT: u16 = 5062;
+const SIPP_PORT: u16 = 5070;
+const MEDIA_PORT: u16 = 6000;
+
+fn guest() -> Guest<'static> {
+    Guest { modules: "snd-aloop", systemd: false, timeout_s: 240 }
+}
+
+fn speech_ulaw() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sipp/media/hello_8k.ulaw")
+}
+
+/// SIPp answering with no media of its own, echoing our RTP back (`-rtp_echo`
+/// cannot share the media socket with `rtp_stream`).
+fn start_sipp_echo(dir: &Path) -> Proc {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let scenario = fs::read_to_string(root.join("tests/fixtures/sipp/answer_wait_bye.xml")).expect("scenario");
+    let start = scenario.find("<nop>").expect("the rtp_stream action");
+    let end = scenario.find("</nop>").expect("its end") + "</nop>".len();
+    let plain = format!("{}{}", &scenario[..start], &scenario[end..]);
+    let file = dir.join("sipp-echo.xml");
+    fs::write(&file, plain).expect("write scenario");
+    let child = Command::new("sipp")
+        .arg("-sf")
+        .arg(&file)
+        .args(["-i", "127.0.0.1", "-p", &SIPP_PORT.to_string(), "-mi", "127.0.0.1", "-mp", &MEDIA_PORT.to_string()])
+        .args(["-rtp_echo", "-ci", "127.0.0.1", "-m", "1", "-nostdin", "-timeout", "120", "-timeout_error"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp");
+    std::thread::sleep(Duration::from_millis(300));
+    Proc(child)
+}
+
+/// Dials SIPp from Baresip and waits for the call.
+fn dial() {
+    let dialled = vmkit::baresip_command("dial", &format!("sip:100@127.0.0.1:{SIPP_PORT}"), Duration::from_secs(5));
+    assert!(dialled.contains("CALL_ESTABLISHED"), "{dialled}");
+}
+
+fn hangup_and_report() {
+    let debug = vmkit::baresip_command("audio_debug", "", Duration::from_millis(500));
+    eprintln!("baresip audio_debug: {}", debug.chars().filter(|c| !c.is_control()).take(600).collect::<String>());
+    vmkit::baresip_command("hangup", "", Duration::from_millis(500));
+}
+
+fn engine_config() -> AudioConfig {
+    AudioConfig::default()
+}
+
+/// Captures `seconds` of the caller into memory, optionally running `during`
+/// once per 20 ms frame (with the frame count so far).
+fn capture(engine: &mut AudioEngine, seconds: f64, mut during: impl FnMut(&mut AudioEngine, usize)) -> Vec<i16> {
+    let frame = engine.frame_len();
+    let frames = (seconds * 50.0) as usize;
+    let mut out = Vec::with_capacity(frames * frame);
+    let mut buf = vec![0i16; frame];
+    let until = Instant::now() + Duration::from_secs_f64(seconds + 5.0);
+    let mut got = 0;
+    while got < frames && Instant::now() < until {
+        if engine.try_recv_frame(&mut buf) {
+            out.extend_from_slice(&buf);
+            got += 1;
+            during(engine, got);
+        } else {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    assert_eq!(got, frames, "the engine delivered {got} of {frames} frames");
+    out
+}
+
+// ------------------------------------------------------------- analysis --
+
+/// Windows of `reference` (looped) found in `captured`: for each loud 50 ms
+/// window of the capture, the µ-law codes of its first 8 samples locate
+/// candidate offsets in the reference; the window matches if, at one of them,
+/// its SNR against the reference is at least 30 dB. Returns (loud windows,
+/// matched windows, offsets of matches).
+fn match_windows(reference: &[i16], captured: &[i16]) -> (usize, usize, Vec<usize>) {
+    const W: usize = 400;
+    const KEY: usize = 8;
+    let codes: Vec<u8> = reference.iter().map(|&s| ulaw_encode(s)).collect();
+    let n = codes.len();
+    let mut index: HashMap<[u8; KEY], Vec<usize>> = HashMap::new();
+    for i in 0..n {
+        let mut key = [0u8; KEY];
+        for k in 0..KEY {
+            key[k] = codes[(i + k) % n];
+        }
+        index.entry(key).or_default().push(i);
+    }
+    let (mut loud, mut matched, mut offsets) = (0, 0, Vec::new());
+    for (w, window) in captured.chunks_exact(W).enumerate() {
+        let energy = window.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / W as f64;
+        if energy.sqrt() < 300.0 {
+            continue;
+        }
+        loud += 1;
+        // Every loud window has some 8-sample stretch that is not silence-like.
+        let found = (0..W - KEY).step_by(8).find_map(|start| {
+            let mut key = [0u8; KEY];
+            for k in 0..KEY {
+                key[k] = ulaw_encode(window[start + k]);
+            }
+            index.get(&key)?.iter().find_map(|&at| {
+                let base = (at + n - start % n) % n;
+                let (mut sig, mut err) = (0f64, 0f64);
+                for (i, &s) in window.iter().enumerate() {
+                    let r = f64::from(reference[(base + i) % n]);
+                    sig += r * r;
+                    err += (f64::from(s) - r).powi(2);
+                }
+                (sig > 0.0 && 10.0 * (sig / err.max(1.0)).log10() >= 30.0).then_some(base)
+            })
+        });
+        if let Some(base) = found {
+            matched += 1;
+            offsets.push((base + n - (w * W) % n) % n);
+        }
+    }
+    (loud, matched, offsets)
+}
+
+fn rms(x: &[i16]) -> f64 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len() as f64).sqrt()
+}
+
+// ---------------------------------------------------------------- tests --
+
+#[test]
+#[ignore = "boots a QEMU guest; run by scripts/test"]
+fn engine_captures_the_callers_speech() {
+    if !in_guest() {
+        let out = run_in_guest("engine_captures_the_callers_speech", guest());
+        let captured = read_wav(&out.join("captured.wav")).expect("capture from the guest");
+        let reference: Vec<i16> = fs::read(speech_ulaw()).unwrap().into_iter().map(ulaw_decode).collect();
+        let (loud, matched, offsets) = match_windows(&reference, &captured);
+        let mut distinct: Vec<usize> = offsets.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        eprintln!("caller speech: {matched} of {loud} loud 50 ms windows match the source; {} distinct alignments", distinct.len());
+        assert!(loud >= 40, "expected speech in the capture, got {loud} loud windows");
+        assert!(matched * 100 >= loud * 90, "{matched} of {loud} windows match the source");
+        // Slips move the alignment by whole 20 ms frames, and rarely.
+        assert!(distinct.len() <= 4, "alignments {distinct:?}");
+        return;
+    }
+    let dir = Path::new("/tmp/vm-audio-capture");
+    fs::create_dir_all(dir).unwrap();
+    let _sipp = vmkit::start_sipp_streaming(dir, SIPP_PORT, MEDIA_PORT, &speech_ulaw()).expect("SIPp");
+    let _baresip = vmkit::start_baresip(dir, SIP_PORT).expect("Baresip");
+    dial();
+    let mut engine = AudioEngine::start(&engine_config()).expect("engine on the loopback");
+    eprintln!("engine: {:?}", engine.report());
+    let captured = capture(&mut engine, 6.0, |_, _| {});
+    let stats = engine.stop().expect("stop");
+    hangup_and_report();
+    eprintln!("stats: {stats:?}");
+    assert!(stats.capture_xruns <= 3, "{stats:?}");
+    write_wav(&xfer_out().join("captured.wav"), &captured).unwrap();
+}
+
+/// A signal no loopback could fake, as in vm_bench: a sweep under noise, with
+/// a second of it per burst.
+fn probe(seconds: f64) -> Vec<i16> {
+    vmkit::test_signal(seconds)
+}
+
+#[test]
+#[ignore = "boots a QEMU guest; run by scripts/test"]
+fn what_the_engine_plays_reaches_the_phone() {
+    if !in_guest() {
+        let out = run_in_guest("what_the_engine_plays_reaches_the_phone", guest());
+        let captured = read_wav(&out.join("echo.wav")).expect("echo from the guest");
+        let sent = read_wav(&out.join("sent.wav")).expect("what was sent");
+        let (loud, matched, offsets) = match_windows(&sent, &captured);
+        eprintln!("echo: {matched} of {loud} loud 50 ms windows are the engine's own audio");
+        assert!(loud >= 30, "the echo is silent: {loud} loud windows");
+        assert!(matched * 100 >= loud * 90, "{matched} of {loud} windows match what the engine played");
+        let _ = offsets;
+        return;
+    }
+    let dir = Path::new("/tmp/vm-audio-echo");
+    fs::create_dir_all(dir).unwrap();
+    let _sipp = start_sipp_echo(dir);
+    let _baresip = vmkit::start_baresip(dir, SIP_PORT).expect("Baresip");
+    dial();
+    let mut engine = AudioEngine::start(&engine_config()).expect("engine on the loopback");
+    // 3 s of probe sent as 20 ms frames in real time (as an AI stream would),
+    // after a second of silence; capture the echo meanwhile.
+    let sent = probe(3.0);
+    let frame = engine.frame_len();
+    let captured = capture(&mut engine, 6.0, |e, n| {
+        let k = n.wrapping_sub(50);
+        if n >= 50 && (k + 1) * frame <= sent.len() {
+            e.send(&sent[k * frame..(k + 1) * frame]);
+        }
+    });
+    let stats = engine.stop().expect("stop");
+    hangup_and_report();
+    eprintln!("stats: {stats:?}");
+    // Zero xruns is the benchmark's goal on the box; under emulation a busy
+    // host can starve the guest for tens of ms (see the bench reference), so
+    // the test tolerates a few, recovered, and checks the audio itself.
+    assert!(stats.capture_xruns + stats.playback_xruns <= 3, "{stats:?}");
+    assert_eq!(stats.playback_rejected_ms, 0, "{stats:?}");
+    write_wav(&xfer_out().join("echo.wav"), &captured).unwrap();
+    write_wav(&xfer_out().join("sent.wav"), &sent).unwrap();
+}
+
+/// Capture index (samples) where 5 ms RMS first rises above / finally falls
+/// below `threshold`, searching from `from`.
+fn onset(x: &[i16], from: usize, threshold: f64) -> Option<usize> {
+    (from..x.len().saturating_sub(40)).step_by(8).find(|&i| rms(&x[i..i + 40]) > threshold)
+}
+
+fn offset(x: &[i16], from: usize, threshold: f64) -> Option<usize> {
+    (from..x.len().saturating_sub(40)).step_by(8).find(|&i| rms(&x[i..i + 40]) < threshold)
+}
+
+#[test]
+#[ignore = "boots a QEMU guest; run by scripts/test"]
+fn a_flush_silences_the_far_end_within_one_period() {
+    if !in_guest() {
+        let out = run_in_guest("a_flush_silences_the_far_end_within_one_period", guest());
+        let text = fs::read_to_string(out.join("flush.txt")).expect("flush figures");
+        eprintln!("{text}");
+        let v: Vec<f64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        let (sent_at, flushed_at) = (v[0] as usize, v[1] as usize);
+        let captured = read_wav(&out.join("flush.wav")).unwrap();
+        let on = onset(&captured, sent_at, 2000.0).expect("the tone came back");
+        let off = offset(&captured, on + 800, 500.0).expect("the tone stopped");
+        let still = rms(&captured[off + 400..(off + 4000).min(captured.len())]);
+        let d_on = (on - sent_at) as f64 / 8.0;
+        let d_off = (off as f64 - flushed_at as f64) / 8.0;
+        eprintln!("round trip: tone on {d_on:.1} ms after sending, off {d_off:.1} ms after the flush; then rms {still:.0}");
+        assert!(still < 300.0, "audio after the flush: rms {still}");
+        // Onset waits for the device's fill (2 periods); offset does not, but
+        // waits up to one period for the thread to see the flush. The bench's
+        // timing tolerance is ±40 ms.
+        assert!(d_off <= d_on + 10.0 + 40.0, "flush took {d_off:.1} ms vs onset {d_on:.1} ms");
+        return;
+    }
+    let dir = Path::new("/tmp/vm-audio-flush");
+    fs::create_dir_all(dir).unwrap();
+    let _sipp = start_sipp_echo(dir);
+    let _baresip = vmkit::start_baresip(dir, SIP_PORT).expect("Baresip");
+    dial();
+    let mut engine = AudioEngine::start(&engine_config()).expect("engine on the loopback");
+    let tone: Vec<i16> = (0..8000 * 4).map(|i| (12000.0 * (2.0 * std::f64::consts::PI * 700.0 * i as f64 / 8000.0).sin()) as i16).collect();
+    let frame = engine.frame_len();
+    let (mut sent_at, mut flushed_at) = (0, 0);
+    // At 1 s: 4 s of tone at once; at 2.5 s: flush (barge-in).
+    let captured = capture(&mut engine, 4.5, |e, n| {
+        if n == 50 {
+            sent_at = n * frame;
+            assert_eq!(e.send(&tone), tone.len());
+        }
+        if n == 125 {
+            flushed_at = n * frame;
+            e.flush();
+        }
+    });
+    let stats = engine.stop().expect("stop");
+    hangup_and_report();
+    eprintln!("stats: {stats:?}");
+    assert_eq!(stats.flushes, 1, "{stats:?}");
+    assert!(stats.flushed_ms >= 2000, "{stats:?}");
+    write_wav(&xfer_out().join("flush.wav"), &captured).unwrap();
+    fs::write(xfer_out().join("flush.txt"), format!("sent_at {sent_at} flushed_at {flushed_at}\n")).unwrap();
+}
