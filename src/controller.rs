@@ -17,6 +17,7 @@ use crate::button::Press;
 use crate::config::DuringCall;
 use crate::leds::{BRIEF, LedState, LedView};
 use crate::sd_notify::Notifier;
+use crate::session::{self, Session, SessionMsg};
 use crate::call::machine::{CallMachine, CommandError, CommandTag, DialError, Effect, HangupError, Input, Timeouts};
 use crate::call::record::{CallRecord, Outcome, Status};
 use crate::clock::{Clock, rfc3339};
@@ -41,7 +42,7 @@ pub enum DialRefusal {
     Storage(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum HangupRefusal {
     NotFound,
     /// The call has ended already.
@@ -73,6 +74,10 @@ pub struct Controller {
     /// What the LEDs show now and what they fall back to after a brief pattern.
     leds: Option<tokio::sync::watch::Sender<LedView>>,
     notifier: Notifier,
+    /// The answered call's audio session (audio engine + classification).
+    session: Option<Session>,
+    session_tx: mpsc::Sender<SessionMsg>,
+    session_rx: Option<mpsc::Receiver<SessionMsg>>,
 }
 
 /// The controller's inputs besides Baresip's reports and the API.
@@ -96,8 +101,13 @@ impl Controller {
             hangup_confirm_ms: ms(config.baresip.command_timeout).max(2_000),
             link_grace_ms: ms(config.call.link_grace),
         };
+        let (session_tx, session_rx) = mpsc::channel(8);
+        let hangup_on_unknown = config.amd.on_unknown == crate::amd::OnUnknown::Hangup;
         Self {
-            machine: CallMachine::new(timeouts),
+            machine: CallMachine::new(timeouts).with_hangup_on_unknown(hangup_on_unknown),
+            session: None,
+            session_tx,
+            session_rx: Some(session_rx),
             store,
             clock,
             config,
@@ -123,6 +133,7 @@ impl Controller {
         self.leds = extras.leds;
         self.update_leds(None);
         let mut presses = extras.presses;
+        let mut sessions = self.session_rx.take();
         // Pinged from this loop, so a hung loop stops the pings and systemd
         // restarts the daemon.
         let mut watchdog = Notifier::watchdog_interval().map(tokio::time::interval);
@@ -158,6 +169,7 @@ impl Controller {
                         }
                     }
                 },
+                Some(msg) = async { sessions.as_mut()?.recv().await }, if sessions.is_some() => self.on_session(msg),
                 press = async { presses.as_mut()?.recv().await }, if presses.is_some() => match press {
                     Some(press) => self.on_press(press),
                     None => presses = None,
@@ -177,6 +189,33 @@ impl Controller {
             self.update_leds(None);
         }
         self.notifier.stopping();
+    }
+
+    fn on_session(&mut self, msg: SessionMsg) {
+        match msg {
+            SessionMsg::Verdict { call_id, verdict } => {
+                if self.machine.active().is_some_and(|r| r.id == call_id) {
+                    let span = self.call_span();
+                    let _guard = span.enter();
+                    let effects = self.machine.handle(Input::Verdict(verdict), self.clock.now());
+                    drop(_guard);
+                    self.apply(effects);
+                }
+            }
+            SessionMsg::Done { call_id, stats } => {
+                // The counters go into the ended call's record.
+                let Some(stats) = stats else { return };
+                if let Some(mut record) = self.store.get(&call_id).cloned().filter(|r| !r.is_active()) {
+                    info_span!("call", call_id = %call_id).in_scope(|| {
+                        debug!(?stats, "audio counters");
+                    });
+                    record.audio = Some(stats);
+                    if let Err(err) = self.store.put(&record) {
+                        error!(%err, "audio counters not saved");
+                    }
+                }
+            }
+        }
     }
 
     /// Places a call. Nothing is dialled that is not on disk first: a record that
@@ -238,7 +277,11 @@ impl Controller {
                 None | Some(Status::Ended) => LedState::Idle,
                 Some(Status::Dialing) => LedState::Dialing,
                 Some(Status::Ringing | Status::EarlyMedia) => LedState::Ringing,
-                Some(Status::Answered) => LedState::Talking,
+                Some(Status::Answered) => {
+                    let classifying = self.config.amd.enabled
+                        && self.machine.active().is_some_and(|r| r.answer.is_none());
+                    if classifying { LedState::Classifying } else { LedState::Talking }
+                }
             }
         };
         let current = *leds.borrow();
@@ -355,6 +398,21 @@ impl Controller {
             // Keep calling: losing history is bad, dropping a live call is worse.
             error!(%err, "call record not saved");
         }
+        // The audio session lives from the answer to the end of the call (one per
+        // call: it stays here until the call ends, even if its engine failed).
+        if record.status == Status::Answered && self.session.is_none() && self.config.amd.enabled {
+            self.session = Some(session::start(
+                record.id.clone(),
+                self.config.audio.clone(),
+                self.config.amd.clone(),
+                self.session_tx.clone(),
+            ));
+        }
+        if record.status == Status::Ended {
+            if let Some(mut session) = self.session.take_if(|s| s.call_id == record.id) {
+                session.stop();
+            }
+        }
         match record.status {
             Status::Ended => {
                 info!(
@@ -369,6 +427,7 @@ impl Controller {
                         Some(LedState::NoAnswer)
                     }
                     Some(Outcome::Failed) => Some(LedState::Error),
+                    Some(Outcome::Machine) => Some(LedState::Machine),
                     _ => None,
                 };
                 if brief.is_some() {

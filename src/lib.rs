@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod logging;
 pub mod phone;
 pub mod sd_notify;
+pub mod session;
 pub mod store;
 pub mod wav;
 

@@ -236,6 +236,8 @@ mod tests {
             ended_at: None,
             talk_ms: None,
             timeline: vec![TimelineEntry { at_ms: 0, event: "dial".into(), detail: None }],
+            answer: None,
+            audio: None,
         }
     }
 

@@ -25,6 +25,9 @@ pub enum OnUnknown {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AmdConfig {
+    /// Classify answered calls (needs the audio engine). Off: every answer is
+    /// treated as a person, as the system CAP4 replaces did.
+    pub enabled: bool,
     /// What `unknown` does (used by the call wiring, not by the classifier).
     pub on_unknown: OnUnknown,
 
@@ -82,6 +85,7 @@ pub struct AmdConfig {
 impl Default for AmdConfig {
     fn default() -> Self {
         AmdConfig {
+            enabled: true,
             on_unknown: OnUnknown::Connect,
             highpass_hz: 200.0,
             vad_on_db: 9.0,

@@ -65,7 +65,7 @@ pub struct Resync {
     pub calls_unknown: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     Event(Event),
     CommandDone { tag: CommandTag, result: Result<Response, CommandError> },
@@ -73,9 +73,11 @@ pub enum Input {
     LinkDown,
     /// A deadline may have passed.
     Tick,
+    /// Answer classification decided, for the active answered call.
+    Verdict(crate::amd::Verdict),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Write this record to the journal (and sync it) before acting further.
     Persist(CallRecord),
@@ -104,6 +106,10 @@ enum HangupIntent {
     RingTimeout,
     MaxDuration,
     DialFailed { reason: String },
+    /// Classification said: an answering machine.
+    Machine { cause: String },
+    /// Classification could not decide and `[amd] on_unknown = "hangup"`.
+    Unclassified,
 }
 
 #[derive(Debug)]
@@ -138,6 +144,8 @@ pub struct CallMachine {
     ended_ids: VecDeque<String>,
     /// A hangup of a leftover call is under way; dialling waits for it.
     orphan_pending: bool,
+    /// `[amd] on_unknown = "hangup"`.
+    hangup_on_unknown: bool,
 }
 
 /// How many ended calls' Baresip ids are remembered.
@@ -152,7 +160,14 @@ impl CallMachine {
             active: None,
             ended_ids: VecDeque::new(),
             orphan_pending: false,
+            hangup_on_unknown: false,
         }
+    }
+
+    /// Hang up when classification cannot decide (default: keep the call).
+    pub fn with_hangup_on_unknown(mut self, hangup: bool) -> Self {
+        self.hangup_on_unknown = hangup;
+        self
     }
 
     pub fn link_up(&self) -> bool {
@@ -194,6 +209,8 @@ impl CallMachine {
             ended_at: None,
             talk_ms: None,
             timeline: Vec::new(),
+            answer: None,
+            audio: None,
         };
         let mut call = ActiveCall {
             record,
@@ -243,7 +260,33 @@ impl CallMachine {
             Input::LinkUp(resync) => self.on_link_up(resync, now),
             Input::LinkDown => self.on_link_down(now),
             Input::Tick => self.on_tick(now),
+            Input::Verdict(verdict) => self.on_verdict(&verdict, now),
         }
+    }
+
+    fn on_verdict(&mut self, verdict: &crate::amd::Verdict, now: Now) -> Vec<Effect> {
+        use crate::amd::Kind;
+        let Some(call) = self.active.as_mut() else { return Vec::new() };
+        if call.answered_mono.is_none() || call.record.answer.is_some() {
+            return Vec::new();
+        }
+        let answer = crate::call::record::AnswerRecord::from_verdict(verdict);
+        let detail = format!("{} ({}) at {} ms", answer.verdict, answer.cause, answer.decided_at_ms);
+        call.note(now, "answer_classified", Some(detail));
+        let cause = answer.cause.clone();
+        call.record.answer = Some(answer);
+        // The verdict is on disk before anything acts on it.
+        let mut effects = vec![Effect::Persist(call.record.clone())];
+        if call.intent.is_none() {
+            match verdict.kind {
+                Kind::Machine => effects.extend(self.request_hangup(HangupIntent::Machine { cause }, now)),
+                Kind::Unknown if self.hangup_on_unknown => {
+                    effects.extend(self.request_hangup(HangupIntent::Unclassified, now))
+                }
+                Kind::Human | Kind::Unknown => {}
+            }
+        }
+        effects
     }
 
     fn on_event(&mut self, event: Event, now: Now) -> Vec<Effect> {
@@ -495,6 +538,10 @@ impl CallMachine {
                 format!("maximum call length of {} s reached", self.timeouts.max_call_ms / 1000),
             ),
             HangupIntent::DialFailed { reason } => (Outcome::Failed, reason.clone()),
+            HangupIntent::Machine { cause } => (Outcome::Machine, format!("answering machine ({cause})")),
+            HangupIntent::Unclassified => {
+                (Outcome::LocalHangup, "answer not classified; [amd] on_unknown = \"hangup\"".into())
+            }
         }
     }
 

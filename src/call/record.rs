@@ -49,6 +49,8 @@ pub enum Outcome {
     LocalHangup,
     /// Baresip was lost or shut down, or the call failed in a way SIP does not explain.
     Failed,
+    /// An answering machine answered; we hung up (see `answer`).
+    Machine,
 }
 
 impl Outcome {
@@ -61,6 +63,7 @@ impl Outcome {
             Self::RemoteHangup => "remote_hangup",
             Self::LocalHangup => "local_hangup",
             Self::Failed => "failed",
+            Self::Machine => "machine",
         }
     }
 }
@@ -74,7 +77,40 @@ pub struct TimelineEntry {
     pub detail: Option<String>,
 }
 
+/// What answer classification decided, and what it measured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerRecord {
+    /// `human`, `machine` or `unknown`.
+    pub verdict: String,
+    pub cause: String,
+    /// From the answer (200 OK) to the decision.
+    pub decided_at_ms: u32,
+    #[serde(default)]
+    pub speech_start_ms: Option<u32>,
+    #[serde(default)]
+    pub speech_end_ms: Option<u32>,
+    #[serde(default)]
+    pub speech_total_ms: u32,
+    #[serde(default)]
+    pub beep_start_ms: Option<u32>,
+}
+
+impl AnswerRecord {
+    pub fn from_verdict(v: &crate::amd::Verdict) -> Self {
+        let text = |value: serde_json::Value| value.as_str().unwrap_or_default().to_string();
+        Self {
+            verdict: text(serde_json::to_value(v.kind).unwrap_or_default()),
+            cause: text(serde_json::to_value(v.cause).unwrap_or_default()),
+            decided_at_ms: v.decided_at_ms,
+            speech_start_ms: v.speech_start_ms,
+            speech_end_ms: v.speech_end_ms,
+            speech_total_ms: v.speech_total_ms,
+            beep_start_ms: v.beep_start_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallRecord {
     pub id: String,
     pub phone_number: String,
@@ -102,6 +138,12 @@ pub struct CallRecord {
     pub talk_ms: Option<u64>,
     #[serde(default)]
     pub timeline: Vec<TimelineEntry>,
+    /// Answer classification, once the call was answered and classified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<AnswerRecord>,
+    /// The audio engine's counters for this call (xruns, levels, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio: Option<crate::audio::AudioStats>,
 }
 
 impl CallRecord {

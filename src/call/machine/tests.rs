@@ -372,3 +372,55 @@ fn answered_calls_never_end_rejected_or_no_answer() {
     assert_eq!(r.outcome, Some(Outcome::LocalHangup));
     assert!(r.reason.unwrap().contains("answered just after the ring timeout"));
 }
+
+fn verdict(kind: crate::amd::Kind, cause: crate::amd::Cause) -> Input {
+    Input::Verdict(crate::amd::Verdict {
+        kind,
+        cause,
+        decided_at_ms: 1_200,
+        speech_start_ms: Some(300),
+        speech_end_ms: Some(700),
+        speech_total_ms: 400,
+        words: 1,
+        beep_start_ms: None,
+    })
+}
+
+#[test]
+fn a_machine_verdict_hangs_up_with_outcome_machine() {
+    use crate::amd::{Cause, Kind};
+    let (mut m, _) = dialled();
+    // Early media is never classified into a connection: no answer yet.
+    m.handle(ev("CALL_PROGRESS", Some("abc"), None), at(5));
+    assert!(m.handle(verdict(Kind::Human, Cause::ShortGreetingThenPause), at(6)).is_empty());
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    let fx = m.handle(verdict(Kind::Machine, Cause::LongGreeting), at(4_000));
+    let saved = persisted(&fx)[0];
+    assert_eq!(saved.answer.as_ref().map(|a| (a.verdict.as_str(), a.cause.as_str())), Some(("machine", "long_greeting")));
+    assert_eq!(sent_hangup(&fx), Some(Some("abc".into())));
+    let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some("Connection reset by user")), at(4_010))).clone();
+    assert_eq!((r.outcome, r.reason.as_deref()), (Some(Outcome::Machine), Some("answering machine (long_greeting)")));
+}
+
+#[test]
+fn human_keeps_the_call_and_unknown_follows_the_config() {
+    use crate::amd::{Cause, Kind};
+    let (mut m, _) = dialled();
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    let fx = m.handle(verdict(Kind::Human, Cause::ShortGreetingThenPause), at(2_200));
+    assert_eq!(persisted(&fx).len(), 1);
+    assert!(sent_hangup(&fx).is_none(), "a person keeps the call");
+    assert!(m.handle(verdict(Kind::Machine, Cause::Beep), at(3_000)).is_empty(), "one verdict per call");
+
+    let (m, _) = dialled();
+    let mut m = CallMachine { hangup_on_unknown: false, ..m };
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    assert!(sent_hangup(&m.handle(verdict(Kind::Unknown, Cause::Silence), at(6_000))).is_none(), "default: connect");
+
+    let (m, _) = dialled();
+    let mut m = m.with_hangup_on_unknown(true);
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    assert!(sent_hangup(&m.handle(verdict(Kind::Unknown, Cause::Silence), at(6_000))).is_some());
+    let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some("Connection reset by user")), at(6_010))).clone();
+    assert_eq!(r.outcome, Some(Outcome::LocalHangup));
+}

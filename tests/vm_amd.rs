@@ -1,0 +1,84 @@
+//! Answer classification in live calls, in the test-bench guest: real Baresip on
+//! the ALSA loopback, SIPp streaming a labelled recording as the remote phone,
+//! and `cap4 run` with its audio engine and classifier. A voicemail greeting is
+//! hung up with outcome `machine`; a person's "hello" keeps the call. Either way
+//! the record carries the verdict and the audio counters.
+//!
+//! `#[ignore]`d like every guest test; `scripts/test` runs it.
+
+mod daemon;
+mod support;
+mod vmkit;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use daemon::{Daemon, DaemonConfig};
+use vmkit::{Guest, in_guest, run_in_guest};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A corpus clip (8 kHz mono FLAC) as raw µ-law, what SIPp's rtp_stream sends.
+fn clip_as_ulaw(name: &str, dir: &Path) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/amd/synthetic").join(name);
+    let mut reader = claxon::FlacReader::open(&path).expect("open FLAC");
+    assert_eq!(reader.streaminfo().sample_rate, 8000);
+    let pcm: Vec<i16> = reader.samples().map(|s| s.expect("FLAC sample") as i16).collect();
+    let mut ulaw = vec![0u8; pcm.len()];
+    cap4::audio::g711::ulaw_encode_slice(&pcm, &mut ulaw);
+    let out = dir.join(name.replace(".flac", ".ulaw"));
+    std::fs::write(&out, ulaw).expect("write ulaw");
+    out
+}
+
+/// Places a call to a SIPp phone that streams `clip`; returns the record once
+/// classified (and, for a machine, ended).
+fn call_with(cap4: &Daemon, dir: &Path, clip: &str) -> (vmkit::Proc, serde_json::Value) {
+    let ulaw = clip_as_ulaw(clip, dir);
+    let sipp = vmkit::start_sipp_streaming(dir, 5070, 6000, &ulaw).expect("SIPp");
+    let id = cap4.dial("+79123456789")["id"].as_str().expect("id").to_string();
+    let mut record = serde_json::Value::Null;
+    let classified = support::wait_until(WAIT, Duration::from_millis(50), || {
+        record = cap4.call(&id);
+        record["answer"].is_object()
+    });
+    assert!(classified, "{clip}: never classified: {record}\nlog:\n{}", cap4.log());
+    (sipp, record)
+}
+
+#[test]
+#[ignore = "boots a QEMU guest; run by scripts/test"]
+fn live_calls_are_classified_and_machines_hung_up() {
+    if !in_guest() {
+        run_in_guest("live_calls_are_classified_and_machines_hung_up", Guest { modules: "snd-aloop", systemd: false, timeout_s: 300 });
+        return;
+    }
+    let dir = support::TempDir::new("amd-live");
+    let _baresip = vmkit::start_baresip(dir.path(), 5062).expect("Baresip");
+    let cap4 = Daemon::start(dir.path(), &DaemonConfig::new(4444, "sip:{number}@127.0.0.1:5070".into()));
+    cap4.wait_baresip_connected(WAIT);
+
+    // A voicemail greeting (clip_0023: 6 s of greeting from 1.4 s, beep at 7.7 s).
+    let (_sipp, record) = call_with(&cap4, dir.path(), "clip_0023.flac");
+    assert_eq!(record["answer"]["verdict"], "machine", "{record}");
+    let id = record["id"].as_str().expect("id").to_string();
+    let ended = cap4.wait_status(&id, "ended", WAIT);
+    assert_eq!(ended["outcome"], "machine", "{ended}");
+    assert!(ended["reason"].as_str().is_some_and(|r| r.starts_with("answering machine")));
+    let decided = ended["answer"]["decided_at_ms"].as_u64().expect("decided_at_ms");
+    assert!((1_000..10_000).contains(&decided), "{ended}");
+    assert!(support::wait_until(WAIT, Duration::from_millis(50), || cap4.call(&id)["audio"]["captured_ms"].as_u64().unwrap_or(0) > 0));
+    drop(_sipp);
+
+    // A person: "Да-да?" and silence (clip_0008). The call stays up.
+    let (_sipp, record) = call_with(&cap4, dir.path(), "clip_0008.flac");
+    assert_eq!(record["answer"]["verdict"], "human", "{record}");
+    assert_eq!(record["status"], "answered", "a person keeps the call");
+    let id = record["id"].as_str().expect("id").to_string();
+    let (status, ended) = cap4.http("POST", &format!("/api/calls/{id}/hangup"), None);
+    assert_eq!(status, 200);
+    assert_eq!(ended["outcome"], "local_hangup");
+    let record = cap4.call(&id);
+    let speech_end = record["answer"]["speech_end_ms"].as_u64().expect("speech end measured");
+    assert!(speech_end > 1_000, "{record}");
+}
