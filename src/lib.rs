@@ -1,6 +1,7 @@
 //! CAP4: places phone calls through a co-located Baresip and (in later stages)
 //! hands live answers to an AI agent. See `ARCHITECTURE.md` for the map.
 
+pub mod ai;
 pub mod amd;
 pub mod audio;
 pub mod api;

@@ -114,7 +114,8 @@ fn button_dials_leds_follow_long_press_hangs_up() {
 }
 
 /// The installed unit, with test paths: the binary from target/, the config in
-/// /run, a short watchdog, no credentials to load.
+/// /run, a short watchdog. Its credential lines stay: with no credentials in
+/// /etc/credstore the unit must still start.
 fn install_unit(config: &Path) {
     let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/cap4.service")).expect("unit");
     std::fs::write("/run/systemd/system/cap4.service", unit).expect("write unit");
@@ -122,7 +123,7 @@ fn install_unit(config: &Path) {
     std::fs::write(
         "/run/systemd/system/cap4.service.d/test.conf",
         format!(
-            "[Service]\nExecStart=\nExecStart={} run --config {}\nLoadCredential=\nWatchdogSec=4\nRestartSec=1\n",
+            "[Service]\nExecStart=\nExecStart={} run --config {}\nWatchdogSec=4\nRestartSec=1\n",
             env!("CARGO_BIN_EXE_cap4"),
             config.display()
         ),

@@ -1,0 +1,574 @@
+//! The ElevenLabs provider: one agent WebSocket per call, over rustls with the
+//! `ring` crypto provider (pure Rust + assembly: it cross-builds for aarch64
+//! without cmake, unlike aws-lc-rs) and the webpki root certificates.
+//!
+//! Owns the connection: the signed-URL request (private agents, `xi-api-key`
+//! header, over hyper), the upgrade, the initiation data, the metadata check,
+//! and then two tasks per call: a reader (answers pings, filters late audio
+//! after an interruption, runs client tools off the socket, classifies the
+//! end) and a writer (control frames before caller audio, always).
+//!
+//! Promises: the API key is only ever put in the signed-URL request header
+//! (never in a URL, an error or a log); a start fails with a reason if the
+//! agent's formats differ from `[ai]`'s (and that socket is closed at once);
+//! every `ping` is answered on arrival, ahead of any queued audio; audio with
+//! `event_id <= K` after `interruption K` is dropped; the session ends with
+//! exactly one [`AiEvent::Ended`] on a close, an `error` (after
+//! `error_grace_ms` without a close), a lost socket, or `idle_timeout_ms` of
+//! silence. No reconnection mid-call (it would be a new conversation).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig, frame::coding::CloseCode};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tracing::{debug, info, warn};
+
+use super::config::{AiConfig, AiConfigError, ApiKey, AudioFormat};
+use super::protocol::{self, ServerError, ServerMsg};
+use super::{AiEvent, AiSession, CallContext, ClientTools, EndReason, Provider, SessionInfo, SessionIo, StartError, StartFuture, ToolResult};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Largest frame accepted from the agent (the Python SDK's limit).
+const MAX_MESSAGE: usize = 16 << 20;
+/// Largest signed-URL response body.
+const MAX_HTTP_BODY: usize = 64 << 10;
+
+/// The ElevenLabs agent provider.
+pub struct ElevenLabs {
+    cfg: AiConfig,
+    agent_id: String,
+    key: Option<ApiKey>,
+    tools: ClientTools,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for ElevenLabs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElevenLabs")
+            .field("agent_id", &self.agent_id)
+            .field("base_url", &self.cfg.base_url)
+            .field("signed_url", &self.cfg.signed_url)
+            .field("key", &self.key)
+            .field("tools", &self.tools)
+            .finish()
+    }
+}
+
+/// The TLS client configuration: TLS 1.2/1.3 on `ring`, webpki roots.
+pub fn tls_config() -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(cfg)
+}
+
+impl ElevenLabs {
+    /// `key` is needed when `cfg.signed_url` (a private agent); without it
+    /// every start fails with [`StartError::MissingApiKey`].
+    pub fn new(cfg: AiConfig, key: Option<ApiKey>, tools: ClientTools) -> Result<ElevenLabs, AiConfigError> {
+        cfg.validate()?;
+        let agent_id = cfg
+            .agent_id
+            .clone()
+            .ok_or(AiConfigError { key: "agent_id", message: "required for provider \"elevenlabs\"".into() })?;
+        Ok(ElevenLabs { cfg, agent_id, key, tools, tls: tls_config() })
+    }
+
+    fn base(&self) -> &str {
+        self.cfg.base_url.trim_end_matches('/')
+    }
+
+    /// The public agent's WebSocket URL.
+    pub fn public_url(&self) -> String {
+        let base = self.base();
+        let ws = if let Some(rest) = base.strip_prefix("https://") { format!("wss://{rest}") } else { format!("ws://{}", base.trim_start_matches("http://")) };
+        format!("{ws}/v1/convai/conversation?agent_id={}", self.agent_id)
+    }
+
+    fn signed_url_request(&self) -> String {
+        format!("{}/v1/convai/conversation/get-signed-url?agent_id={}", self.base(), self.agent_id)
+    }
+
+    async fn fetch_signed_url(&self) -> Result<String, StartError> {
+        let key = self.key.as_ref().ok_or(StartError::MissingApiKey)?;
+        let uri: http::Uri = self.signed_url_request().parse().map_err(|e| StartError::SignedUrl { status: None, detail: format!("{e}") })?;
+        let (status, body) = http_get(&uri, key, self.tls.clone()).await.map_err(|detail| StartError::SignedUrl { status: None, detail })?;
+        let text = String::from_utf8_lossy(&body);
+        if status != 200 {
+            let detail: String = text.chars().take(300).collect();
+            return Err(StartError::SignedUrl { status: Some(status), detail });
+        }
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| StartError::SignedUrl { status: Some(status), detail: format!("not JSON: {e}") })?;
+        let url = v.get("signed_url").and_then(|u| u.as_str()).unwrap_or_default();
+        if !(url.starts_with("wss://") || url.starts_with("ws://")) {
+            return Err(StartError::SignedUrl { status: Some(status), detail: "no ws(s):// signed_url in the answer".into() });
+        }
+        Ok(url.to_string())
+    }
+
+    async fn start_conversation(&self, ctx: CallContext) -> Result<AiSession, StartError> {
+        let after = Duration::from_millis(self.cfg.connect_timeout_ms);
+        let deadline = Instant::now() + after;
+        let timeout = |stage| StartError::Timeout { stage, after };
+
+        let url = if self.cfg.signed_url {
+            tokio::time::timeout_at(deadline, self.fetch_signed_url()).await.map_err(|_| timeout("signed URL"))??
+        } else {
+            self.public_url()
+        };
+        let ws_config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
+        let connect = tokio_tungstenite::connect_async_tls_with_config(url.as_str(), Some(ws_config), true, Some(Connector::Rustls(self.tls.clone())));
+        let (mut ws, _) = tokio::time::timeout_at(deadline, connect).await.map_err(|_| timeout("WebSocket upgrade"))?.map_err(|e| {
+            use tokio_tungstenite::tungstenite::Error;
+            StartError::Connect(match e {
+                Error::Http(resp) => format!("upgrade refused with HTTP {}", resp.status()),
+                other => other.to_string(),
+            })
+        })?;
+
+        let vars = ctx.variables(&self.cfg.dynamic_variables);
+        let overrides = ctx.overrides.or(&self.cfg.overrides).to_protocol();
+        tokio::time::timeout_at(deadline, ws.send(Message::text(protocol::initiation(&vars, overrides))))
+            .await
+            .map_err(|_| timeout("initiation data"))?
+            .map_err(|e| StartError::ClosedBeforeMetadata { code: None, reason: e.to_string() })?;
+
+        let metadata = tokio::time::timeout_at(deadline, wait_metadata(&mut ws)).await.map_err(|_| timeout("conversation metadata"));
+        let (conversation_id, input, output) = match metadata.and_then(|m| m) {
+            Ok(m) => m,
+            Err(e) => {
+                close_quietly(&mut ws, "start failed").await;
+                return Err(e);
+            }
+        };
+        let check = |direction: &'static str, expected: AudioFormat, got: Option<String>| {
+            // Older servers omitted the input format; the JS SDK takes pcm_16000 then.
+            let got = got.unwrap_or_else(|| "pcm_16000".to_string());
+            if AudioFormat::parse(&got) == Some(expected) { Ok(()) } else { Err(StartError::FormatMismatch { direction, expected, got }) }
+        };
+        if let Err(e) = check("input", self.cfg.input_format, input).and_then(|()| check("output", self.cfg.output_format, output)) {
+            close_quietly(&mut ws, "audio format mismatch").await;
+            return Err(e);
+        }
+        info!(conversation_id = %conversation_id, agent_id = %self.agent_id, "AI conversation started");
+
+        let info = SessionInfo {
+            provider: "elevenlabs",
+            conversation_id,
+            input_format: self.cfg.input_format,
+            output_format: self.cfg.output_format,
+        };
+        let (mut session, io) = AiSession::channels(info, self.cfg.chunk_samples());
+        let reader = Reader {
+            events: io.events.clone(),
+            output: self.cfg.output_format,
+            tools: self.tools.clone(),
+            interrupted_upto: None,
+            last_error: None,
+            error_deadline: None,
+            error_grace: Duration::from_millis(self.cfg.error_grace_ms),
+            idle: Duration::from_millis(self.cfg.idle_timeout_ms),
+            end_call_seen: false,
+            garbage: 0,
+        };
+        session.attach(tokio::spawn(run(ws, io, reader, self.cfg.input_format)));
+        Ok(session)
+    }
+}
+
+impl Provider for ElevenLabs {
+    fn name(&self) -> &'static str {
+        "elevenlabs"
+    }
+
+    fn start(&self, ctx: CallContext) -> StartFuture<'_> {
+        Box::pin(self.start_conversation(ctx))
+    }
+}
+
+async fn close_quietly(ws: &mut Ws, reason: &'static str) {
+    let frame = CloseFrame { code: CloseCode::Normal, reason: reason.into() };
+    let _ = tokio::time::timeout(Duration::from_millis(500), ws.close(Some(frame))).await;
+}
+
+/// Reads up to the metadata: pings are answered, an `error` or a close is
+/// the start's failure, anything else is ignored.
+async fn wait_metadata(ws: &mut Ws) -> Result<(String, Option<String>, Option<String>), StartError> {
+    let mut last_error: Option<ServerError> = None;
+    loop {
+        let msg = match ws.next().await {
+            None => return Err(StartError::ClosedBeforeMetadata { code: None, reason: "socket closed".into() }),
+            Some(Err(e)) => return Err(StartError::ClosedBeforeMetadata { code: None, reason: e.to_string() }),
+            Some(Ok(m)) => m,
+        };
+        match msg {
+            Message::Text(text) => match protocol::parse(text.as_str()) {
+                Ok(ServerMsg::Metadata { conversation_id, output_format, input_format }) => {
+                    return Ok((conversation_id, input_format, output_format));
+                }
+                Ok(ServerMsg::Ping { event_id, .. }) => {
+                    let _ = ws.send(Message::text(protocol::pong(event_id))).await;
+                }
+                Ok(ServerMsg::Error(e)) => {
+                    warn!(error = %e, "agent error before the conversation started");
+                    last_error = Some(e);
+                }
+                Ok(other) => debug!(?other, "frame before the metadata ignored"),
+                Err(e) => warn!(error = %e, "unreadable frame before the metadata ignored"),
+            },
+            Message::Close(frame) => {
+                let (code, mut reason) = frame.map(|f| (Some(u16::from(f.code)), f.reason.to_string())).unwrap_or((None, String::new()));
+                if let Some(e) = last_error {
+                    if !reason.contains(&e.message) {
+                        reason = if reason.is_empty() { e.to_string() } else { format!("{reason} (after error {e})") };
+                    }
+                }
+                return Err(StartError::ClosedBeforeMetadata { code, reason });
+            }
+            Message::Binary(_) => warn!("binary frame before the metadata ignored"),
+            _ => {}
+        }
+    }
+}
+
+/// What the reader asks the writer to do.
+enum Ctl {
+    Text(String),
+    /// Close with this code and reason, then stop.
+    Close(u16, &'static str),
+    /// The agent closed: flush the close reply and stop.
+    Finish,
+}
+
+struct Reader {
+    events: mpsc::UnboundedSender<AiEvent>,
+    output: AudioFormat,
+    tools: ClientTools,
+    interrupted_upto: Option<u64>,
+    last_error: Option<ServerError>,
+    error_deadline: Option<Instant>,
+    error_grace: Duration,
+    idle: Duration,
+    end_call_seen: bool,
+    garbage: u64,
+}
+
+async fn run(ws: Ws, io: SessionIo, mut reader: Reader, input: AudioFormat) {
+    let SessionIo { audio, events: _, stop } = io;
+    let (sink, stream) = ws.split();
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    let mut writer = tokio::spawn(write_loop(sink, ctl_rx, audio, input));
+    let end = reader.read_loop(stream, &ctl_tx, stop).await;
+    if let Some(end) = end {
+        match &end {
+            EndReason::Normal { .. } => info!(reason = %end, "AI conversation ended"),
+            _ => warn!(reason = %end, "AI conversation failed"),
+        }
+        let _ = reader.events.send(AiEvent::Ended(end));
+    }
+    let _ = ctl_tx.send(Ctl::Finish);
+    if tokio::time::timeout(Duration::from_secs(1), &mut writer).await.is_err() {
+        writer.abort();
+    }
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<Ws, Message>,
+    mut ctl: mpsc::UnboundedReceiver<Ctl>,
+    mut audio: mpsc::Receiver<Vec<i16>>,
+    format: AudioFormat,
+) {
+    let mut scratch = Vec::new();
+    let mut audio_open = true;
+    loop {
+        let msg = tokio::select! {
+            biased;
+            c = ctl.recv() => match c {
+                Some(Ctl::Text(t)) => Message::text(t),
+                Some(Ctl::Close(code, reason)) => {
+                    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+                    continue;
+                }
+                Some(Ctl::Finish) | None => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+                    return;
+                }
+            },
+            a = audio.recv(), if audio_open => match a {
+                Some(pcm) => Message::text(protocol::user_audio_chunk(&pcm, format, &mut scratch)),
+                None => {
+                    audio_open = false;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = sink.send(msg).await {
+            debug!(error = %e, "agent socket write failed");
+            // The reader sees the loss; keep draining control until Finish.
+            while let Some(c) = ctl.recv().await {
+                if matches!(c, Ctl::Finish) {
+                    return;
+                }
+            }
+            return;
+        }
+    }
+}
+
+impl Reader {
+    fn emit(&self, event: AiEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// Runs until the conversation ends (`Some`) or we stopped it (`None`).
+    async fn read_loop(
+        &mut self,
+        mut stream: futures_util::stream::SplitStream<Ws>,
+        ctl: &mpsc::UnboundedSender<Ctl>,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) -> Option<EndReason> {
+        let (tool_tx, mut tool_rx) = mpsc::unbounded_channel::<(String, String, serde_json::Value, ToolResult)>();
+        loop {
+            let error_deadline = self.error_deadline;
+            tokio::select! {
+                _ = &mut stop => {
+                    let _ = ctl.send(Ctl::Close(1000, "call ended"));
+                    // Give the agent a moment to answer the close, then go.
+                    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                        while let Some(Ok(m)) = stream.next().await {
+                            if m.is_close() {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                    return None;
+                }
+                Some((name, id, parameters, result)) = tool_rx.recv() => {
+                    info!(tool = %name, is_error = result.is_error, "client tool answered");
+                    let _ = ctl.send(Ctl::Text(protocol::client_tool_result(&id, &result.result, result.is_error)));
+                    self.emit(AiEvent::ToolCall { name, tool_call_id: id, parameters, result });
+                }
+                _ = tokio::time::sleep_until(error_deadline.unwrap_or_else(Instant::now)), if error_deadline.is_some() => {
+                    let e = self.last_error.take().expect("deadline set with the error");
+                    let _ = ctl.send(Ctl::Close(1000, "agent error"));
+                    return Some(EndReason::Error { code: e.code, reason: format!("agent error {e}") });
+                }
+                next = tokio::time::timeout(self.idle, stream.next()) => {
+                    let msg = match next {
+                        Err(_) => {
+                            let _ = ctl.send(Ctl::Close(1000, "agent silent"));
+                            return Some(EndReason::Lost { detail: format!("no frame from the agent for {} ms", self.idle.as_millis()) });
+                        }
+                        Ok(None) => return Some(EndReason::Lost { detail: "socket closed without a close frame".into() }),
+                        Ok(Some(Err(e))) => return Some(EndReason::Lost { detail: e.to_string() }),
+                        Ok(Some(Ok(m))) => m,
+                    };
+                    match msg {
+                        Message::Text(text) => self.on_text(text.as_str(), ctl, &tool_tx),
+                        Message::Close(frame) => return Some(self.on_close(frame)),
+                        Message::Binary(b) => self.on_garbage(&format!("binary frame of {} bytes", b.len())),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_garbage(&mut self, what: &str) {
+        self.garbage += 1;
+        if self.garbage <= 5 || self.garbage.is_power_of_two() {
+            warn!(count = self.garbage, "ignored from the agent: {what}");
+        }
+    }
+
+    fn on_close(&mut self, frame: Option<CloseFrame>) -> EndReason {
+        match frame {
+            Some(f) => {
+                let end = protocol::close_reason(u16::from(f.code), f.reason.as_str(), self.last_error.as_ref());
+                match end {
+                    EndReason::Normal { detail } if self.end_call_seen => EndReason::Normal { detail: format!("end_call ({detail})") },
+                    other => other,
+                }
+            }
+            None if self.end_call_seen && self.last_error.is_none() => EndReason::Normal { detail: "end_call (closed without a code)".into() },
+            None => match &self.last_error {
+                Some(e) => EndReason::Error { code: e.code, reason: format!("agent closed after error {e}") },
+                None => EndReason::Error { code: None, reason: "agent closed without a code".into() },
+            },
+        }
+    }
+
+    fn on_text(
+        &mut self,
+        text: &str,
+        ctl: &mpsc::UnboundedSender<Ctl>,
+        tool_tx: &mpsc::UnboundedSender<(String, String, serde_json::Value, ToolResult)>,
+    ) {
+        let msg = match protocol::parse(text) {
+            Ok(m) => m,
+            Err(e) => {
+                let head: String = text.chars().take(80).collect();
+                self.on_garbage(&format!("{e}: {head:?}"));
+                return;
+            }
+        };
+        match msg {
+            ServerMsg::Ping { event_id, .. } => {
+                // At once, whatever ping_ms says (current SDKs never delay).
+                let _ = ctl.send(Ctl::Text(protocol::pong(event_id)));
+            }
+            ServerMsg::Audio { event_id, audio_base_64 } => {
+                if self.interrupted_upto.is_some_and(|k| event_id <= k) {
+                    debug!(event_id, "late audio of an interrupted turn dropped");
+                    return;
+                }
+                match protocol::decode_audio(&audio_base_64, self.output) {
+                    Some(samples) if samples.is_empty() => {}
+                    Some(samples) => self.emit(AiEvent::Audio { event_id, samples }),
+                    None => self.on_garbage("audio that is not base64"),
+                }
+            }
+            ServerMsg::Interruption { event_id } => {
+                self.interrupted_upto = Some(self.interrupted_upto.map_or(event_id, |k| k.max(event_id)));
+                info!(event_id, "caller interrupted the agent");
+                self.emit(AiEvent::Interruption { event_id });
+            }
+            ServerMsg::UserTranscript { text } => {
+                info!(text = %text, "caller said");
+                self.emit(AiEvent::UserTranscript { text });
+            }
+            ServerMsg::AgentResponse { text } => {
+                info!(text = %text, "agent says");
+                self.emit(AiEvent::AgentResponse { text });
+            }
+            ServerMsg::AgentResponseCorrection { original, corrected } => {
+                info!(text = %corrected, "agent was cut off after");
+                self.emit(AiEvent::AgentResponseCorrection { original, corrected });
+            }
+            ServerMsg::ClientToolCall { tool_name, tool_call_id, parameters } => {
+                info!(tool = %tool_name, "agent calls a client tool");
+                let tools = self.tools.clone();
+                let done = tool_tx.clone();
+                tokio::spawn(async move {
+                    let (name, params) = (tool_name.clone(), parameters.clone());
+                    let result = tokio::task::spawn_blocking(move || tools.call(&name, &params))
+                        .await
+                        .unwrap_or_else(|_| ToolResult { result: "tool panicked".into(), is_error: true });
+                    let _ = done.send((tool_name, tool_call_id, parameters, result));
+                });
+            }
+            ServerMsg::AgentToolResponse { tool_name, is_error } => {
+                info!(tool = %tool_name, is_error, "agent tool ran");
+                if tool_name == "end_call" {
+                    self.end_call_seen = true;
+                }
+            }
+            ServerMsg::Error(e) => {
+                warn!(error = %e, "agent error");
+                self.last_error = Some(e);
+                self.error_deadline.get_or_insert(Instant::now() + self.error_grace);
+            }
+            ServerMsg::Metadata { .. } => debug!("repeated metadata ignored"),
+            ServerMsg::Other { kind } => debug!(kind = %kind, "agent event ignored"),
+        }
+    }
+}
+
+/// A GET with the API key header; `(status, body)` or a reason without the key.
+async fn http_get(uri: &http::Uri, key: &ApiKey, tls: Arc<rustls::ClientConfig>) -> Result<(u16, Vec<u8>), String> {
+    let host = uri.host().ok_or("no host")?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let https = uri.scheme_str() == Some("https");
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_else(|| host.clone());
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut key_value = http::HeaderValue::from_str(key.expose()).map_err(|_| "the API key is not a valid header value".to_string())?;
+    key_value.set_sensitive(true);
+    let req = http::Request::get(path)
+        .header(http::header::HOST, authority)
+        .header("xi-api-key", key_value)
+        .header(http::header::ACCEPT, "application/json")
+        .header(http::header::USER_AGENT, concat!("cap4/", env!("CARGO_PKG_VERSION")))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("connect {host}:{port}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    if https {
+        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| format!("{host}: {e}"))?;
+        let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| format!("TLS with {host}: {e}"))?;
+        request(hyper_util::rt::TokioIo::new(stream), req).await
+    } else {
+        request(hyper_util::rt::TokioIo::new(tcp), req).await
+    }
+}
+
+async fn request<T>(io: T, req: http::Request<Empty<Bytes>>) -> Result<(u16, Vec<u8>), String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+    let conn = tokio::spawn(conn);
+    let result = async {
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = Limited::new(resp.into_body(), MAX_HTTP_BODY).collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, body.to_vec()))
+    }
+    .await;
+    conn.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ai::ProviderKind;
+
+    fn cfg(base: &str) -> AiConfig {
+        AiConfig { provider: ProviderKind::Elevenlabs, agent_id: Some("agent_x1".into()), base_url: base.into(), ..AiConfig::default() }
+    }
+
+    #[test]
+    fn urls_follow_the_base() {
+        let p = ElevenLabs::new(cfg("https://api.elevenlabs.io/"), None, ClientTools::new()).unwrap();
+        assert_eq!(p.public_url(), "wss://api.elevenlabs.io/v1/convai/conversation?agent_id=agent_x1");
+        assert_eq!(p.signed_url_request(), "https://api.elevenlabs.io/v1/convai/conversation/get-signed-url?agent_id=agent_x1");
+        let p = ElevenLabs::new(cfg("http://127.0.0.1:8080/proxy"), None, ClientTools::new()).unwrap();
+        assert_eq!(p.public_url(), "ws://127.0.0.1:8080/proxy/v1/convai/conversation?agent_id=agent_x1");
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let p = ElevenLabs::new(cfg(crate::ai::config::DEFAULT_BASE_URL), Some(ApiKey::new("sk_very_secret")), ClientTools::new()).unwrap();
+        let text = format!("{p:?}");
+        assert!(!text.contains("sk_very_secret"), "{text}");
+        assert!(text.contains("redacted"));
+    }
+
+    #[test]
+    fn the_tls_config_uses_ring_and_the_webpki_roots() {
+        let tls = tls_config();
+        assert!(!tls.crypto_provider().cipher_suites.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_private_agent_without_a_key_does_not_start() {
+        let p = ElevenLabs::new(cfg("http://127.0.0.1:9"), None, ClientTools::new()).unwrap();
+        assert_eq!(p.start(CallContext::new("c", "1")).await.unwrap_err(), StartError::MissingApiKey);
+    }
+}
