@@ -249,8 +249,10 @@ fn onset(x: &[i16], from: usize, threshold: f64) -> Option<usize> {
     (from..x.len().saturating_sub(40)).step_by(8).find(|&i| rms(&x[i..i + 40]) > threshold)
 }
 
-fn offset(x: &[i16], from: usize, threshold: f64) -> Option<usize> {
-    (from..x.len().saturating_sub(40)).step_by(8).find(|&i| rms(&x[i..i + 40]) < threshold)
+/// The first 5 ms window at or after `from` that is quiet and stays quiet for
+/// the 450 ms that follow it.
+fn silent_for_good(x: &[i16], from: usize) -> Option<usize> {
+    (from..x.len().saturating_sub(4000)).step_by(8).find(|&i| rms(&x[i..i + 40]) < 500.0 && rms(&x[i + 400..i + 4000]) < 300.0)
 }
 
 #[test]
@@ -264,7 +266,9 @@ fn a_flush_silences_the_far_end_within_one_period() {
         let (sent_at, flushed_at) = (v[0] as usize, v[1] as usize);
         let captured = read_wav(&out.join("flush.wav")).unwrap();
         let on = onset(&captured, sent_at, 2000.0).expect("the tone came back");
-        let off = offset(&captured, on + 800, 500.0).expect("the tone stopped");
+        // Search from the flush on: the receive path can slip a 20 ms frame
+        // (a short gap in the tone) before it, which is not the flush.
+        let off = silent_for_good(&captured, flushed_at.max(on + 800)).expect("the tone stopped for good");
         let still = rms(&captured[off + 400..(off + 4000).min(captured.len())]);
         let d_on = (on - sent_at) as f64 / 8.0;
         let d_off = (off as f64 - flushed_at as f64) / 8.0;
