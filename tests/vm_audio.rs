@@ -59,7 +59,7 @@ fn start_sipp_echo(dir: &Path) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .expect("sipp");
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(vmkit::wait_for(Duration::from_secs(10), || vmkit::udp_bound(SIPP_PORT)), "SIPp never bound its port");
     Proc(child)
 }
 

@@ -272,8 +272,17 @@ pub fn start_sipp_streaming(dir: &Path, port: u16, media_port: u16, ulaw: &Path)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    thread::sleep(Duration::from_millis(300));
+    if !wait_for(Duration::from_secs(10), || udp_bound(port)) {
+        return Err(io::Error::other(format!("SIPp did not bind 127.0.0.1:{port}")));
+    }
     Ok(Proc(child))
+}
+
+/// True once a UDP socket is bound to 127.0.0.1:`port` (SIPp is listening).
+pub fn udp_bound(port: u16) -> bool {
+    let wanted = format!("0100007F:{port:04X}");
+    fs::read_to_string("/proc/net/udp")
+        .is_ok_and(|table| table.lines().skip(1).any(|l| l.split_whitespace().nth(1) == Some(wanted.as_str())))
 }
 
 /// Sends one ctrl_tcp command to Baresip and returns everything it sent back
