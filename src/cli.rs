@@ -46,11 +46,11 @@ pub fn main(args: Vec<String>) -> i32 {
         "dial" | "calls" | "show" | "hangup" | "health" => api_command(&command, args),
         "amd" => return crate::amd::cli::main(&args.0),
         "--version" | "-V" | "version" => {
-            println!("cap4 {}", env!("CARGO_PKG_VERSION"));
+            let _ = emit(&format!("cap4 {}\n", env!("CARGO_PKG_VERSION")));
             return exit::OK;
         }
         "--help" | "-h" | "help" => {
-            println!("{USAGE}");
+            let _ = emit(&format!("{USAGE}\n"));
             return exit::OK;
         }
         other => Err(usage(&format!("unknown command `{other}`"))),
@@ -110,13 +110,13 @@ impl Args {
 fn check_config(path: &std::path::Path) -> i32 {
     match Config::load(path, &ProcessEnv) {
         Ok(config) => {
-            println!(
-                "{}: ok (baresip {}, api {}, storage {})",
+            let _ = emit(&format!(
+                "{}: ok (baresip {}, api {}, storage {})\n",
                 path.display(),
                 config.baresip.ctrl,
                 config.api.listen,
                 config.storage.dir.display()
-            );
+            ));
             exit::OK
         }
         Err(err) => {
@@ -166,12 +166,24 @@ fn api_command(command: &str, mut args: Args) -> Result<(), Failure> {
         return Err(usage(&format!("unexpected arguments: {}", args.0.join(" "))));
     }
     let value = request(&addr, method, &path, body, token.as_deref())?;
-    match command {
-        "calls" if !json_out => print_calls(&value),
-        "show" if !json_out => print_call(&value),
-        _ => println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default()),
+    let output = match command {
+        "calls" if !json_out => format_calls(&value),
+        "show" if !json_out => format_call(&value),
+        _ => format!("{}\n", serde_json::to_string_pretty(&value).unwrap_or_default()),
+    };
+    emit(&output).map_err(|e| Failure(exit::FAILURE, format!("writing to standard output: {e}")))
+}
+
+/// Writes `text` to standard output. A reader that stops early (`cap4 show ID |
+/// grep -q ended`) is not an error: like ripgrep, we stop quietly with success
+/// instead of panicking on the broken pipe as `println!` would.
+pub(crate) fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
-    Ok(())
 }
 
 fn request(addr: &str, method: Method, path: &str, body: Option<Value>, token: Option<&str>) -> Result<Value, Failure> {
@@ -207,11 +219,13 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn print_calls(value: &Value) {
-    let calls = value.as_array().cloned().unwrap_or_default();
-    println!("{:<36}  {:<24}  {:<16}  {:<11}  {:<13}  REASON", "ID", "STARTED", "NUMBER", "STATUS", "OUTCOME");
-    for c in calls {
-        println!(
+fn format_calls(value: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<36}  {:<24}  {:<16}  {:<11}  {:<13}  REASON", "ID", "STARTED", "NUMBER", "STATUS", "OUTCOME");
+    for c in value.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let _ = writeln!(
+            out,
             "{:<36}  {:<24}  {:<16}  {:<11}  {:<13}  {}",
             text(&c["id"]),
             text(&c["started_at"]),
@@ -221,16 +235,20 @@ fn print_calls(value: &Value) {
             text(&c["reason"])
         );
     }
+    out
 }
 
-fn print_call(c: &Value) {
-    println!("call {}  to {}", text(&c["id"]), text(&c["phone_number"]));
-    println!("  status {}  outcome {}  reason {}", text(&c["status"]), text(&c["outcome"]), text(&c["reason"]));
-    println!("  started {}  answered {}  ended {}", text(&c["started_at"]), text(&c["answered_at"]), text(&c["ended_at"]));
-    for entry in c["timeline"].as_array().cloned().unwrap_or_default() {
+fn format_call(c: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "call {}  to {}", text(&c["id"]), text(&c["phone_number"]));
+    let _ = writeln!(out, "  status {}  outcome {}  reason {}", text(&c["status"]), text(&c["outcome"]), text(&c["reason"]));
+    let _ = writeln!(out, "  started {}  answered {}  ended {}", text(&c["started_at"]), text(&c["answered_at"]), text(&c["ended_at"]));
+    for entry in c["timeline"].as_array().map(Vec::as_slice).unwrap_or_default() {
         let detail = entry["detail"].as_str().map(|d| format!("  {d}")).unwrap_or_default();
-        println!("  {:>8} ms  {}{}", text(&entry["at_ms"]), text(&entry["event"]), detail);
+        let _ = writeln!(out, "  {:>8} ms  {}{}", text(&entry["at_ms"]), text(&entry["event"]), detail);
     }
+    out
 }
 
 /// Percent-encodes everything but unreserved characters.

@@ -89,6 +89,20 @@ fn cap4(args: &[&str]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
 
+/// The write end of a pipe whose read end is already closed: every write fails
+/// with EPIPE (Rust ignores SIGPIPE).
+fn closed_pipe() -> std::process::Stdio {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe(2)");
+    // SAFETY: both descriptors were just created and are owned here alone.
+    unsafe {
+        drop(std::fs::File::from_raw_fd(fds[0]));
+        std::process::Stdio::from(std::fs::File::from_raw_fd(fds[1]))
+    }
+}
+
 #[test]
 fn bad_config_exits_78_naming_key_and_line() {
     let dir = TempDir::new("bad-config");
@@ -147,6 +161,16 @@ fn cli_dials_lists_shows_and_hangs_up() {
     let (code, out, _) = cap4(&["show", &id, "--api", &api]);
     assert_eq!(code, 0);
     assert!(out.contains("CALL_ESTABLISHED") && out.contains("outcome local_hangup"), "{out}");
+    // A reader that has gone (`cap4 show ID | grep -q ended`) is no failure.
+    let out = Command::new(env!("CARGO_BIN_EXE_cap4"))
+        .args(["show", &id, "--api", &api])
+        .env_remove("CAP4_API_TOKEN")
+        .stdout(closed_pipe())
+        .output()
+        .expect("run cap4");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
     let (code, _, err) = cap4(&["hangup", "--api", &api]);
     assert_eq!(code, 1, "nothing left to hang up");
     assert!(err.contains("no active call"), "{err}");

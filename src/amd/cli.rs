@@ -43,10 +43,13 @@ pub fn main(args: &[String]) -> i32 {
     };
     match classify(&config, &samples) {
         Ok(verdict) => match serde_json::to_string(&verdict) {
-            Ok(line) => {
-                println!("{line}");
-                exit::OK
-            }
+            Ok(line) => match crate::cli::emit(&format!("{line}\n")) {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    eprintln!("cap4 amd: writing to standard output: {e}");
+                    exit::FAILURE
+                }
+            },
             Err(e) => {
                 eprintln!("cap4 amd: {e}");
                 exit::FAILURE
