@@ -47,6 +47,10 @@ pub struct Config {
     pub audio: crate::audio::AudioConfig,
     /// `[amd]`: answer classification parameters.
     pub amd: crate::amd::AmdConfig,
+    /// `[ai]`: the agent a person's call is handed to.
+    pub ai: crate::ai::AiConfig,
+    /// The ElevenLabs API key (environment or credential), when `[ai]` needs one.
+    pub ai_key: Option<crate::ai::ApiKey>,
 }
 
 /// `[gpio]`: the button and LED lines.
@@ -152,6 +156,8 @@ struct RawConfig {
     audio: crate::audio::AudioConfig,
     #[serde(default)]
     amd: crate::amd::AmdConfig,
+    #[serde(default)]
+    ai: crate::ai::AiConfig,
 }
 
 #[derive(Deserialize, Default)]
@@ -324,12 +330,26 @@ impl Config {
         // These sections validate themselves; their errors name the key.
         raw.audio.validate().map_err(|message| section_error(path, text, "audio", &message))?;
         raw.amd.validate().map_err(|e| section_error(path, text, "amd", &format!("{}: {}", e.key, e.message)))?;
+        raw.ai.validate().map_err(|e| section_error(path, text, "ai", &format!("{}: {}", e.key, e.message)))?;
+        // A private agent cannot be reached without the key: say so now, not at the first call.
+        let ai_needs_key = raw.ai.enabled && raw.ai.provider == crate::ai::ProviderKind::Elevenlabs && raw.ai.signed_url;
+        let ai_key = if ai_needs_key { crate::ai::ApiKey::from_environment(env) } else { None };
+        if ai_needs_key && ai_key.is_none() {
+            let message = format!(
+                "signed_url: a private agent needs the ElevenLabs API key: set {} or the {} systemd credential (or signed_url = false for a public agent)",
+                crate::ai::config::API_KEY_ENV,
+                crate::ai::config::API_KEY_CREDENTIAL
+            );
+            return Err(section_error(path, text, "ai", &message));
+        }
 
         Ok(Config {
             gpio,
             button,
             audio: raw.audio,
             amd: raw.amd,
+            ai: raw.ai,
+            ai_key,
             baresip: BaresipConfig { ctrl, dial_uri, command_timeout: Duration::from_millis(command_timeout_ms) },
             call: CallConfig {
                 ring_timeout: Duration::from_secs(ring),
@@ -586,6 +606,29 @@ mod tests {
         assert_eq!(key, "audio.no_such_key");
         let (key, _, _) = invalid("[amd]\nno_such_key = 1\n");
         assert_eq!(key, "amd.no_such_key");
+    }
+
+    #[test]
+    fn ai_section_validates_with_key_and_line_and_refuses_keys() {
+        let config = parse("[ai]\nprovider = \"elevenlabs\"\nagent_id = \"agent_1\"\nsigned_url = false\n[ai.echo]\nsilence_ms = 500\n").unwrap();
+        assert_eq!(config.ai.provider, crate::ai::ProviderKind::Elevenlabs);
+        assert_eq!(config.ai.echo.silence_ms, 500);
+        assert!(parse("").unwrap().ai.enabled, "on by default, with the local echo provider");
+        let (key, line, _) = invalid("[ai]\nprovider = \"elevenlabs\"\nagent_id = \"no spaces\"\n");
+        assert_eq!((key.as_str(), line), ("ai.agent_id", Some(3)));
+        let (key, line, _) = invalid("[ai]\n\n[ai.echo]\nrate = 11025\n");
+        assert_eq!((key.as_str(), line), ("ai.echo.rate", Some(4)));
+        // A private agent without its key is refused up front, naming both ways to give it.
+        let (key, _, message) = invalid("[ai]\nprovider = \"elevenlabs\"\nagent_id = \"agent_1\"\n");
+        assert_eq!(key, "ai.signed_url");
+        assert!(message.contains("ELEVENLABS_API_KEY") && message.contains("elevenlabs-api-key"), "{message}");
+        let env = FakeEnv(HashMap::from([("ELEVENLABS_API_KEY", "sk_live_456")]));
+        let config = Config::parse(Path::new("cap4.toml"), "[ai]\nprovider = \"elevenlabs\"\nagent_id = \"agent_1\"\n", &env).unwrap();
+        assert_eq!(config.ai_key.as_ref().map(|k| k.expose()), Some("sk_live_456"));
+        assert!(!format!("{config:?}").contains("sk_live_456"), "the key never reaches a log line");
+        let (key, line, message) = invalid("[ai]\napi_key = \"sk_live_123\"\n");
+        assert_eq!((key.as_str(), line), ("ai.api_key", Some(2)));
+        assert!(message.contains("ELEVENLABS_API_KEY") && !message.contains("sk_live_123"), "{message}");
     }
 
     #[test]

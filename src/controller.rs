@@ -18,7 +18,7 @@ use crate::config::DuringCall;
 use crate::leds::{BRIEF, LedState, LedView};
 use crate::sd_notify::Notifier;
 use crate::session::{self, Session, SessionMsg};
-use crate::call::machine::{CallMachine, CommandError, CommandTag, DialError, Effect, HangupError, Input, Timeouts};
+use crate::call::machine::{AnswerPolicy, CallMachine, CommandError, CommandTag, DialError, Effect, HangupError, Input, Timeouts};
 use crate::call::record::{CallRecord, Outcome, Status};
 use crate::clock::{Clock, rfc3339};
 use crate::config::Config;
@@ -74,8 +74,10 @@ pub struct Controller {
     /// What the LEDs show now and what they fall back to after a brief pattern.
     leds: Option<tokio::sync::watch::Sender<LedView>>,
     notifier: Notifier,
-    /// The answered call's audio session (audio engine + classification).
+    /// The answered call's media session (audio engine, classification, AI).
     session: Option<Session>,
+    /// The agent a person's call is handed to (`None`: `[ai] enabled = false`).
+    provider: Option<Arc<dyn crate::ai::Provider>>,
     session_tx: mpsc::Sender<SessionMsg>,
     session_rx: Option<mpsc::Receiver<SessionMsg>>,
 }
@@ -102,9 +104,25 @@ impl Controller {
             link_grace_ms: ms(config.call.link_grace),
         };
         let (session_tx, session_rx) = mpsc::channel(8);
-        let hangup_on_unknown = config.amd.on_unknown == crate::amd::OnUnknown::Hangup;
+        let policy = AnswerPolicy {
+            classify: config.amd.enabled,
+            hangup_on_unknown: config.amd.on_unknown == crate::amd::OnUnknown::Hangup,
+            ai: config.ai.enabled,
+        };
+        let provider = if config.ai.enabled {
+            match crate::ai::provider_from_config(&config.ai, config.ai_key.clone(), crate::ai::ClientTools::new()) {
+                Ok(provider) => Some(provider),
+                Err(err) => {
+                    error!(%err, "AI provider unusable: calls answered by a person will be hung up");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Self {
-            machine: CallMachine::new(timeouts).with_hangup_on_unknown(hangup_on_unknown),
+            machine: CallMachine::new(timeouts).with_answer_policy(policy),
+            provider,
             session: None,
             session_tx,
             session_rx: Some(session_rx),
@@ -202,16 +220,34 @@ impl Controller {
                     self.apply(effects);
                 }
             }
-            SessionMsg::Done { call_id, stats } => {
+            SessionMsg::Ai { call_id, input } => {
+                if self.machine.active().is_some_and(|r| r.id == call_id) {
+                    let span = self.call_span();
+                    let _guard = span.enter();
+                    let effects = self.machine.handle(Input::Ai(input), self.clock.now());
+                    drop(_guard);
+                    self.apply(effects);
+                }
+            }
+            SessionMsg::Done { call_id, stats, ai } => {
                 // The counters go into the ended call's record.
-                let Some(stats) = stats else { return };
+                if stats.is_none() && ai.is_none() {
+                    return;
+                }
                 if let Some(mut record) = self.store.get(&call_id).cloned().filter(|r| !r.is_active()) {
                     info_span!("call", call_id = %call_id).in_scope(|| {
-                        debug!(?stats, "audio counters");
+                        debug!(?stats, ?ai, "media counters");
                     });
-                    record.audio = Some(stats);
+                    if stats.is_some() {
+                        record.audio = stats;
+                    }
+                    if let (Some(figures), Some(rec)) = (ai, record.ai.as_mut()) {
+                        rec.first_caller_audio_ms = figures.first_caller_audio_ms;
+                        rec.first_agent_audio_ms = figures.first_agent_audio_ms;
+                        rec.dropped_chunks = figures.dropped_chunks;
+                    }
                     if let Err(err) = self.store.put(&record) {
-                        error!(%err, "audio counters not saved");
+                        error!(%err, "media counters not saved");
                     }
                 }
             }
@@ -387,6 +423,10 @@ impl Controller {
                         error!("Baresip client task is gone");
                     }
                 }
+                Effect::StartAi { call_id } => match self.session.as_mut().filter(|s| s.call_id == call_id) {
+                    Some(session) => session.start_ai(),
+                    None => error!(%call_id, "AI requested without a media session"),
+                },
             }
         }
     }
@@ -398,15 +438,19 @@ impl Controller {
             // Keep calling: losing history is bad, dropping a live call is worse.
             error!(%err, "call record not saved");
         }
-        // The audio session lives from the answer to the end of the call (one per
+        // The media session lives from the answer to the end of the call (one per
         // call: it stays here until the call ends, even if its engine failed).
-        if record.status == Status::Answered && self.session.is_none() && self.config.amd.enabled {
-            self.session = Some(session::start(
-                record.id.clone(),
-                self.config.audio.clone(),
-                self.config.amd.clone(),
-                self.session_tx.clone(),
-            ));
+        let wants_media = self.config.amd.enabled || self.provider.is_some();
+        if record.status == Status::Answered && self.session.is_none() && wants_media {
+            let audio = self.config.audio.clone();
+            let params = session::SessionParams {
+                call_id: record.id.clone(),
+                phone_number: record.phone_number.clone(),
+                open_engine: Arc::new(move || crate::audio::AudioEngine::start(&audio)),
+                amd: self.config.amd.enabled.then(|| self.config.amd.clone()),
+                provider: self.provider.clone(),
+            };
+            self.session = Some(session::start(params, self.session_tx.clone()));
         }
         if record.status == Status::Ended {
             if let Some(mut session) = self.session.take_if(|s| s.call_id == record.id) {

@@ -238,6 +238,8 @@ mod tests {
             timeline: vec![TimelineEntry { at_ms: 0, event: "dial".into(), detail: None }],
             answer: None,
             audio: None,
+            ai: None,
+            transcript: Vec::new(),
         }
     }
 

@@ -299,17 +299,8 @@ async fn a_private_agent_connects_through_a_signed_url_fetched_with_the_key() {
 
 #[tokio::test]
 async fn the_echo_provider_greets_and_plays_the_caller_back_through_the_same_handle() {
-    struct NoEnv;
-    impl cap4::config::Environment for NoEnv {
-        fn var(&self, _: &str) -> Option<String> {
-            None
-        }
-        fn credential(&self, _: &str) -> Option<String> {
-            None
-        }
-    }
     let cfg = cap4::ai::AiConfig { provider: ProviderKind::Echo, ..Default::default() };
-    let p = provider_from_config(&cfg, &NoEnv, ClientTools::new()).unwrap();
+    let p = provider_from_config(&cfg, None, ClientTools::new()).unwrap();
     assert_eq!(p.name(), "echo");
     let mut s = p.start(CallContext::new("c", "1")).await.unwrap();
     let caller = [silence(16000, 600), speech(16000, 600), silence(16000, 1000)].concat();

@@ -222,6 +222,8 @@ impl Default for EchoConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AiConfig {
+    /// Hand a person's call to the agent (false: a person's call just stays up).
+    pub enabled: bool,
     pub provider: ProviderKind,
     /// The ElevenLabs agent (`agent_...`).
     pub agent_id: Option<String>,
@@ -253,6 +255,7 @@ pub struct AiConfig {
 impl Default for AiConfig {
     fn default() -> Self {
         AiConfig {
+            enabled: true,
             provider: ProviderKind::Echo,
             agent_id: None,
             base_url: DEFAULT_BASE_URL.to_string(),

@@ -228,20 +228,13 @@ impl ClientTools {
     }
 }
 
-/// The provider `cfg` names (validated first). The API key is read only for
-/// a private ElevenLabs agent.
-pub fn provider_from_config(
-    cfg: &AiConfig,
-    env: &dyn crate::config::Environment,
-    tools: ClientTools,
-) -> Result<Arc<dyn Provider>, AiConfigError> {
+/// The provider `cfg` names (validated first). `key` is used only by a
+/// private ElevenLabs agent (see [`ApiKey::from_environment`]).
+pub fn provider_from_config(cfg: &AiConfig, key: Option<ApiKey>, tools: ClientTools) -> Result<Arc<dyn Provider>, AiConfigError> {
     cfg.validate()?;
     Ok(match cfg.provider {
         ProviderKind::Echo => Arc::new(Echo::new(cfg.echo.clone(), cfg.chunk_ms)?),
-        ProviderKind::Elevenlabs => {
-            let key = if cfg.signed_url { ApiKey::from_environment(env) } else { None };
-            Arc::new(ElevenLabs::new(cfg.clone(), key, tools)?)
-        }
+        ProviderKind::Elevenlabs => Arc::new(ElevenLabs::new(cfg.clone(), key.filter(|_| cfg.signed_url), tools)?),
     })
 }
 

@@ -23,9 +23,14 @@ impl Playout {
         Playout::default()
     }
 
+    /// Whether audio of turn `event_id` is still taken (its turn was not interrupted).
+    pub fn accepts(&self, event_id: u64) -> bool {
+        !self.interrupted_upto.is_some_and(|k| event_id <= k)
+    }
+
     /// Queues a chunk; `false` (and nothing queued) if its turn was interrupted.
     pub fn push(&mut self, event_id: u64, samples: Vec<i16>) -> bool {
-        if self.interrupted_upto.is_some_and(|k| event_id <= k) {
+        if !self.accepts(event_id) {
             self.refused += samples.len() as u64;
             return false;
         }

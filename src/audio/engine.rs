@@ -399,6 +399,11 @@ impl AudioEngine {
         n
     }
 
+    /// Agent samples sent but not yet taken by the real-time thread.
+    pub fn playback_pending(&self) -> usize {
+        self.playback_tx.buffer().capacity() - self.playback_tx.slots()
+    }
+
     /// Space left in the playback ring, in samples.
     pub fn send_capacity(&self) -> usize {
         self.playback_tx.slots()

@@ -16,7 +16,7 @@ use crate::baresip::protocol::{
     CloseCause, Command, CommandName, Direction, Event, EventKind, ListedCall, Response, call_id_from_dial_data,
     classify_close,
 };
-use crate::call::record::{CallRecord, Outcome, Status, TimelineEntry};
+use crate::call::record::{CallRecord, Outcome, Speaker, Status, TimelineEntry};
 use crate::clock::{Now, rfc3339};
 use crate::phone::PhoneNumber;
 
@@ -75,6 +75,41 @@ pub enum Input {
     Tick,
     /// Answer classification decided, for the active answered call.
     Verdict(crate::amd::Verdict),
+    /// News of the active call's AI conversation (after [`Effect::StartAi`]).
+    Ai(AiInput),
+}
+
+/// What the AI conversation reports to the machine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AiInput {
+    /// The conversation runs, `setup_ms` after it was asked for.
+    Started { provider: String, conversation_id: String, setup_ms: u32 },
+    /// It could not start; the call is hung up (`ai_failed`).
+    StartFailed { reason: String },
+    Line { speaker: Speaker, text: String },
+    /// The caller barged in.
+    Interrupted,
+    /// The conversation is over. `by_agent`: the agent ended it and its
+    /// farewell has played (`agent_hangup`); else it failed (`ai_failed`).
+    Ended { by_agent: bool, reason: String },
+}
+
+/// What follows an answer: classification, then (for a person) the AI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerPolicy {
+    /// Answer classification runs (`[amd] enabled`); without it every answer
+    /// is taken for a person.
+    pub classify: bool,
+    /// `[amd] on_unknown = "hangup"` (else an `unknown` answer is kept).
+    pub hangup_on_unknown: bool,
+    /// An AI conversation is started for a person (`[ai] enabled`).
+    pub ai: bool,
+}
+
+impl Default for AnswerPolicy {
+    fn default() -> Self {
+        AnswerPolicy { classify: true, hangup_on_unknown: false, ai: false }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +117,11 @@ pub enum Effect {
     /// Write this record to the journal (and sync it) before acting further.
     Persist(CallRecord),
     Send { command: Command, tag: CommandTag },
+    /// Start the AI conversation of the active call. The one place this is
+    /// decided: after `CALL_ESTABLISHED` and a `human` verdict (or `unknown`
+    /// kept, or no classification configured), never in early media, never
+    /// for a machine, at most once per call.
+    StartAi { call_id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +150,10 @@ enum HangupIntent {
     Machine { cause: String },
     /// Classification could not decide and `[amd] on_unknown = "hangup"`.
     Unclassified,
+    /// The agent ended the conversation.
+    AgentEnded { reason: String },
+    /// The AI conversation failed (or never started).
+    AiFailed { reason: String },
 }
 
 #[derive(Debug)]
@@ -122,12 +166,23 @@ struct ActiveCall {
     max_deadline: Option<u64>,
     hangup_deadline: Option<u64>,
     link_deadline: Option<u64>,
+    /// When the AI conversation started running, while it runs.
+    ai_running_since: Option<u64>,
 }
 
 impl ActiveCall {
     fn note(&mut self, now: Now, event: &str, detail: Option<String>) {
         let at_ms = now.mono_ms.saturating_sub(self.started_mono);
         self.record.timeline.push(TimelineEntry { at_ms, event: event.to_string(), detail });
+    }
+
+    /// Closes the AI conversation's books: its seconds and how it ended.
+    fn ai_over(&mut self, now: Now, reason: &str) {
+        let Some(since) = self.ai_running_since.take() else { return };
+        if let Some(ai) = self.record.ai.as_mut() {
+            ai.seconds = now.mono_ms.saturating_sub(since) as f64 / 1000.0;
+            ai.end_reason.get_or_insert_with(|| reason.to_string());
+        }
     }
 }
 
@@ -144,8 +199,7 @@ pub struct CallMachine {
     ended_ids: VecDeque<String>,
     /// A hangup of a leftover call is under way; dialling waits for it.
     orphan_pending: bool,
-    /// `[amd] on_unknown = "hangup"`.
-    hangup_on_unknown: bool,
+    policy: AnswerPolicy,
 }
 
 /// How many ended calls' Baresip ids are remembered.
@@ -160,13 +214,13 @@ impl CallMachine {
             active: None,
             ended_ids: VecDeque::new(),
             orphan_pending: false,
-            hangup_on_unknown: false,
+            policy: AnswerPolicy::default(),
         }
     }
 
-    /// Hang up when classification cannot decide (default: keep the call).
-    pub fn with_hangup_on_unknown(mut self, hangup: bool) -> Self {
-        self.hangup_on_unknown = hangup;
+    /// What follows an answer (default: classification, unknown kept, no AI).
+    pub fn with_answer_policy(mut self, policy: AnswerPolicy) -> Self {
+        self.policy = policy;
         self
     }
 
@@ -211,6 +265,8 @@ impl CallMachine {
             timeline: Vec::new(),
             answer: None,
             audio: None,
+            ai: None,
+            transcript: Vec::new(),
         };
         let mut call = ActiveCall {
             record,
@@ -221,6 +277,7 @@ impl CallMachine {
             max_deadline: None,
             hangup_deadline: None,
             link_deadline: None,
+            ai_running_since: None,
         };
         call.note(now, "dial", Some(uri.clone()));
         let effects = vec![
@@ -261,6 +318,7 @@ impl CallMachine {
             Input::LinkDown => self.on_link_down(now),
             Input::Tick => self.on_tick(now),
             Input::Verdict(verdict) => self.on_verdict(&verdict, now),
+            Input::Ai(ai) => self.on_ai(ai, now),
         }
     }
 
@@ -280,11 +338,81 @@ impl CallMachine {
         if call.intent.is_none() {
             match verdict.kind {
                 Kind::Machine => effects.extend(self.request_hangup(HangupIntent::Machine { cause }, now)),
-                Kind::Unknown if self.hangup_on_unknown => {
+                Kind::Unknown if self.policy.hangup_on_unknown => {
                     effects.extend(self.request_hangup(HangupIntent::Unclassified, now))
                 }
-                Kind::Human | Kind::Unknown => {}
+                Kind::Human | Kind::Unknown => effects.extend(self.start_ai(now)),
             }
+        }
+        effects
+    }
+
+    /// Asks for the AI conversation if the policy wants one and the call is
+    /// answered, not being hung up, and has had none yet.
+    fn start_ai(&mut self, now: Now) -> Vec<Effect> {
+        let Some(call) = self.active.as_mut() else { return Vec::new() };
+        if !self.policy.ai || call.answered_mono.is_none() || call.intent.is_some() || call.record.ai.is_some() {
+            return Vec::new();
+        }
+        call.note(now, "ai_requested", None);
+        call.record.ai = Some(crate::call::record::AiRecord::default());
+        vec![Effect::Persist(call.record.clone()), Effect::StartAi { call_id: call.record.id.clone() }]
+    }
+
+    /// After an answer: without classification, a person is assumed.
+    fn answered(&mut self, now: Now) -> Vec<Effect> {
+        let mut effects = self.set_status(Status::Answered);
+        if !self.policy.classify {
+            effects.extend(self.start_ai(now));
+        }
+        effects
+    }
+
+    fn on_ai(&mut self, input: AiInput, now: Now) -> Vec<Effect> {
+        let Some(call) = self.active.as_mut() else { return Vec::new() };
+        let Some(ai) = call.record.ai.as_mut() else { return Vec::new() };
+        match input {
+            AiInput::Started { provider, conversation_id, setup_ms } => {
+                if call.ai_running_since.is_some() || ai.provider.is_some() {
+                    return Vec::new();
+                }
+                ai.provider = Some(provider.clone());
+                ai.conversation_id = Some(conversation_id);
+                ai.setup_ms = Some(setup_ms);
+                call.ai_running_since = Some(now.mono_ms);
+                call.note(now, "ai_started", Some(format!("{provider} after {setup_ms} ms")));
+                vec![Effect::Persist(call.record.clone())]
+            }
+            AiInput::Line { speaker, text } => {
+                let at_ms = now.mono_ms.saturating_sub(call.started_mono);
+                call.record.transcript.push(crate::call::record::TranscriptLine { at_ms, speaker, text });
+                vec![Effect::Persist(call.record.clone())]
+            }
+            AiInput::Interrupted => {
+                ai.interruptions += 1;
+                call.note(now, "ai_interrupted", None);
+                Vec::new()
+            }
+            AiInput::StartFailed { reason } => {
+                ai.end_reason = Some(reason.clone());
+                call.note(now, "ai_failed", Some(reason.clone()));
+                self.ai_hangup(HangupIntent::AiFailed { reason }, now)
+            }
+            AiInput::Ended { by_agent, reason } => {
+                call.ai_over(now, &reason);
+                call.note(now, "ai_ended", Some(reason.clone()));
+                let intent = if by_agent { HangupIntent::AgentEnded { reason } } else { HangupIntent::AiFailed { reason } };
+                self.ai_hangup(intent, now)
+            }
+        }
+    }
+
+    /// The record (with the AI's news) is on disk before the hangup goes out.
+    fn ai_hangup(&mut self, intent: HangupIntent, now: Now) -> Vec<Effect> {
+        let Some(call) = self.active.as_ref() else { return Vec::new() };
+        let mut effects = vec![Effect::Persist(call.record.clone())];
+        if call.intent.is_none() {
+            effects.extend(self.request_hangup(intent, now));
         }
         effects
     }
@@ -341,7 +469,7 @@ impl CallMachine {
                 if call.intent.is_none() {
                     call.max_deadline = Some(now.mono_ms + self.timeouts.max_call_ms);
                 }
-                self.set_status(Status::Answered)
+                self.answered(now)
             }
             EventKind::CallClosed => {
                 let param = event.param.unwrap_or_default();
@@ -452,7 +580,7 @@ impl CallMachine {
                 if call.intent.is_none() {
                     call.max_deadline = Some(now.mono_ms + self.timeouts.max_call_ms);
                 }
-                effects = self.set_status(Status::Answered);
+                effects = self.answered(now);
             }
             // A hangup we asked for may have been lost with the link: ask again.
             if let Some(intent) = self.active.as_ref().and_then(|c| c.intent.clone()) {
@@ -542,6 +670,8 @@ impl CallMachine {
             HangupIntent::Unclassified => {
                 (Outcome::LocalHangup, "answer not classified; [amd] on_unknown = \"hangup\"".into())
             }
+            HangupIntent::AgentEnded { reason } => (Outcome::AgentHangup, reason.clone()),
+            HangupIntent::AiFailed { reason } => (Outcome::AiFailed, format!("AI agent: {reason}")),
         }
     }
 
@@ -560,6 +690,7 @@ impl CallMachine {
 
     fn end(&mut self, outcome: Outcome, reason: String, sip_code: Option<u16>, now: Now) -> Vec<Effect> {
         let Some(mut call) = self.active.take() else { return Vec::new() };
+        call.ai_over(now, "the call ended");
         call.note(now, "ended", Some(outcome.as_str().into()));
         if let Some(id) = &call.record.sip_call_id {
             if self.ended_ids.len() == ENDED_IDS {

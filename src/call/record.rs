@@ -51,6 +51,10 @@ pub enum Outcome {
     Failed,
     /// An answering machine answered; we hung up (see `answer`).
     Machine,
+    /// The AI agent ended the conversation (its farewell played); we hung up.
+    AgentHangup,
+    /// The AI agent could not start, failed or was lost; we hung up (see `ai`).
+    AiFailed,
 }
 
 impl Outcome {
@@ -64,6 +68,8 @@ impl Outcome {
             Self::LocalHangup => "local_hangup",
             Self::Failed => "failed",
             Self::Machine => "machine",
+            Self::AgentHangup => "agent_hangup",
+            Self::AiFailed => "ai_failed",
         }
     }
 }
@@ -110,6 +116,58 @@ impl AnswerRecord {
     }
 }
 
+/// Who said a line of the conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Speaker {
+    /// The caller, as the agent's speech recognition heard them.
+    User,
+    Agent,
+    /// The agent's own correction of what it had said (after a barge-in).
+    AgentCorrection,
+    /// A client tool the agent called, and its result.
+    Tool,
+}
+
+/// One line of the conversation, `at_ms` after the dial request (like the timeline).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscriptLine {
+    pub at_ms: u64,
+    pub speaker: Speaker,
+    pub text: String,
+}
+
+/// The AI stage of a call: asked for after a `human` verdict only.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AiRecord {
+    /// `echo` or `elevenlabs`, once the conversation runs.
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// From the request (the verdict) to the conversation running.
+    #[serde(default)]
+    pub setup_ms: Option<u32>,
+    /// From the request to the first caller audio handed to the agent.
+    #[serde(default)]
+    pub first_caller_audio_ms: Option<u32>,
+    /// From the request to the first agent audio queued for playback.
+    #[serde(default)]
+    pub first_agent_audio_ms: Option<u32>,
+    /// Conversation time (what the provider bills), from running to its end.
+    #[serde(default)]
+    pub seconds: f64,
+    /// How the conversation ended, in words.
+    #[serde(default)]
+    pub end_reason: Option<String>,
+    /// Caller audio chunks dropped because the provider lagged.
+    #[serde(default)]
+    pub dropped_chunks: u64,
+    /// How often the caller barged in (the agent's queued audio was dropped).
+    #[serde(default)]
+    pub interruptions: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallRecord {
     pub id: String,
@@ -144,6 +202,12 @@ pub struct CallRecord {
     /// The audio engine's counters for this call (xruns, levels, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio: Option<crate::audio::AudioStats>,
+    /// The AI conversation, once one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai: Option<AiRecord>,
+    /// What was said, once an AI conversation ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transcript: Vec<TranscriptLine>,
 }
 
 impl CallRecord {

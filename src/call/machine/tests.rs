@@ -413,14 +413,123 @@ fn human_keeps_the_call_and_unknown_follows_the_config() {
     assert!(m.handle(verdict(Kind::Machine, Cause::Beep), at(3_000)).is_empty(), "one verdict per call");
 
     let (m, _) = dialled();
-    let mut m = CallMachine { hangup_on_unknown: false, ..m };
+    let mut m = m.with_answer_policy(AnswerPolicy { hangup_on_unknown: false, ..AnswerPolicy::default() });
     m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
     assert!(sent_hangup(&m.handle(verdict(Kind::Unknown, Cause::Silence), at(6_000))).is_none(), "default: connect");
 
     let (m, _) = dialled();
-    let mut m = m.with_hangup_on_unknown(true);
+    let mut m = m.with_answer_policy(AnswerPolicy { hangup_on_unknown: true, ..AnswerPolicy::default() });
     m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
     assert!(sent_hangup(&m.handle(verdict(Kind::Unknown, Cause::Silence), at(6_000))).is_some());
     let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some("Connection reset by user")), at(6_010))).clone();
     assert_eq!(r.outcome, Some(Outcome::LocalHangup));
+}
+
+const AI: AnswerPolicy = AnswerPolicy { classify: true, hangup_on_unknown: false, ai: true };
+
+fn ai_started(effects: &[Effect]) -> bool {
+    effects.iter().any(|e| matches!(e, Effect::StartAi { call_id } if call_id == "call-1"))
+}
+
+#[test]
+fn the_ai_starts_only_after_an_answer_and_a_human_verdict_and_only_once() {
+    use crate::amd::{Cause, Kind};
+    let (m, _) = dialled();
+    let mut m = m.with_answer_policy(AI);
+    // Early media, whatever it sounds like, never starts the AI.
+    assert!(!ai_started(&m.handle(ev("CALL_PROGRESS", Some("abc"), None), at(5))));
+    assert!(!ai_started(&m.handle(verdict(Kind::Human, Cause::ShortGreetingThenPause), at(6))));
+    // The answer alone does not either: classification comes first.
+    assert!(!ai_started(&m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000))));
+    let fx = m.handle(verdict(Kind::Human, Cause::ShortGreetingThenPause), at(2_200));
+    assert!(ai_started(&fx));
+    // The request is on disk before the effect that acts on it.
+    let persist = fx.iter().position(|e| matches!(e, Effect::Persist(r) if r.ai.is_some())).expect("persisted");
+    let start = fx.iter().position(|e| matches!(e, Effect::StartAi { .. })).expect("started");
+    assert!(persist < start);
+    assert!(!ai_started(&m.handle(verdict(Kind::Human, Cause::ShortGreetingThenPause), at(2_300))));
+
+    // A machine: hung up, never connected.
+    let (m, _) = dialled();
+    let mut m = m.with_answer_policy(AI);
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    let fx = m.handle(verdict(Kind::Machine, Cause::Beep), at(3_000));
+    assert!(!ai_started(&fx) && sent_hangup(&fx).is_some());
+    let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some("Connection reset by user")), at(3_010))).clone();
+    assert!(r.ai.is_none());
+
+    // Unknown: connected unless configured to hang up.
+    let (m, _) = dialled();
+    let mut m = m.with_answer_policy(AI);
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    assert!(ai_started(&m.handle(verdict(Kind::Unknown, Cause::Silence), at(6_000))));
+    let (m, _) = dialled();
+    let mut m = m.with_answer_policy(AnswerPolicy { hangup_on_unknown: true, ..AI });
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    assert!(!ai_started(&m.handle(verdict(Kind::Unknown, Cause::Silence), at(6_000))));
+
+    // A hangup already under way (the user pressed the button) wins.
+    let (m, _) = dialled();
+    let mut m = m.with_answer_policy(AI);
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    m.hangup("call-1", "api", at(1_500)).unwrap();
+    assert!(!ai_started(&m.handle(verdict(Kind::Human, Cause::ShortGreetingThenPause), at(2_000))));
+
+    // Without classification every answer is taken for a person, at the answer.
+    let (m, _) = dialled();
+    let mut m = m.with_answer_policy(AnswerPolicy { classify: false, ..AI });
+    assert!(!ai_started(&m.handle(ev("CALL_PROGRESS", Some("abc"), None), at(5))));
+    assert!(ai_started(&m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000))));
+}
+
+#[test]
+fn the_conversation_is_recorded_and_its_end_hangs_up() {
+    use crate::amd::{Cause, Kind};
+    let (m, _) = dialled();
+    let mut m = m.with_answer_policy(AI);
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    m.handle(verdict(Kind::Human, Cause::ShortGreetingThenPause), at(2_000));
+    let started = AiInput::Started { provider: "echo".into(), conversation_id: "conv-1".into(), setup_ms: 3 };
+    let fx = m.handle(Input::Ai(started.clone()), at(2_003));
+    assert_eq!(persisted(&fx)[0].ai.as_ref().and_then(|a| a.provider.as_deref()), Some("echo"));
+    assert!(m.handle(Input::Ai(started), at(2_004)).is_empty(), "started once");
+    let fx = m.handle(Input::Ai(AiInput::Line { speaker: Speaker::Agent, text: "Hello!".into() }), at(2_500));
+    assert_eq!(persisted(&fx)[0].transcript.len(), 1);
+    m.handle(Input::Ai(AiInput::Line { speaker: Speaker::User, text: "Hi".into() }), at(4_000));
+    m.handle(Input::Ai(AiInput::Interrupted), at(4_100));
+    let fx = m.handle(Input::Ai(AiInput::Ended { by_agent: true, reason: "end_call".into() }), at(12_003));
+    assert!(sent_hangup(&fx).is_some(), "the agent's end hangs up the phone");
+    let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some("Connection reset by user")), at(12_050))).clone();
+    assert_eq!((r.outcome, r.reason.as_deref()), (Some(Outcome::AgentHangup), Some("end_call")));
+    let ai = r.ai.expect("ai");
+    assert_eq!(ai.seconds, 10.0, "from running to the agent's end");
+    assert_eq!((ai.interruptions, ai.end_reason.as_deref()), (1, Some("end_call")));
+    let lines: Vec<_> = r.transcript.iter().map(|l| (l.at_ms, l.speaker, l.text.as_str())).collect();
+    assert_eq!(lines, [(2_500, Speaker::Agent, "Hello!"), (4_000, Speaker::User, "Hi")]);
+
+    // An error ends it too, with the reason; the caller hanging up first stops the count.
+    for (input, outcome) in [
+        (AiInput::Ended { by_agent: false, reason: "closed 1002 (protocol error)".into() }, Outcome::AiFailed),
+        (AiInput::StartFailed { reason: "cannot connect".into() }, Outcome::AiFailed),
+    ] {
+        let (m, _) = dialled();
+        let mut m = m.with_answer_policy(AI);
+        m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+        m.handle(verdict(Kind::Human, Cause::ShortGreetingThenPause), at(2_000));
+        let fx = m.handle(Input::Ai(input), at(3_000));
+        assert!(sent_hangup(&fx).is_some());
+        let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some("Connection reset by user")), at(3_050))).clone();
+        assert_eq!(r.outcome, Some(outcome));
+        assert!(r.reason.as_deref().is_some_and(|t| t.starts_with("AI agent: ")), "{r:?}");
+    }
+    let (m, _) = dialled();
+    let mut m = m.with_answer_policy(AI);
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    m.handle(verdict(Kind::Human, Cause::ShortGreetingThenPause), at(2_000));
+    m.handle(Input::Ai(AiInput::Started { provider: "echo".into(), conversation_id: "c".into(), setup_ms: 1 }), at(2_500));
+    let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some("Connection reset by peer")), at(7_500))).clone();
+    assert_eq!(r.outcome, Some(Outcome::RemoteHangup));
+    assert_eq!(r.ai.as_ref().map(|a| (a.seconds, a.end_reason.as_deref())), Some((5.0, Some("the call ended"))));
+    // News of a call that has ended changes nothing.
+    assert!(m.handle(Input::Ai(AiInput::Ended { by_agent: true, reason: "late".into() }), at(8_000)).is_empty());
 }
