@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use cap4::baresip::netstring::Decoder;
 use cap4::baresip::protocol::{self, Inbound, parse_listcalls};
-use cap4::call::machine::{CallMachine, CommandTag, Effect, Input, Resync, Timeouts};
+use cap4::call::machine::{AnswerPolicy, CallMachine, CommandTag, Effect, Input, Resync, Timeouts};
 use cap4::call::record::{CallRecord, Outcome, Status};
 use cap4::clock::Now;
 use cap4::phone::PhoneNumber;
@@ -80,6 +80,9 @@ struct Replay {
     statuses: Vec<Status>,
     ended: Option<CallRecord>,
     hangups_sent: usize,
+    /// `Effect::StartAi`s, with no classification configured (so the answer
+    /// alone would start the agent).
+    ai_starts: usize,
 }
 
 fn now_at(line: &Value) -> Now {
@@ -88,11 +91,14 @@ fn now_at(line: &Value) -> Now {
 }
 
 fn replay(name: &str) -> Replay {
-    let mut machine = CallMachine::new(TIMEOUTS);
+    // No classification: every answer is taken for a person, so the traces
+    // show exactly when the agent would be started.
+    let policy = AnswerPolicy { classify: false, hangup_on_unknown: false, ai: true };
+    let mut machine = CallMachine::new(TIMEOUTS).with_answer_policy(policy);
     let mut tags: HashMap<String, CommandTag> = HashMap::new();
     let mut resync_tokens: Vec<String> = Vec::new();
     let mut connections = 0;
-    let mut out = Replay { statuses: Vec::new(), ended: None, hangups_sent: 0 };
+    let mut out = Replay { statuses: Vec::new(), ended: None, hangups_sent: 0, ai_starts: 0 };
     let mut last = Now { mono_ms: 0, unix_ms: 0 };
     let absorb = |effects: Vec<Effect>, out: &mut Replay| {
         for effect in effects {
@@ -107,6 +113,7 @@ fn replay(name: &str) -> Replay {
                 }
                 Effect::Send { tag: CommandTag::Hangup, .. } => out.hangups_sent += 1,
                 Effect::Send { .. } => {}
+                Effect::StartAi { .. } => out.ai_starts += 1,
             }
         }
     };
@@ -205,8 +212,10 @@ fn call_traces_end_with_the_right_outcome() {
         assert!(record.sip_call_id.is_some(), "{name}: the call was bound to Baresip's id");
         if statuses.contains(&Answered) {
             assert!(record.answered_at.is_some() && record.talk_ms.is_some(), "{name}");
+            assert_eq!(replay.ai_starts, 1, "{name}: the agent is started once, at the answer");
         } else {
             assert!(record.answered_at.is_none(), "{name}: never answered");
+            assert_eq!(replay.ai_starts, 0, "{name}: early media or no answer never starts the agent");
         }
     }
 }

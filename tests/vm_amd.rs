@@ -10,7 +10,7 @@ mod daemon;
 mod support;
 mod vmkit;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use daemon::{Daemon, DaemonConfig};
@@ -18,23 +18,10 @@ use vmkit::{Guest, in_guest, run_in_guest};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A corpus clip (8 kHz mono FLAC) as raw µ-law, what SIPp's rtp_stream sends.
-fn clip_as_ulaw(name: &str, dir: &Path) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/amd/synthetic").join(name);
-    let mut reader = claxon::FlacReader::open(&path).expect("open FLAC");
-    assert_eq!(reader.streaminfo().sample_rate, 8000);
-    let pcm: Vec<i16> = reader.samples().map(|s| s.expect("FLAC sample") as i16).collect();
-    let mut ulaw = vec![0u8; pcm.len()];
-    cap4::audio::g711::ulaw_encode_slice(&pcm, &mut ulaw);
-    let out = dir.join(name.replace(".flac", ".ulaw"));
-    std::fs::write(&out, ulaw).expect("write ulaw");
-    out
-}
-
 /// Places a call to a SIPp phone that streams `clip`; returns the record once
 /// classified (and, for a machine, ended).
 fn call_with(cap4: &Daemon, dir: &Path, clip: &str) -> (vmkit::Proc, serde_json::Value) {
-    let ulaw = clip_as_ulaw(clip, dir);
+    let ulaw = vmkit::clip_as_ulaw(clip, dir);
     let sipp = vmkit::start_sipp_streaming(dir, 5070, 6000, &ulaw).expect("SIPp");
     let id = cap4.dial("+79123456789")["id"].as_str().expect("id").to_string();
     let mut record = serde_json::Value::Null;

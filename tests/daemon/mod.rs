@@ -25,11 +25,14 @@ pub struct DaemonConfig {
     pub token: Option<String>,
     /// More TOML appended to the config (`[gpio]`, `[button]`, ...).
     pub extra: String,
+    /// The `[ai]` section. Off by default: on a host without sound the audio
+    /// engine cannot start, and an answered call would end `ai_failed`.
+    pub ai: String,
 }
 
 impl DaemonConfig {
     pub fn new(ctrl_port: u16, dial_uri: String) -> Self {
-        Self { ctrl_port, dial_uri, ring_timeout_s: 20, max_duration_s: 60, grace_s: 10, token: None, extra: String::new() }
+        Self { ctrl_port, dial_uri, ring_timeout_s: 20, max_duration_s: 60, grace_s: 10, token: None, extra: String::new(), ai: "[ai]\nenabled = false\n".into() }
     }
 }
 
@@ -50,13 +53,14 @@ impl Daemon {
         let text = format!(
             "[baresip]\nctrl = \"127.0.0.1:{}\"\ndial_uri = \"{}\"\ncommand_timeout_ms = 2000\n\
              [call]\nring_timeout_s = {}\nmax_duration_s = {}\nbaresip_grace_s = {}\n\
-             [api]\nlisten = \"{api}\"\n[storage]\ndir = \"{}\"\n[log]\nlevel = \"debug\"\n{}",
+             [api]\nlisten = \"{api}\"\n[storage]\ndir = \"{}\"\n[log]\nlevel = \"debug\"\n{}\n{}",
             cfg.ctrl_port,
             cfg.dial_uri,
             cfg.ring_timeout_s,
             cfg.max_duration_s,
             cfg.grace_s,
             dir.join("state").display(),
+            cfg.ai,
             cfg.extra
         );
         std::fs::write(&config_path, text).expect("write cap4.toml");

@@ -253,6 +253,20 @@ pub fn start_baresip(dir: &Path, sip_port: u16) -> io::Result<Proc> {
     Ok(Proc(child))
 }
 
+/// A synthetic-corpus clip (8 kHz mono FLAC under `tests/fixtures/amd/synthetic`)
+/// written to `dir` as raw µ-law, what SIPp's rtp_stream sends.
+pub fn clip_as_ulaw(name: &str, dir: &Path) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/amd/synthetic").join(name);
+    let mut reader = claxon::FlacReader::open(&path).expect("open FLAC");
+    assert_eq!(reader.streaminfo().sample_rate, 8000);
+    let pcm: Vec<i16> = reader.samples().map(|s| s.expect("FLAC sample") as i16).collect();
+    let mut ulaw = vec![0u8; pcm.len()];
+    cap4::audio::g711::ulaw_encode_slice(&pcm, &mut ulaw);
+    let out = dir.join(name.replace(".flac", ".ulaw"));
+    fs::write(&out, ulaw).expect("write ulaw");
+    out
+}
+
 /// Starts SIPp as the remote phone: answers, then streams `ulaw` (raw µ-law,
 /// looped) until our BYE. The scenario is `tests/fixtures/sipp/answer_wait_bye.xml`
 /// with its media path replaced.
