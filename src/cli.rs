@@ -244,9 +244,31 @@ fn format_call(c: &Value) -> String {
     let _ = writeln!(out, "call {}  to {}", text(&c["id"]), text(&c["phone_number"]));
     let _ = writeln!(out, "  status {}  outcome {}  reason {}", text(&c["status"]), text(&c["outcome"]), text(&c["reason"]));
     let _ = writeln!(out, "  started {}  answered {}  ended {}", text(&c["started_at"]), text(&c["answered_at"]), text(&c["ended_at"]));
+    if c["answer"].is_object() {
+        let a = &c["answer"];
+        let _ = writeln!(out, "  answer {} ({}) after {} ms", text(&a["verdict"]), text(&a["cause"]), text(&a["decided_at_ms"]));
+    }
+    if c["ai"].is_object() {
+        let ai = &c["ai"];
+        let _ = writeln!(
+            out,
+            "  agent {}  running after {} ms  {} s  ended: {}",
+            text(&ai["provider"]),
+            text(&ai["setup_ms"]),
+            text(&ai["seconds"]),
+            text(&ai["end_reason"])
+        );
+    }
     for entry in c["timeline"].as_array().map(Vec::as_slice).unwrap_or_default() {
         let detail = entry["detail"].as_str().map(|d| format!("  {d}")).unwrap_or_default();
         let _ = writeln!(out, "  {:>8} ms  {}{}", text(&entry["at_ms"]), text(&entry["event"]), detail);
+    }
+    let transcript = c["transcript"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if !transcript.is_empty() {
+        let _ = writeln!(out, "  transcript:");
+        for line in transcript {
+            let _ = writeln!(out, "  {:>8} ms  {:<16}  {}", text(&line["at_ms"]), text(&line["speaker"]), text(&line["text"]));
+        }
     }
     out
 }

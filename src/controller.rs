@@ -470,7 +470,7 @@ impl Controller {
                     Some(Outcome::Busy | Outcome::Rejected | Outcome::NoAnswer | Outcome::Unreachable) => {
                         Some(LedState::NoAnswer)
                     }
-                    Some(Outcome::Failed) => Some(LedState::Error),
+                    Some(Outcome::Failed | Outcome::AiFailed) => Some(LedState::Error),
                     Some(Outcome::Machine) => Some(LedState::Machine),
                     _ => None,
                 };

@@ -149,7 +149,7 @@ async fn run(
                         let _ = report.send(tell(AiInput::StartFailed { reason: "no AI provider configured".into() })).await;
                     }
                     (_, false) => {
-                        let reason = "no audio (the audio engine did not start)".to_string();
+                        let reason = "no audio (the audio engine is not running)".to_string();
                         let _ = report.send(tell(AiInput::StartFailed { reason })).await;
                     }
                 }

@@ -88,7 +88,10 @@ fn configure(pcm: &PCM, rate: u32, period: usize, buffer: usize, start_at: Optio
 
 fn classify(err: alsa::Error) -> PcmError {
     match err.errno() {
-        libc::EPIPE | libc::ESTRPIPE => PcmError::Xrun,
+        // EIO: no period came within the kernel's wait (1.1 buffer times, at
+        // least 100 ms): the loopback's clock stalled (a starved machine, the
+        // other end reconfiguring). Like an xrun: prepare, restart, count.
+        libc::EPIPE | libc::ESTRPIPE | libc::EIO => PcmError::Xrun,
         n => PcmError::Fatal(n as u32 as i32),
     }
 }

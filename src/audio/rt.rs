@@ -142,6 +142,10 @@ impl Shared {
     }
 }
 
+/// Capture reads failing in a row (each recovered) before the device is
+/// taken for gone: about 5 s of 100 ms kernel waits.
+const MAX_FAILED_READS: u32 = 50;
+
 /// Sizes the loop needs (frames at the device rate).
 #[derive(Debug, Clone, Copy)]
 pub struct RtSizes {
@@ -221,11 +225,20 @@ impl<B: PcmBackend> RtLoop<B> {
         self.seen_flush = self.shared.flush_epoch.load(Ordering::Acquire);
         self.backend.start()?;
         self.top_up()?;
+        let mut failed_reads = 0;
         while !self.shared.stop.load(Ordering::Acquire) {
             match self.backend.read(&mut self.capture_buf) {
-                Ok(()) => self.deliver_capture(),
+                Ok(()) => {
+                    failed_reads = 0;
+                    self.deliver_capture();
+                }
                 Err(PcmError::Xrun) => {
                     self.shared.capture_xruns.fetch_add(1, Ordering::Relaxed);
+                    failed_reads += 1;
+                    if failed_reads > MAX_FAILED_READS {
+                        // Recovering does not bring the device back: give up.
+                        return Err(PcmError::Fatal(libc::EIO));
+                    }
                     self.backend.recover(Stream::Capture)?;
                     continue;
                 }

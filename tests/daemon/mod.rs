@@ -198,6 +198,12 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            // The daemon's side of a failed test (its last lines).
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- cap4 log (last 200 lines) ---\n{}", lines[lines.len().saturating_sub(200)..].join("\n"));
+        }
     }
 }
 
