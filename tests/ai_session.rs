@@ -4,7 +4,9 @@
 //! agent on loopback. Checks what the phone hears: the agent's turns, nothing
 //! of an interrupted turn after the barge-in, and the farewell played out
 //! before the session says the conversation is over. Also: nothing connects
-//! before `start_ai`, and a failed start is reported, not hung.
+//! before `start_ai`; error closes and a dropped socket end the conversation
+//! at once with the reason; garbage frames are survived; a failed start is
+//! reported, not hung.
 
 mod fake_agent;
 
@@ -152,6 +154,53 @@ async fn barge_in_and_farewell_through_the_real_engine() {
     assert!(ai.first_caller_audio_ms.is_some() && ai.first_agent_audio_ms.is_some(), "{ai:?}");
     let stats = stats.expect("audio stats");
     assert!(stats.flushes >= 1, "{stats:?}");
+}
+
+/// Runs a session against `script` with the agent started at once; returns
+/// what the session reported until the conversation ended (or 10 s).
+async fn ai_inputs(script: Vec<Step>) -> Vec<AiInput> {
+    let fake = FakeAgent::start(FakeConfig { script, ..FakeConfig::default() }).await;
+    let provider = provider_from_config(&fake_agent::caller::config(&fake), None, ClientTools::new()).expect("provider");
+    let (tx, mut rx) = mpsc::channel(64);
+    let mut handle = session::start(
+        SessionParams {
+            call_id: "call-3".into(),
+            phone_number: "+100".into(),
+            open_engine: open_sim(Arc::new(std::sync::Mutex::new(None))),
+            amd: None,
+            provider: Some(provider),
+        },
+        tx,
+    );
+    handle.start_ai();
+    let mut inputs = Vec::new();
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until && !inputs.iter().any(|i| matches!(i, AiInput::Ended { .. } | AiInput::StartFailed { .. })) {
+        if let Ok(Some(SessionMsg::Ai { input, .. })) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
+            inputs.push(input);
+        }
+    }
+    handle.stop();
+    inputs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_errors_end_the_conversation_at_once_with_the_reason_and_garbage_is_survived() {
+    let said = |text: &'static str| Step::Say { text, ms: 200 };
+    // An error close: no farewell wait, the reason names the code.
+    let inputs = ai_inputs(vec![said("Hi"), Step::Close { code: 1002, reason: "protocol error" }]).await;
+    let end = inputs.last().cloned();
+    assert!(
+        matches!(&end, Some(AiInput::Ended { by_agent: false, reason }) if reason.contains("1002")),
+        "{inputs:?}"
+    );
+    // The socket dropped without a close.
+    let inputs = ai_inputs(vec![said("Hi"), Step::Drop]).await;
+    assert!(matches!(inputs.last(), Some(AiInput::Ended { by_agent: false, .. })), "{inputs:?}");
+    // Garbage frames are logged and survived: the conversation goes on to its normal end.
+    let inputs = ai_inputs(vec![said("Hi"), Step::Noise, said("Still here"), Step::EndCall { farewell: "Bye", ms: 200 }]).await;
+    assert!(inputs.contains(&AiInput::Line { speaker: Speaker::Agent, text: "Still here".into() }), "{inputs:?}");
+    assert!(matches!(inputs.last(), Some(AiInput::Ended { by_agent: true, .. })), "{inputs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
