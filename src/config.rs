@@ -51,6 +51,10 @@ pub struct Config {
     pub ai: crate::ai::AiConfig,
     /// The ElevenLabs API key (environment or credential), when `[ai]` needs one.
     pub ai_key: Option<crate::ai::ApiKey>,
+    /// `[voicemail]`: what to do with a machine besides hanging up.
+    pub voicemail: crate::voicemail::VoicemailConfig,
+    /// The voicemail message, 8 kHz mono, loaded at start (`None`: hang up).
+    pub voicemail_message: Option<std::sync::Arc<Vec<i16>>>,
 }
 
 /// `[gpio]`: the button and LED lines.
@@ -158,6 +162,8 @@ struct RawConfig {
     amd: crate::amd::AmdConfig,
     #[serde(default)]
     ai: crate::ai::AiConfig,
+    #[serde(default)]
+    voicemail: crate::voicemail::VoicemailConfig,
 }
 
 #[derive(Deserialize, Default)]
@@ -246,7 +252,7 @@ impl Config {
     }
 
     pub fn parse(path: &Path, text: &str, env: &dyn Environment) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| parse_error(path, text, &e))?;
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| parse_error(path, text, &e))?;
         let v = Validator { path, text };
 
         let ctrl_text = match (env.var("BARESIP_HOST"), env.var("BARESIP_CTRL_TCP_PORT")) {
@@ -331,6 +337,13 @@ impl Config {
         raw.audio.validate().map_err(|message| section_error(path, text, "audio", &message))?;
         raw.amd.validate().map_err(|e| section_error(path, text, "amd", &format!("{}: {}", e.key, e.message)))?;
         raw.ai.validate().map_err(|e| section_error(path, text, "ai", &format!("{}: {}", e.key, e.message)))?;
+        // A relative message path is relative to this file.
+        if let (Some(wav), Some(dir)) = (raw.voicemail.drop_wav.as_mut(), path.parent()) {
+            if wav.is_relative() {
+                *wav = dir.join(&*wav);
+            }
+        }
+        let voicemail_message = raw.voicemail.load().map_err(|m| section_error(path, text, "voicemail", &m))?.map(std::sync::Arc::new);
         // A private agent cannot be reached without the key: say so now, not at the first call.
         let ai_needs_key = raw.ai.enabled && raw.ai.provider == crate::ai::ProviderKind::Elevenlabs && raw.ai.signed_url;
         let ai_key = if ai_needs_key { crate::ai::ApiKey::from_environment(env) } else { None };
@@ -350,6 +363,8 @@ impl Config {
             amd: raw.amd,
             ai: raw.ai,
             ai_key,
+            voicemail: raw.voicemail,
+            voicemail_message,
             baresip: BaresipConfig { ctrl, dial_uri, command_timeout: Duration::from_millis(command_timeout_ms) },
             call: CallConfig {
                 ring_timeout: Duration::from_secs(ring),

@@ -108,6 +108,7 @@ impl Controller {
             classify: config.amd.enabled,
             hangup_on_unknown: config.amd.on_unknown == crate::amd::OnUnknown::Hangup,
             ai: config.ai.enabled,
+            voicemail_drop: config.voicemail_message.is_some() && config.amd.enabled,
         };
         let provider = if config.ai.enabled {
             match crate::ai::provider_from_config(&config.ai, config.ai_key.clone(), crate::ai::ClientTools::new()) {
@@ -225,6 +226,15 @@ impl Controller {
                     let span = self.call_span();
                     let _guard = span.enter();
                     let effects = self.machine.handle(Input::Ai(input), self.clock.now());
+                    drop(_guard);
+                    self.apply(effects);
+                }
+            }
+            SessionMsg::Voicemail { call_id, left, detail } => {
+                if self.machine.active().is_some_and(|r| r.id == call_id) {
+                    let span = self.call_span();
+                    let _guard = span.enter();
+                    let effects = self.machine.handle(Input::VoicemailDone { left, detail }, self.clock.now());
                     drop(_guard);
                     self.apply(effects);
                 }
@@ -427,6 +437,10 @@ impl Controller {
                     Some(session) => session.start_ai(),
                     None => error!(%call_id, "AI requested without a media session"),
                 },
+                Effect::DropVoicemail { call_id } => match self.session.as_mut().filter(|s| s.call_id == call_id) {
+                    Some(session) => session.drop_voicemail(),
+                    None => error!(%call_id, "voicemail drop requested without a media session"),
+                },
             }
         }
     }
@@ -449,6 +463,7 @@ impl Controller {
                 open_engine: Arc::new(move || crate::audio::AudioEngine::start(&audio)),
                 amd: self.config.amd.enabled.then(|| self.config.amd.clone()),
                 provider: self.provider.clone(),
+                voicemail: self.config.voicemail_message.clone().map(|m| (m, self.config.voicemail.clone())),
             };
             self.session = Some(session::start(params, self.session_tx.clone()));
         }

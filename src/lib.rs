@@ -20,6 +20,7 @@ pub mod logging;
 pub mod phone;
 pub mod sd_notify;
 pub mod session;
+pub mod voicemail;
 pub mod store;
 pub mod wav;
 

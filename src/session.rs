@@ -29,6 +29,8 @@ use crate::call::record::Speaker;
 pub enum SessionMsg {
     Verdict { call_id: String, verdict: Verdict },
     Ai { call_id: String, input: AiInput },
+    /// The voicemail message played out (`left`), or could not be played.
+    Voicemail { call_id: String, left: bool, detail: String },
     Done { call_id: String, stats: Option<AudioStats>, ai: Option<AiFigures> },
 }
 
@@ -55,6 +57,8 @@ pub struct SessionParams {
     pub amd: Option<AmdConfig>,
     /// `None`: no AI conversation can be started.
     pub provider: Option<Arc<dyn Provider>>,
+    /// The voicemail message (8 kHz) and its settings; `None`: no drop.
+    pub voicemail: Option<(Arc<Vec<i16>>, crate::voicemail::VoicemailConfig)>,
 }
 
 /// The controller's handle: dropping it (or `stop`) ends the session.
@@ -62,12 +66,20 @@ pub struct Session {
     pub call_id: String,
     stop: Option<oneshot::Sender<()>>,
     start_ai: Option<oneshot::Sender<()>>,
+    drop_voicemail: Option<oneshot::Sender<()>>,
 }
 
 impl Session {
     pub fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+    }
+
+    /// Leaves the voicemail message once the greeting is over (once).
+    pub fn drop_voicemail(&mut self) {
+        if let Some(drop) = self.drop_voicemail.take() {
+            let _ = drop.send(());
         }
     }
 
@@ -83,10 +95,11 @@ impl Session {
 pub fn start(params: SessionParams, report: mpsc::Sender<SessionMsg>) -> Session {
     let (stop_tx, stop_rx) = oneshot::channel();
     let (start_tx, start_rx) = oneshot::channel();
+    let (drop_tx, drop_rx) = oneshot::channel();
     let call_id = params.call_id.clone();
     let span = info_span!("call", call_id = %call_id);
-    tokio::spawn(run(params, report, stop_rx, start_rx).instrument(span));
-    Session { call_id, stop: Some(stop_tx), start_ai: Some(start_tx) }
+    tokio::spawn(run(params, report, stop_rx, start_rx, drop_rx).instrument(span));
+    Session { call_id, stop: Some(stop_tx), start_ai: Some(start_tx), drop_voicemail: Some(drop_tx) }
 }
 
 /// Longest wait for the agent's farewell to play out before hanging up.
@@ -99,6 +112,7 @@ async fn run(
     report: mpsc::Sender<SessionMsg>,
     mut stop: oneshot::Receiver<()>,
     start_ai: oneshot::Receiver<()>,
+    drop_voicemail: oneshot::Receiver<()>,
 ) {
     let call_id = params.call_id.clone();
     let tell = |input: AiInput| SessionMsg::Ai { call_id: call_id.clone(), input };
@@ -122,6 +136,18 @@ async fn run(
     let mut start_ai = Some(start_ai);
     let mut requested_at: Option<Instant> = None;
     let mut frame = vec![0i16; engine.as_ref().map_or(0, AudioEngine::frame_len)];
+    // The voicemail drop listens from the answer on (its noise floor).
+    let mut dropper = match (&params.voicemail, &params.amd, engine.as_ref()) {
+        (Some((message, cfg)), Some(amd), Some(e)) => match crate::voicemail::Dropper::new(amd, cfg, message, e.rate()) {
+            Ok(d) => Some(d),
+            Err(err) => {
+                warn!(%err, "voicemail message unusable at this rate");
+                None
+            }
+        },
+        _ => None,
+    };
+    let mut drop_voicemail = Some(drop_voicemail);
     let mut figures = AiFigures::default();
 
     loop {
@@ -151,6 +177,22 @@ async fn run(
                     (_, false) => {
                         let reason = "no audio (the audio engine is not running)".to_string();
                         let _ = report.send(tell(AiInput::StartFailed { reason })).await;
+                    }
+                }
+            }
+            go = async { drop_voicemail.as_mut()?.await.ok() }, if drop_voicemail.is_some() => {
+                drop_voicemail = None;
+                if go.is_none() {
+                    continue;
+                }
+                match dropper.as_mut() {
+                    Some(d) => {
+                        info!("machine: the voicemail message plays once its greeting is over");
+                        d.request();
+                    }
+                    None => {
+                        let detail = "no audio (the audio engine is not running)".to_string();
+                        let _ = report.send(SessionMsg::Voicemail { call_id: call_id.clone(), left: false, detail }).await;
                     }
                 }
             }
@@ -192,6 +234,10 @@ async fn run(
                         let reason = format!("no audio any more ({err})");
                         let _ = report.send(tell(AiInput::Ended { by_agent: false, reason })).await;
                     }
+                    if dropper.take().is_some() && drop_voicemail.is_none() {
+                        let detail = format!("no audio any more ({err})");
+                        let _ = report.send(SessionMsg::Voicemail { call_id: call_id.clone(), left: false, detail }).await;
+                    }
                     continue;
                 }
                 if let Some(detector) = amd.as_mut() {
@@ -206,6 +252,12 @@ async fn run(
                 if let (Some(b), Some(e)) = (bridge.as_mut(), engine.as_mut()) {
                     b.caller_audio(&frame, requested_at, &mut figures);
                     b.pump(e, requested_at, &mut figures);
+                }
+                if let (Some(d), Some(e)) = (dropper.as_mut(), engine.as_mut()) {
+                    if let Some(detail) = d.on_frame(&frame, e) {
+                        info!(%detail, "voicemail message left");
+                        let _ = report.send(SessionMsg::Voicemail { call_id: call_id.clone(), left: true, detail }).await;
+                    }
                 }
             }
             event = async { bridge.as_mut()?.session.next_event().await }, if bridge.as_ref().is_some_and(|b| !b.ended) => {

@@ -85,6 +85,7 @@ async fn barge_in_and_farewell_through_the_real_engine() {
             open_engine: open_sim(heard_rx.clone()),
             amd: None,
             provider: Some(provider),
+            voicemail: None,
         },
         tx,
     );
@@ -169,6 +170,7 @@ async fn ai_inputs(script: Vec<Step>) -> Vec<AiInput> {
             open_engine: open_sim(Arc::new(std::sync::Mutex::new(None))),
             amd: None,
             provider: Some(provider),
+            voicemail: None,
         },
         tx,
     );
@@ -216,6 +218,7 @@ async fn a_start_that_fails_is_reported() {
             open_engine: open_sim(Arc::new(std::sync::Mutex::new(None))),
             amd: None,
             provider: Some(provider),
+            voicemail: None,
         },
         tx,
     );

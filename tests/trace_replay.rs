@@ -93,7 +93,7 @@ fn now_at(line: &Value) -> Now {
 fn replay(name: &str) -> Replay {
     // No classification: every answer is taken for a person, so the traces
     // show exactly when the agent would be started.
-    let policy = AnswerPolicy { classify: false, hangup_on_unknown: false, ai: true };
+    let policy = AnswerPolicy { classify: false, hangup_on_unknown: false, ai: true, voicemail_drop: false };
     let mut machine = CallMachine::new(TIMEOUTS).with_answer_policy(policy);
     let mut tags: HashMap<String, CommandTag> = HashMap::new();
     let mut resync_tokens: Vec<String> = Vec::new();
@@ -114,6 +114,7 @@ fn replay(name: &str) -> Replay {
                 Effect::Send { tag: CommandTag::Hangup, .. } => out.hangups_sent += 1,
                 Effect::Send { .. } => {}
                 Effect::StartAi { .. } => out.ai_starts += 1,
+                Effect::DropVoicemail { .. } => {}
             }
         }
     };

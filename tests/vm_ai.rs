@@ -158,3 +158,42 @@ fn the_echo_provider_answers_a_person_with_no_network() {
     assert!(played >= 600, "{full}");
     assert!(full["audio"]["peak_out_dbfs"].as_f64().is_some_and(|p| p > -30.0), "{full}");
 }
+
+#[test]
+#[ignore = "boots a QEMU guest; run by scripts/test"]
+fn a_machine_gets_the_voicemail_message_after_its_beep() {
+    if !in_guest() {
+        run_in_guest("a_machine_gets_the_voicemail_message_after_its_beep", Guest { modules: "snd-aloop", systemd: false, timeout_s: 300 });
+        return;
+    }
+    let dir = support::TempDir::new("ai-voicemail");
+    // The message: 1.5 s of a 600 Hz tone.
+    let message: Vec<i16> = (0..12_000).map(|i| (8000.0 * (2.0 * std::f64::consts::PI * 600.0 * f64::from(i) / 8000.0).sin()) as i16).collect();
+    vmkit::write_wav(&dir.path().join("message.wav"), &message).expect("message.wav");
+    let _baresip = vmkit::start_baresip(dir.path(), 5062).expect("Baresip");
+    let mut cfg = DaemonConfig::new(4444, "sip:{number}@127.0.0.1:5070".into());
+    cfg.ai = "[ai]\nprovider = \"echo\"\n".into();
+    cfg.extra = format!("[voicemail]\ndrop_wav = \"{}\"\n", dir.path().join("message.wav").display());
+    let cap4 = Daemon::start(dir.path(), &cfg);
+    cap4.wait_baresip_connected(WAIT);
+
+    // clip_0023: greeting 1.4–7.4 s, a 1 s beep at 7.7 s, then quiet until the loop restarts at 12.4 s.
+    let (_sipp, record) = call_with(&cap4, dir.path(), "clip_0023.flac");
+    assert_eq!(record["answer"]["verdict"], "machine", "{record}");
+    let id = id_of(&record);
+    let ended = cap4.wait_status(&id, "ended", WAIT);
+    assert_eq!(ended["outcome"], "machine", "{ended}");
+    assert!(ended["reason"].as_str().is_some_and(|r| r.ends_with("; voicemail left)")), "{ended}");
+    assert!(ended["ai"].is_null(), "no agent for a machine: {ended}");
+    let at = |event: &str| {
+        ended["timeline"].as_array().expect("timeline").iter().find(|e| e["event"] == event).and_then(|e| e["at_ms"].as_u64())
+    };
+    let (answered, left) = (at("CALL_ESTABLISHED").expect("answered"), at("voicemail_left").expect("left"));
+    // After the beep's end (8.7 s) and the quiet that follows (1.2 s), plus the 1.5 s message.
+    let after_answer = left - answered;
+    assert!((8_700 + 1_200 + 1_500..12_400 + 1_500 + 1_000).contains(&after_answer), "left {after_answer} ms after the answer\n{ended}");
+    let counted = support::wait_until(WAIT, Duration::from_millis(50), || cap4.call(&id)["audio"].is_object());
+    assert!(counted);
+    let played = cap4.call(&id)["audio"]["played_ms"].as_u64().expect("played_ms");
+    assert!((1_400..=1_600).contains(&played), "the whole message, nothing else: {played} ms");
+}

@@ -77,6 +77,9 @@ pub enum Input {
     Verdict(crate::amd::Verdict),
     /// News of the active call's AI conversation (after [`Effect::StartAi`]).
     Ai(AiInput),
+    /// The voicemail message (after [`Effect::DropVoicemail`]) played out
+    /// (`left`), or could not be played (`detail` says why).
+    VoicemailDone { left: bool, detail: String },
 }
 
 /// What the AI conversation reports to the machine.
@@ -104,11 +107,13 @@ pub struct AnswerPolicy {
     pub hangup_on_unknown: bool,
     /// An AI conversation is started for a person (`[ai] enabled`).
     pub ai: bool,
+    /// A machine gets the voicemail message before the hangup (`[voicemail] drop_wav`).
+    pub voicemail_drop: bool,
 }
 
 impl Default for AnswerPolicy {
     fn default() -> Self {
-        AnswerPolicy { classify: true, hangup_on_unknown: false, ai: false }
+        AnswerPolicy { classify: true, hangup_on_unknown: false, ai: false, voicemail_drop: false }
     }
 }
 
@@ -122,6 +127,9 @@ pub enum Effect {
     /// kept, or no classification configured), never in early media, never
     /// for a machine, at most once per call.
     StartAi { call_id: String },
+    /// Leave the voicemail message on the active call (a machine answered),
+    /// once its greeting is over; [`Input::VoicemailDone`] follows.
+    DropVoicemail { call_id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +176,8 @@ struct ActiveCall {
     link_deadline: Option<u64>,
     /// When the AI conversation started running, while it runs.
     ai_running_since: Option<u64>,
+    /// A voicemail message is being left.
+    voicemail_pending: bool,
 }
 
 impl ActiveCall {
@@ -278,6 +288,7 @@ impl CallMachine {
             hangup_deadline: None,
             link_deadline: None,
             ai_running_since: None,
+            voicemail_pending: false,
         };
         call.note(now, "dial", Some(uri.clone()));
         let effects = vec![
@@ -319,6 +330,7 @@ impl CallMachine {
             Input::Tick => self.on_tick(now),
             Input::Verdict(verdict) => self.on_verdict(&verdict, now),
             Input::Ai(ai) => self.on_ai(ai, now),
+            Input::VoicemailDone { left, detail } => self.on_voicemail_done(left, &detail, now),
         }
     }
 
@@ -337,6 +349,13 @@ impl CallMachine {
         let mut effects = vec![Effect::Persist(call.record.clone())];
         if call.intent.is_none() {
             match verdict.kind {
+                Kind::Machine if self.policy.voicemail_drop => {
+                    if let Some(call) = self.active.as_mut() {
+                        call.voicemail_pending = true;
+                        call.note(now, "voicemail_drop", Some("waiting for the greeting to end".into()));
+                        effects.push(Effect::DropVoicemail { call_id: call.record.id.clone() });
+                    }
+                }
                 Kind::Machine => effects.extend(self.request_hangup(HangupIntent::Machine { cause }, now)),
                 Kind::Unknown if self.policy.hangup_on_unknown => {
                     effects.extend(self.request_hangup(HangupIntent::Unclassified, now))
@@ -405,6 +424,20 @@ impl CallMachine {
                 self.ai_hangup(intent, now)
             }
         }
+    }
+
+    fn on_voicemail_done(&mut self, left: bool, detail: &str, now: Now) -> Vec<Effect> {
+        let Some(call) = self.active.as_mut().filter(|c| c.voicemail_pending) else { return Vec::new() };
+        call.voicemail_pending = false;
+        let event = if left { "voicemail_left" } else { "voicemail_not_left" };
+        call.note(now, event, Some(detail.to_string()));
+        let verdict_cause = call.record.answer.as_ref().map_or_else(String::new, |a| a.cause.clone());
+        let cause = if left { format!("{verdict_cause}; voicemail left") } else { format!("{verdict_cause}; voicemail not left: {detail}") };
+        let mut effects = vec![Effect::Persist(call.record.clone())];
+        if call.intent.is_none() {
+            effects.extend(self.request_hangup(HangupIntent::Machine { cause }, now));
+        }
+        effects
     }
 
     /// The record (with the AI's news) is on disk before the hangup goes out.

@@ -425,7 +425,7 @@ fn human_keeps_the_call_and_unknown_follows_the_config() {
     assert_eq!(r.outcome, Some(Outcome::LocalHangup));
 }
 
-const AI: AnswerPolicy = AnswerPolicy { classify: true, hangup_on_unknown: false, ai: true };
+const AI: AnswerPolicy = AnswerPolicy { classify: true, hangup_on_unknown: false, ai: true, voicemail_drop: false };
 
 fn ai_started(effects: &[Effect]) -> bool {
     effects.iter().any(|e| matches!(e, Effect::StartAi { call_id } if call_id == "call-1"))
@@ -532,4 +532,32 @@ fn the_conversation_is_recorded_and_its_end_hangs_up() {
     assert_eq!(r.ai.as_ref().map(|a| (a.seconds, a.end_reason.as_deref())), Some((5.0, Some("the call ended"))));
     // News of a call that has ended changes nothing.
     assert!(m.handle(Input::Ai(AiInput::Ended { by_agent: true, reason: "late".into() }), at(8_000)).is_empty());
+}
+
+#[test]
+fn a_machine_gets_the_voicemail_message_then_the_hangup() {
+    use crate::amd::{Cause, Kind};
+    let (m, _) = dialled();
+    let mut m = m.with_answer_policy(AnswerPolicy { voicemail_drop: true, ..AI });
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    let fx = m.handle(verdict(Kind::Machine, Cause::LongGreeting), at(4_000));
+    assert!(fx.iter().any(|e| matches!(e, Effect::DropVoicemail { call_id } if call_id == "call-1")), "{fx:?}");
+    assert!(sent_hangup(&fx).is_none() && !ai_started(&fx), "no hangup yet, and never an agent");
+    let fx = m.handle(Input::VoicemailDone { left: true, detail: "5000 ms message played".into() }, at(12_000));
+    assert!(sent_hangup(&fx).is_some());
+    assert!(m.handle(Input::VoicemailDone { left: true, detail: "again".into() }, at(12_001)).is_empty(), "once");
+    let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some("Connection reset by user")), at(12_050))).clone();
+    assert_eq!((r.outcome, r.reason.as_deref()), (Some(Outcome::Machine), Some("answering machine (long_greeting; voicemail left)")));
+    assert!(r.timeline.iter().any(|e| e.event == "voicemail_left"));
+    assert!(r.ai.is_none());
+
+    // Not played (no audio): hung up all the same, saying why.
+    let (m, _) = dialled();
+    let mut m = m.with_answer_policy(AnswerPolicy { voicemail_drop: true, ..AI });
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    m.handle(verdict(Kind::Machine, Cause::Beep), at(4_000));
+    let fx = m.handle(Input::VoicemailDone { left: false, detail: "no audio".into() }, at(4_100));
+    assert!(sent_hangup(&fx).is_some());
+    let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some("Connection reset by user")), at(4_150))).clone();
+    assert_eq!(r.reason.as_deref(), Some("answering machine (beep; voicemail not left: no audio)"));
 }
