@@ -154,3 +154,35 @@ fn synthetic_corpus_sanity_floor() {
     assert!(right * 100 >= total * 90, "accuracy {right}/{total}");
     assert!(humans_right * 100 >= humans * 97, "human recall {humans_right}/{humans}");
 }
+
+/// The early-media analyser on corpus clips: the seven synthetic clips that open
+/// with special information tones are `sit` (with the SIT where the labels put
+/// it, and the announcement after it counted as speech); a recorded carrier
+/// announcement and a person's "Allo" are speech, not tones.
+#[test]
+fn early_media_analyser_on_corpus_clips() {
+    use cap4::amd::{AmdConfig, EarlyKind, early};
+    let dir = fixtures().join("synthetic");
+    let labels = std::fs::read_to_string(dir.join("labels.csv")).unwrap();
+    let mut sits = 0;
+    for line in labels.lines().skip(1) {
+        let file = line.split(',').next().unwrap();
+        let Some(at) = line.split(";sit=").nth(1).map(|s| s.split(';').next().unwrap()) else { continue };
+        let at_ms = (at.parse::<f64>().unwrap() * 1000.0) as i64;
+        let r = early::analyse(&AmdConfig::default(), &decode_flac(&dir.join(file))).unwrap();
+        assert_eq!(r.kind, EarlyKind::Sit, "{file}: {r:?}");
+        let sit = r.sit.unwrap();
+        assert!((sit.start_ms as i64 - at_ms).abs() <= 60, "{file}: SIT at {at_ms} ms, got {sit:?}");
+        assert!(r.speech_ms >= 1000, "{file}: {r:?}");
+        sits += 1;
+    }
+    assert_eq!(sits, 7);
+    let r = early::analyse(&AmdConfig::default(), &decode_flac(&fixtures().join("real/real_0008.flac"))).unwrap();
+    assert_eq!((r.kind, r.sit), (EarlyKind::Announcement, None), "{r:?}");
+    assert!(r.speech_ms >= 4000 && r.tone_ms < 200, "{r:?}");
+    // "Allo" (0.356–0.796 s): 440 ms of speech, under the announcement minimum.
+    let r = early::analyse(&AmdConfig::default(), &decode_flac(&fixtures().join("real/real_0012.flac"))).unwrap();
+    assert_eq!(r.sit, None, "{r:?}");
+    assert!((250..=500).contains(&r.speech_ms) && r.tone_ms < 100, "{r:?}");
+    assert!((300..=420).contains(&r.first_speech_ms.unwrap()), "{r:?}");
+}
