@@ -1,12 +1,13 @@
-//! The answer classifier allocates nothing per frame: a counting global
-//! allocator (per thread) around `Amd::push` over whole recordings, before,
-//! at and after the verdict.
+//! The answer classifier and the early-media analyser allocate nothing per
+//! frame: a counting global allocator (per thread) around `Amd::push` over
+//! whole recordings, before, at and after the verdict, and around
+//! `EarlyMedia::push` and `EarlyMedia::report`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::Path;
 
-use cap4::amd::{Amd, AmdConfig, CALL_FRAME};
+use cap4::amd::{Amd, AmdConfig, CALL_FRAME, EarlyMedia};
 
 struct Counting;
 
@@ -56,6 +57,17 @@ fn push_never_allocates() {
         let after = allocations();
         assert_eq!(after - before, 0, "{clip}: {} allocations in push", after - before);
         assert_eq!(verdicts, 1, "{clip}: {verdict:?}");
+
+        let mut early = EarlyMedia::new(&AmdConfig::default()).unwrap();
+        let before = allocations();
+        let mut sits = 0;
+        for frame in samples.chunks(CALL_FRAME) {
+            early.push(frame);
+            sits += usize::from(early.report().sit.is_some());
+        }
+        let after = allocations();
+        assert_eq!(after - before, 0, "{clip}: {} allocations in the early-media analyser", after - before);
+        assert_eq!(sits > 0, clip.ends_with("0034.flac"), "{clip}: {:?}", early.report());
     }
     // The counter does count (the test can fail).
     let before = allocations();

@@ -94,7 +94,7 @@ impl Default for AmdConfig {
             noise_window_ms: 1500,
             min_speech_ms: 40,
             initial_silence_ms: 5000,
-            pause_short_ms: 520,
+            pause_short_ms: 550,
             pause_long_ms: 1300,
             short_utterance_ms: 700,
             max_greeting_ms: 3000,

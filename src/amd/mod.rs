@@ -5,7 +5,8 @@
 //! answer. Modules: `config` (every parameter, the `[amd]` section), `vad`
 //! (high-pass, level, noise floor, voice activity), `tone` (Goertzel bank,
 //! beeps, SIT), `detector` (the first utterance and the rules), `verdict` (the
-//! answer), `cli` (`cap4 amd FILE.wav`). How it was tuned and measured:
+//! answer), `cli` (`cap4 amd FILE.wav`), `early` (what early media before the
+//! answer was: ringback, busy, SIT, announcement, silence; for the call record). How it was tuned and measured:
 //! `docs/amd.md` and `examples/amd_corpus.rs`.
 //!
 //! Promises: the offline command and a live call run the same code
@@ -15,12 +16,14 @@
 pub mod cli;
 pub mod config;
 pub mod detector;
+pub mod early;
 pub mod tone;
 pub mod vad;
 pub mod verdict;
 
 pub use config::{AmdConfig, ConfigError, OnUnknown};
 pub use detector::Amd;
+pub use early::{EarlyKind, EarlyMedia, EarlyMediaReport, SitCode, SitReport, ToneSummary};
 pub use verdict::{Cause, Kind, Verdict};
 
 /// Samples per frame a live call delivers (20 ms at 8 kHz, one RTP packet).

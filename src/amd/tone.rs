@@ -62,6 +62,8 @@ pub struct ToneAnalyzer {
     norm: f32,
     purity: f32,
     min_dbfs: f32,
+    /// Two peaks closer than this are one tone.
+    dual_separation_hz: f32,
 }
 
 impl ToneAnalyzer {
@@ -91,7 +93,16 @@ impl ToneAnalyzer {
             norm: 2.0 * sum_sq / (sum * sum),
             purity: config.tone_purity,
             min_dbfs: config.tone_min_dbfs,
+            dual_separation_hz: DUAL_MIN_SEPARATION_HZ,
         }
+    }
+
+    /// The same bank, reporting two simultaneous tones as close as `hz` apart
+    /// (the answer detector keeps 150 Hz; call-progress tones such as 480+620 Hz
+    /// are closer).
+    pub fn with_dual_separation(mut self, hz: f32) -> Self {
+        self.dual_separation_hz = hz;
+        self
     }
 
     /// Takes one high-passed 10 ms frame; returns its peak(s) if the last 20 ms are tonal.
@@ -134,7 +145,8 @@ impl ToneAnalyzer {
             return Some(Tonal { freq_hz: f1, second_hz: None, purity: r1.min(1.0) });
         }
         let freqs = &self.freqs;
-        let (k2, r2) = argmax(&self.power, |k| (freqs[k] - f1).abs() >= DUAL_MIN_SEPARATION_HZ)?;
+        let separation = self.dual_separation_hz;
+        let (k2, r2) = argmax(&self.power, |k| (freqs[k] - f1).abs() >= separation)?;
         if r2 >= DUAL_MIN_SHARE && r1 + r2 >= self.purity {
             return Some(Tonal { freq_hz: f1, second_hz: Some(self.refine(k2)), purity: (r1 + r2).min(1.0) });
         }
