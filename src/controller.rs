@@ -239,9 +239,9 @@ impl Controller {
                     self.apply(effects);
                 }
             }
-            SessionMsg::Done { call_id, stats, ai } => {
+            SessionMsg::Done { call_id, stats, ai, early_media } => {
                 // The counters go into the ended call's record.
-                if stats.is_none() && ai.is_none() {
+                if stats.is_none() && ai.is_none() && early_media.is_none() {
                     return;
                 }
                 if let Some(mut record) = self.store.get(&call_id).cloned().filter(|r| !r.is_active()) {
@@ -250,6 +250,9 @@ impl Controller {
                     });
                     if stats.is_some() {
                         record.audio = stats;
+                    }
+                    if let Some(report) = early_media {
+                        record.early_media = serde_json::to_value(report).ok();
                     }
                     if let (Some(figures), Some(rec)) = (ai, record.ai.as_mut()) {
                         rec.first_caller_audio_ms = figures.first_caller_audio_ms;
@@ -454,11 +457,22 @@ impl Controller {
         }
         // The media session lives from the answer to the end of the call (one per
         // call: it stays here until the call ends, even if its engine failed).
-        let wants_media = self.config.amd.enabled || self.provider.is_some();
-        if record.status == Status::Answered && self.session.is_none() && wants_media {
+        // Early media is listened to (for the record) when classification is on.
+        let wants_media = match record.status {
+            Status::EarlyMedia => self.config.amd.enabled,
+            Status::Answered => self.config.amd.enabled || self.provider.is_some(),
+            _ => false,
+        };
+        if record.status == Status::Answered {
+            if let Some(session) = self.session.as_mut().filter(|s| s.call_id == record.id) {
+                session.answered();
+            }
+        }
+        if self.session.is_none() && wants_media {
             let audio = self.config.audio.clone();
             let params = session::SessionParams {
                 call_id: record.id.clone(),
+                answered: record.status == Status::Answered,
                 phone_number: record.phone_number.clone(),
                 open_engine: Arc::new(move || crate::audio::AudioEngine::start(&audio)),
                 amd: self.config.amd.enabled.then(|| self.config.amd.clone()),

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::ai::{AiEvent, AiSession, CallContext, Playout, Provider, StartFuture};
-use crate::amd::{Amd, AmdConfig, Verdict};
+use crate::amd::{Amd, AmdConfig, EarlyMedia, EarlyMediaReport, Verdict};
 use crate::audio::{AudioEngine, AudioError, AudioStats, RateConverter};
 use crate::call::machine::AiInput;
 use crate::call::record::Speaker;
@@ -31,7 +31,7 @@ pub enum SessionMsg {
     Ai { call_id: String, input: AiInput },
     /// The voicemail message played out (`left`), or could not be played.
     Voicemail { call_id: String, left: bool, detail: String },
-    Done { call_id: String, stats: Option<AudioStats>, ai: Option<AiFigures> },
+    Done { call_id: String, stats: Option<AudioStats>, ai: Option<AiFigures>, early_media: Option<EarlyMediaReport> },
 }
 
 /// The AI bridge's figures for the call record.
@@ -51,6 +51,8 @@ pub type OpenEngine = Arc<dyn Fn() -> Result<AudioEngine, AudioError> + Send + S
 /// What a session is started with.
 pub struct SessionParams {
     pub call_id: String,
+    /// Started at the answer; else in early media, until [`Session::answered`].
+    pub answered: bool,
     pub phone_number: String,
     pub open_engine: OpenEngine,
     /// `None`: no classification (no verdict is reported).
@@ -67,12 +69,21 @@ pub struct Session {
     stop: Option<oneshot::Sender<()>>,
     start_ai: Option<oneshot::Sender<()>>,
     drop_voicemail: Option<oneshot::Sender<()>>,
+    answered: Option<oneshot::Sender<()>>,
 }
 
 impl Session {
     pub fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+    }
+
+    /// The call was answered (200 OK): early-media analysis ends, answer
+    /// classification starts with the next frame.
+    pub fn answered(&mut self) {
+        if let Some(answered) = self.answered.take() {
+            let _ = answered.send(());
         }
     }
 
@@ -96,10 +107,18 @@ pub fn start(params: SessionParams, report: mpsc::Sender<SessionMsg>) -> Session
     let (stop_tx, stop_rx) = oneshot::channel();
     let (start_tx, start_rx) = oneshot::channel();
     let (drop_tx, drop_rx) = oneshot::channel();
+    let (answered_tx, answered_rx) = oneshot::channel();
     let call_id = params.call_id.clone();
     let span = info_span!("call", call_id = %call_id);
-    tokio::spawn(run(params, report, stop_rx, start_rx, drop_rx).instrument(span));
-    Session { call_id, stop: Some(stop_tx), start_ai: Some(start_tx), drop_voicemail: Some(drop_tx) }
+    let signals = Signals { stop: stop_rx, start_ai: start_rx, drop_voicemail: drop_rx, answered: answered_rx };
+    tokio::spawn(run(params, report, signals).instrument(span));
+    Session {
+        call_id,
+        stop: Some(stop_tx),
+        start_ai: Some(start_tx),
+        drop_voicemail: Some(drop_tx),
+        answered: Some(answered_tx),
+    }
 }
 
 /// Longest wait for the agent's farewell to play out before hanging up.
@@ -107,16 +126,25 @@ const FAREWELL_LIMIT: Duration = Duration::from_secs(30);
 /// What the device still holds once the ring is empty (fill periods and more).
 const DEVICE_TAIL: Duration = Duration::from_millis(120);
 
-async fn run(
-    params: SessionParams,
-    report: mpsc::Sender<SessionMsg>,
-    mut stop: oneshot::Receiver<()>,
+/// The controller's signals to a session task.
+struct Signals {
+    stop: oneshot::Receiver<()>,
     start_ai: oneshot::Receiver<()>,
     drop_voicemail: oneshot::Receiver<()>,
-) {
+    answered: oneshot::Receiver<()>,
+}
+
+async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: Signals) {
+    let Signals { mut stop, start_ai, drop_voicemail, answered } = signals;
     let call_id = params.call_id.clone();
     let tell = |input: AiInput| SessionMsg::Ai { call_id: call_id.clone(), input };
-    let mut amd = params.amd.as_ref().and_then(|cfg| Amd::new(cfg).ok());
+    // Early media is analysed (for the record) until the answer; the answer
+    // is classified from the answer on.
+    let new_amd = || params.amd.as_ref().and_then(|cfg| Amd::new(cfg).ok());
+    let mut amd = if params.answered { new_amd() } else { None };
+    let mut early = if params.answered { None } else { params.amd.as_ref().and_then(|cfg| EarlyMedia::new(cfg).ok()) };
+    let mut early_report: Option<EarlyMediaReport> = None;
+    let mut answered = (!params.answered).then_some(answered);
     let open = params.open_engine.clone();
     let mut engine = match tokio::task::spawn_blocking(move || open()).await {
         Ok(Ok(engine)) => Some(engine),
@@ -160,6 +188,16 @@ async fn run(
         let farewell_check = bridge.as_ref().is_some_and(|b| b.farewell.is_some());
         tokio::select! {
             _ = &mut stop => break,
+            go = async { answered.as_mut()?.await.ok() }, if answered.is_some() => {
+                answered = None;
+                if go.is_some() {
+                    early_report = early.take().map(|e| e.report());
+                    if let Some(report) = &early_report {
+                        info!(kind = report.kind.as_str(), analysed_ms = report.analysed_ms, "early media analysed");
+                    }
+                    amd = new_amd();
+                }
+            }
             go = async { start_ai.as_mut()?.await.ok() }, if start_ai.is_some() => {
                 start_ai = None;
                 if go.is_none() {
@@ -240,6 +278,9 @@ async fn run(
                     }
                     continue;
                 }
+                if let Some(analyser) = early.as_mut() {
+                    analyser.push(&frame);
+                }
                 if let Some(detector) = amd.as_mut() {
                     if let Some(verdict) = detector.push(&frame) {
                         amd = None;
@@ -287,7 +328,8 @@ async fn run(
         Some(e) => tokio::task::spawn_blocking(move || e.stop()).await.ok().and_then(Result::ok),
         None => None,
     };
-    let _ = report.send(SessionMsg::Done { call_id, stats, ai }).await;
+    let early_media = early_report.or_else(|| early.map(|e| e.report()));
+    let _ = report.send(SessionMsg::Done { call_id, stats, ai, early_media }).await;
 }
 
 fn elapsed_ms(since: Option<Instant>) -> u32 {

@@ -238,6 +238,7 @@ mod tests {
             timeline: vec![TimelineEntry { at_ms: 0, event: "dial".into(), detail: None }],
             answer: None,
             audio: None,
+            early_media: None,
             ai: None,
             transcript: Vec::new(),
         }

@@ -80,6 +80,7 @@ async fn barge_in_and_farewell_through_the_real_engine() {
     let (tx, mut rx) = mpsc::channel(64);
     let mut handle = session::start(
         SessionParams {
+            answered: true,
             call_id: "call-1".into(),
             phone_number: "+100".into(),
             open_engine: open_sim(heard_rx.clone()),
@@ -165,6 +166,7 @@ async fn ai_inputs(script: Vec<Step>) -> Vec<AiInput> {
     let (tx, mut rx) = mpsc::channel(64);
     let mut handle = session::start(
         SessionParams {
+            answered: true,
             call_id: "call-3".into(),
             phone_number: "+100".into(),
             open_engine: open_sim(Arc::new(std::sync::Mutex::new(None))),
@@ -213,6 +215,7 @@ async fn a_start_that_fails_is_reported() {
     let (tx, mut rx) = mpsc::channel(64);
     let mut handle = session::start(
         SessionParams {
+            answered: true,
             call_id: "call-2".into(),
             phone_number: "+100".into(),
             open_engine: open_sim(Arc::new(std::sync::Mutex::new(None))),

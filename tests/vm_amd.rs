@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use daemon::{Daemon, DaemonConfig};
+use serde_json::Value;
 use vmkit::{Guest, in_guest, run_in_guest};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -68,4 +69,37 @@ fn live_calls_are_classified_and_machines_hung_up() {
     let record = cap4.call(&id);
     let speech_end = record["answer"]["speech_end_ms"].as_u64().expect("speech end measured");
     assert!(speech_end > 1_000, "{record}");
+}
+
+#[test]
+#[ignore = "boots a QEMU guest; run by scripts/test"]
+fn early_media_is_analysed_for_the_record() {
+    if !in_guest() {
+        run_in_guest("early_media_is_analysed_for_the_record", Guest { modules: "snd-aloop", systemd: false, timeout_s: 300 });
+        return;
+    }
+    let dir = support::TempDir::new("amd-early");
+    let _baresip = vmkit::start_baresip(dir.path(), 5062).expect("Baresip");
+    let cap4 = Daemon::start(dir.path(), &DaemonConfig::new(4444, "sip:{number}@127.0.0.1:5070".into()));
+    cap4.wait_baresip_connected(WAIT);
+    // 183 with SDP streaming a carrier's SIT (at 0.15 s) and announcement for 2 s, then 404.
+    for (clip, kind) in [("clip_0047.flac", "sit"), ("clip_0008.flac", "announcement")] {
+        let ulaw = vmkit::clip_as_ulaw(clip, dir.path());
+        let _sipp = vmkit::start_sipp_scenario(dir.path(), "early_media_then_404.xml", 5070, 6000, &ulaw).expect("SIPp");
+        let id = cap4.dial("+79123456789")["id"].as_str().expect("id").to_string();
+        let ended = cap4.wait_status(&id, "ended", WAIT);
+        assert_eq!(ended["outcome"], "rejected", "{ended}");
+        assert!(ended["answer"].is_null() && ended["ai"].is_null(), "early media is never an answer: {ended}");
+        let mut record = Value::Null;
+        let analysed = support::wait_until(WAIT, Duration::from_millis(50), || {
+            record = cap4.call(&id);
+            record["early_media"].is_object()
+        });
+        assert!(analysed, "{clip}: {record}");
+        assert_eq!(record["early_media"]["kind"], kind, "{clip}: {record}");
+        assert!(record["early_media"]["analysed_ms"].as_u64().is_some_and(|ms| ms >= 1_000), "{record}");
+        if kind == "sit" {
+            assert!(record["early_media"]["sit"]["code"].is_string(), "{record}");
+        }
+    }
 }

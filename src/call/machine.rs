@@ -275,6 +275,7 @@ impl CallMachine {
             timeline: Vec::new(),
             answer: None,
             audio: None,
+            early_media: None,
             ai: None,
             transcript: Vec::new(),
         };

@@ -202,6 +202,11 @@ pub struct CallRecord {
     /// The audio engine's counters for this call (xruns, levels, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio: Option<crate::audio::AudioStats>,
+    /// What the network played in early media (18x with SDP), before any
+    /// answer: `amd::EarlyMediaReport` (kind, SIT code, timings). For the
+    /// record only; kept as JSON so that its shape may grow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_media: Option<serde_json::Value>,
     /// The AI conversation, once one was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ai: Option<AiRecord>,

@@ -271,8 +271,13 @@ pub fn clip_as_ulaw(name: &str, dir: &Path) -> PathBuf {
 /// looped) until our BYE. The scenario is `tests/fixtures/sipp/answer_wait_bye.xml`
 /// with its media path replaced.
 pub fn start_sipp_streaming(dir: &Path, port: u16, media_port: u16, ulaw: &Path) -> io::Result<Proc> {
+    start_sipp_scenario(dir, "answer_wait_bye.xml", port, media_port, ulaw)
+}
+
+/// Starts SIPp with `tests/fixtures/sipp/<scenario>`, its media replaced by `ulaw`.
+pub fn start_sipp_scenario(dir: &Path, scenario: &str, port: u16, media_port: u16, ulaw: &Path) -> io::Result<Proc> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let scenario = fs::read_to_string(root.join("tests/fixtures/sipp/answer_wait_bye.xml"))?
+    let scenario = fs::read_to_string(root.join("tests/fixtures/sipp").join(scenario))?
         .replace("media/hello_8k.ulaw", &ulaw.display().to_string());
     let file = dir.join("sipp-stream.xml");
     fs::write(&file, scenario)?;
