@@ -336,6 +336,12 @@ impl Config {
         // These sections validate themselves; their errors name the key.
         raw.audio.validate().map_err(|message| section_error(path, text, "audio", &message))?;
         raw.amd.validate().map_err(|e| section_error(path, text, "amd", &format!("{}: {}", e.key, e.message)))?;
+        if raw.amd.enabled && raw.audio.rate != 8000 {
+            // The classifier, the early-media analyser and the voicemail drop
+            // read 8 kHz frames (the telephone band has nothing above 4 kHz).
+            let message = format!("rate: {} Hz, but answer classification needs 8000 (or [amd] enabled = false)", raw.audio.rate);
+            return Err(section_error(path, text, "audio", &message));
+        }
         raw.ai.validate().map_err(|e| section_error(path, text, "ai", &format!("{}: {}", e.key, e.message)))?;
         // A relative message path is relative to this file.
         if let (Some(wav), Some(dir)) = (raw.voicemail.drop_wav.as_mut(), path.parent()) {
@@ -621,6 +627,9 @@ mod tests {
         assert_eq!(key, "audio.no_such_key");
         let (key, _, _) = invalid("[amd]\nno_such_key = 1\n");
         assert_eq!(key, "amd.no_such_key");
+        let (key, line, _) = invalid("[audio]\nrate = 16000\n");
+        assert_eq!((key.as_str(), line), ("audio.rate", Some(2)));
+        assert_eq!(parse("[audio]\nrate = 16000\n[amd]\nenabled = false\n").unwrap().audio.rate, 16000);
     }
 
     #[test]

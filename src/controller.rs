@@ -18,7 +18,7 @@ use crate::config::DuringCall;
 use crate::leds::{BRIEF, LedState, LedView};
 use crate::sd_notify::Notifier;
 use crate::session::{self, Session, SessionMsg};
-use crate::call::machine::{AnswerPolicy, CallMachine, CommandError, CommandTag, DialError, Effect, HangupError, Input, Timeouts};
+use crate::call::machine::{AiInput, AnswerPolicy, CallMachine, CommandError, CommandTag, DialError, Effect, HangupError, Input, Timeouts};
 use crate::call::record::{CallRecord, Outcome, Status};
 use crate::clock::{Clock, rfc3339};
 use crate::config::Config;
@@ -438,7 +438,13 @@ impl Controller {
                 }
                 Effect::StartAi { call_id } => match self.session.as_mut().filter(|s| s.call_id == call_id) {
                     Some(session) => session.start_ai(),
-                    None => error!(%call_id, "AI requested without a media session"),
+                    None => {
+                        // Never leave a person in silence: the call ends, saying why.
+                        error!(%call_id, "AI requested without a media session");
+                        let reason = "no media session (no audio and no agent configured)".to_string();
+                        let effects = self.machine.handle(Input::Ai(AiInput::StartFailed { reason }), self.clock.now());
+                        self.apply(effects);
+                    }
                 },
                 Effect::DropVoicemail { call_id } => match self.session.as_mut().filter(|s| s.call_id == call_id) {
                     Some(session) => session.drop_voicemail(),

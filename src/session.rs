@@ -177,6 +177,7 @@ async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: S
     };
     let mut drop_voicemail = Some(drop_voicemail);
     let mut figures = AiFigures::default();
+    let mut stats: Option<AudioStats> = None;
 
     loop {
         if engine.is_none() {
@@ -185,7 +186,9 @@ async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: S
                 let _ = report.send(SessionMsg::Verdict { call_id: call_id.clone(), verdict: detector.finish() }).await;
             }
         }
-        let farewell_check = bridge.as_ref().is_some_and(|b| b.farewell.is_some());
+        // The farewell is checked with every frame; this timer only matters
+        // when no frames come (the engine stopped).
+        let farewell_check = bridge.as_ref().is_some_and(|b| b.farewell.is_some()) && engine.is_none();
         tokio::select! {
             _ = &mut stop => break,
             go = async { answered.as_mut()?.await.ok() }, if answered.is_some() => {
@@ -265,7 +268,7 @@ async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: S
                 if let Err(err) = received {
                     warn!(%err, "audio engine stopped during the call");
                     if let Some(e) = engine.take() {
-                        let _ = tokio::task::spawn_blocking(move || e.stop()).await;
+                        stats = tokio::task::spawn_blocking(move || e.finish().0).await.ok();
                     }
                     if let Some(b) = bridge.as_mut().filter(|b| !b.ended) {
                         b.ended = true;
@@ -293,6 +296,9 @@ async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: S
                 if let (Some(b), Some(e)) = (bridge.as_mut(), engine.as_mut()) {
                     b.caller_audio(&frame, requested_at, &mut figures);
                     b.pump(e, requested_at, &mut figures);
+                    if let Some(input) = b.farewell_done(e.playback_pending()) {
+                        let _ = report.send(tell(input)).await;
+                    }
                 }
                 if let (Some(d), Some(e)) = (dropper.as_mut(), engine.as_mut()) {
                     if let Some(detail) = d.on_frame(&frame, e) {
@@ -319,15 +325,16 @@ async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: S
         let _ = report.send(SessionMsg::Verdict { call_id: call_id.clone(), verdict: detector.finish() }).await;
     }
     drop(connecting);
+    // The devices first: the next call may need them at once, and closing the
+    // agent's socket can take a while.
+    if let Some(e) = engine.take() {
+        stats = tokio::task::spawn_blocking(move || e.finish().0).await.ok();
+    }
     if let Some(b) = bridge.take() {
         figures.dropped_chunks = b.session.audio_counters().1;
         b.session.end().await;
     }
     let ai = requested_at.map(|_| figures);
-    let stats = match engine.take() {
-        Some(e) => tokio::task::spawn_blocking(move || e.stop()).await.ok().and_then(Result::ok),
-        None => None,
-    };
     let early_media = early_report.or_else(|| early.map(|e| e.report()));
     let _ = report.send(SessionMsg::Done { call_id, stats, ai, early_media }).await;
 }
@@ -394,6 +401,15 @@ impl Bridge {
         }
     }
 
+    /// Plays what the resampler still holds of turn `event_id`.
+    fn end_turn(&mut self, event_id: u64, engine: &mut AudioEngine, requested_at: Option<Instant>, figures: &mut AiFigures) {
+        let mut tail = Vec::new();
+        self.to_device.finish(|pcm| tail.extend_from_slice(pcm));
+        if self.playout.push(event_id, tail) {
+            self.pump(engine, requested_at, figures);
+        }
+    }
+
     /// Moves queued agent audio into the engine's playback ring.
     fn pump(&mut self, engine: &mut AudioEngine, requested_at: Option<Instant>, figures: &mut AiFigures) {
         loop {
@@ -419,16 +435,24 @@ impl Bridge {
         let line = |speaker, text| vec![AiInput::Line { speaker, text }];
         match event {
             Some(AiEvent::Audio { event_id, samples }) => {
-                let mut converted = Vec::with_capacity(samples.len() * engine.rate() as usize / self.to_device.from_rate() as usize + 16);
-                self.to_device.push(&samples, |pcm| converted.extend_from_slice(pcm));
-                if self.last_event_id != Some(event_id) && self.playout.accepts(event_id) {
-                    // A new turn: the previous one ended where its audio did,
-                    // so running dry there is not an underrun.
-                    if self.last_event_id.is_some() {
+                if !self.playout.accepts(event_id) {
+                    // A late chunk of an interrupted turn: it must not even
+                    // reach the resampler, whose pending block would carry it
+                    // into the next turn.
+                    return Vec::new();
+                }
+                if self.last_event_id != Some(event_id) {
+                    if let Some(previous) = self.last_event_id {
+                        // The previous turn is over: its last partial block
+                        // plays now, and running dry after it is the end of
+                        // speech, not an underrun.
+                        self.end_turn(previous, engine, requested_at, figures);
                         engine.end_utterance();
                     }
                     self.last_event_id = Some(event_id);
                 }
+                let mut converted = Vec::with_capacity(samples.len() * engine.rate() as usize / self.to_device.from_rate() as usize + 16);
+                self.to_device.push(&samples, |pcm| converted.extend_from_slice(pcm));
                 if self.playout.push(event_id, converted) {
                     self.pump(engine, requested_at, figures);
                 }
@@ -450,6 +474,9 @@ impl Bridge {
             }
             Some(AiEvent::Ended(reason)) if reason.is_normal() => {
                 self.ended = true;
+                if let Some(last) = self.last_event_id {
+                    self.end_turn(last, engine, requested_at, figures);
+                }
                 info!(%reason, "the agent ended the conversation; its farewell plays out");
                 self.farewell = Some(Farewell { reason: reason.to_string(), give_up_at: Instant::now() + FAREWELL_LIMIT, drained_at: None });
                 Vec::new()

@@ -1,7 +1,7 @@
 //! The credit rule on real calls, on the host: real Baresip and SIPp, `cap4
 //! run` with the ElevenLabs provider pointed at the fake agent. Early media
 //! (an operator announcement) never opens an agent session; an answer whose
-//! audio cannot be heard (no sound card here) is not handed to the agent
+//! audio cannot be heard (the sound card is missing) is not handed to the agent
 //! either: the call ends `ai_failed`, saying why, with zero connections.
 //! (People and machines on a real ALSA loopback: `tests/vm_ai.rs`.)
 
@@ -17,8 +17,14 @@ use support::{Baresip, Sipp, TempDir, free_media_port, free_port, free_rtp_range
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// The agent section, and an audio device that exists nowhere (so the test
+/// does not depend on whether this machine has a loopback card).
 fn ai_section(fake: &FakeAgent) -> String {
-    format!("[ai]\nprovider = \"elevenlabs\"\nagent_id = \"agent_test\"\nbase_url = \"{}\"\nsigned_url = false\n", fake.base_url())
+    format!(
+        "[ai]\nprovider = \"elevenlabs\"\nagent_id = \"agent_test\"\nbase_url = \"{}\"\nsigned_url = false\n\
+         [audio]\ncapture_device = \"hw:Cap4NoSuchCard,1,0\"\nplayback_device = \"hw:Cap4NoSuchCard,0,1\"\n",
+        fake.base_url()
+    )
 }
 
 #[test]
@@ -46,8 +52,8 @@ fn early_media_and_unheard_answers_open_no_agent_session() {
     assert_eq!(fake.connections(), 0, "early media never reaches the agent");
     assert!(sipp.wait_exit(WAIT).is_some());
 
-    // Answered after early media; the audio engine cannot open a sound card
-    // here, so the answer is `unknown` (kept, by default) but the agent could
+    // Answered after early media; the audio engine cannot open its (missing)
+    // sound card, so the answer is `unknown` (kept, by default) but the agent could
     // not hear the caller: hung up, `ai_failed`, no connection.
     let _sipp = Sipp::start(dir.path(), "early_media_then_answer.xml", phone_port, free_media_port()).expect("SIPp");
     let id = cap4.dial("+79123456789")["id"].as_str().expect("id").to_string();

@@ -72,6 +72,9 @@ async fn barge_in_and_farewell_through_the_real_engine() {
             Step::Say { text: "Sorry, go ahead.", ms: 300 },
             Step::EndCall { farewell: "Goodbye!", ms: 600 },
         ],
+        // Not a multiple of the resampler's 20 ms block: partial blocks are
+        // left over at every chunk and at the end of every turn.
+        chunk_ms: 37,
         ..FakeConfig::default()
     })
     .await;
@@ -142,9 +145,13 @@ async fn barge_in_and_farewell_through_the_real_engine() {
     let (_, t4_start, t4_len) = first(4).unwrap_or_else(|| panic!("the farewell played before the end: {played:?}"));
     assert!(t1_len < 5000 * 8 / 2, "turn 1 was cut short: {t1_len} samples");
     assert!(played.iter().filter(|r| r.0 == 1).all(|r| r.1 < t3_start), "nothing of turn 1 after the barge-in: {played:?}");
+    let t1_after_cut = heard[..ended_at_heard].iter().skip(t3_start.saturating_sub(400)).filter(|&&s| turn_of(s) == Some(1)).count();
+    assert_eq!(t1_after_cut, 0, "not one sample of turn 1 near or after turn 3's start: {played:?}");
     assert!(t1_start < t3_start && t3_start < t4_start);
-    assert!(t3_len >= 300 * 8 - 160, "the apology whole: {t3_len}");
-    assert!(t4_len >= 600 * 8 - 160, "the farewell whole before the end: {t4_len}");
+    // Turns are sent as whole 37 ms chunks (300 ms → 333 ms, 600 ms → 629 ms):
+    // every sample of them plays, the last partial block included.
+    assert!(t3_len >= 333 * 8 - 40, "the apology whole: {t3_len}");
+    assert!(t4_len >= 629 * 8 - 40, "the farewell whole before the end: {t4_len}");
     // The caller started at 1.0 s (capture and playback share the device
     // clock); the agent hears it, interrupts, and the flush cuts the playback:
     // within 100 ms here, asserted with room for a loaded machine.

@@ -486,12 +486,19 @@ impl AudioEngine {
 
     /// Stops the thread (within one period), closes the devices and returns
     /// the call's stats, also logged at debug level.
-    pub fn stop(mut self) -> Result<AudioStats, AudioError> {
+    pub fn stop(self) -> Result<AudioStats, AudioError> {
+        let (stats, result) = self.finish();
+        result.map(|()| stats)
+    }
+
+    /// Like [`stop`](Self::stop), but the stats come back even when the
+    /// thread had failed (they say what happened up to then).
+    pub fn finish(mut self) -> (AudioStats, Result<(), AudioError>) {
         let result = self.halt();
         let stats = self.stats();
         let latency = self.latency();
         tracing::debug!(?stats, ?latency, "call audio");
-        result.map(|()| stats)
+        (stats, result)
     }
 
     fn halt(&mut self) -> Result<(), AudioError> {

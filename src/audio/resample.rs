@@ -121,6 +121,19 @@ impl RateConverter {
         &self.out[..n]
     }
 
+    /// Ends a stretch of audio (an agent's turn): a pending partial block is
+    /// padded with silence and converted, so nothing of it waits for the next
+    /// push. Never allocates.
+    pub fn finish(&mut self, mut sink: impl FnMut(&[i16])) {
+        if self.pending_len == 0 {
+            return;
+        }
+        self.pending[self.pending_len..].fill(0.0);
+        self.pending_len = 0;
+        let n = self.convert_pending();
+        sink(&self.out[..n]);
+    }
+
     /// Drops pending input and the resampler's history (after a flush).
     pub fn reset(&mut self) {
         self.pending_len = 0;
@@ -205,5 +218,18 @@ mod tests {
         let mut same = RateConverter::new(8000, 8000).unwrap();
         assert_eq!(same.process_block(&block), &block[..]);
         assert!(RateConverter::new(8000, 12345).is_err());
+    }
+
+    #[test]
+    fn finish_flushes_a_partial_block_padded_with_silence() {
+        let mut c = RateConverter::new(16000, 8000).unwrap();
+        let mut out = Vec::new();
+        c.push(&[1000; 500], |o| out.extend_from_slice(o)); // one block of 320, 180 pending
+        assert!((155..=165).contains(&out.len()), "{}", out.len());
+        c.finish(|o| out.extend_from_slice(o));
+        assert!((315..=325).contains(&out.len()), "the partial block came out: {}", out.len());
+        let before = out.len();
+        c.finish(|o| out.extend_from_slice(o));
+        assert_eq!(out.len(), before, "nothing pending, nothing out");
     }
 }

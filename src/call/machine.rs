@@ -178,7 +178,12 @@ struct ActiveCall {
     ai_running_since: Option<u64>,
     /// A voicemail message is being left.
     voicemail_pending: bool,
+    /// When a transcript line was last saved.
+    transcript_saved_at: Option<u64>,
 }
+
+/// Transcript lines are saved at most this often during a call.
+const TRANSCRIPT_SAVE_MS: u64 = 10_000;
 
 impl ActiveCall {
     fn note(&mut self, now: Now, event: &str, detail: Option<String>) {
@@ -290,6 +295,7 @@ impl CallMachine {
             link_deadline: None,
             ai_running_since: None,
             voicemail_pending: false,
+            transcript_saved_at: None,
         };
         call.note(now, "dial", Some(uri.clone()));
         let effects = vec![
@@ -406,6 +412,13 @@ impl CallMachine {
             AiInput::Line { speaker, text } => {
                 let at_ms = now.mono_ms.saturating_sub(call.started_mono);
                 call.record.transcript.push(crate::call::record::TranscriptLine { at_ms, speaker, text });
+                // Each save writes the whole record: at most one per
+                // TRANSCRIPT_SAVE_MS, so a long conversation does not grow the
+                // journal quadratically; the end of the call saves the rest.
+                if call.transcript_saved_at.is_some_and(|t| now.mono_ms < t + TRANSCRIPT_SAVE_MS) {
+                    return Vec::new();
+                }
+                call.transcript_saved_at = Some(now.mono_ms);
                 vec![Effect::Persist(call.record.clone())]
             }
             AiInput::Interrupted => {

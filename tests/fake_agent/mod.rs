@@ -47,7 +47,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 pub enum Step {
     /// A turn sent faster than real time: `agent_response` + audio chunks.
     Say { text: &'static str, ms: u32 },
-    /// A turn streamed in real time (100 ms chunks), interrupted if the caller
+    /// A turn streamed in real time (`chunk_ms` chunks), interrupted if the caller
     /// speaks over it.
     SayInterruptible { text: &'static str, ms: u32 },
     /// Waits (up to 10 s) until the caller spoke and then was quiet for
@@ -90,6 +90,9 @@ pub struct FakeConfig {
     pub close_after_missed_pongs: Option<u32>,
     /// `error{transport_receive_timeout}` + 1002 after this long without a client frame.
     pub receive_timeout: Option<Duration>,
+    /// Length of each agent audio chunk (100 ms by default; an odd length
+    /// leaves partial blocks in the client's resampler).
+    pub chunk_ms: u32,
     pub script: Vec<Step>,
 }
 
@@ -107,6 +110,7 @@ impl Default for FakeConfig {
             ping_every: None,
             close_after_missed_pongs: None,
             receive_timeout: None,
+            chunk_ms: 100,
             script: Vec::new(),
         }
     }
@@ -531,8 +535,8 @@ async fn run_script(conn: Arc<Conn>) {
             Step::Say { text, ms } => {
                 turn += 1;
                 conn.say(turn, text);
-                for _ in 0..ms.div_ceil(100) {
-                    conn.audio(turn, 100);
+                for _ in 0..ms.div_ceil(conn.cfg.chunk_ms) {
+                    conn.audio(turn, conn.cfg.chunk_ms);
                 }
             }
             Step::SayInterruptible { text, ms } => {
@@ -540,20 +544,20 @@ async fn run_script(conn: Arc<Conn>) {
                 let (loud_before, _) = conn.loud();
                 conn.say(turn, text);
                 let mut interrupted = false;
-                for i in 0..ms.div_ceil(100) {
+                for i in 0..ms.div_ceil(conn.cfg.chunk_ms) {
                     if conn.loud().0 > loud_before {
                         conn.send(json!({"type": "interruption", "interruption_event": {"event_id": turn}}));
                         // Stale chunks still in flight: the client must drop them.
-                        conn.audio(turn, 100);
-                        conn.audio(turn, 100);
+                        conn.audio(turn, conn.cfg.chunk_ms);
+                        conn.audio(turn, conn.cfg.chunk_ms);
                         let spoken: String = text.chars().take((i as usize * 4).min(text.len())).collect();
                         conn.send(json!({"type": "agent_response_correction", "agent_response_correction_event": {
                             "original_agent_response": text, "corrected_agent_response": spoken, "event_id": turn}}));
                         interrupted = true;
                         break;
                     }
-                    conn.audio(turn, 100);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    conn.audio(turn, conn.cfg.chunk_ms);
+                    tokio::time::sleep(Duration::from_millis(u64::from(conn.cfg.chunk_ms))).await;
                 }
                 conn.log(format!("turn {turn} interrupted: {interrupted}"));
             }
@@ -588,8 +592,8 @@ async fn run_script(conn: Arc<Conn>) {
             Step::EndCall { farewell, ms } => {
                 turn += 1;
                 conn.say(turn, farewell);
-                for _ in 0..ms.div_ceil(100) {
-                    conn.audio(turn, 100);
+                for _ in 0..ms.div_ceil(conn.cfg.chunk_ms) {
+                    conn.audio(turn, conn.cfg.chunk_ms);
                 }
                 conn.send(json!({"type": "agent_tool_request", "agent_tool_request": {"tool_name": "end_call", "tool_call_id": "end_call_1", "tool_type": "system", "event_id": turn}}));
                 conn.send(json!({"type": "agent_tool_response", "agent_tool_response": {"tool_name": "end_call", "tool_call_id": "end_call_1", "tool_type": "system", "is_error": false, "is_called": true, "event_id": turn}}));

@@ -495,7 +495,8 @@ fn the_conversation_is_recorded_and_its_end_hangs_up() {
     assert!(m.handle(Input::Ai(started), at(2_004)).is_empty(), "started once");
     let fx = m.handle(Input::Ai(AiInput::Line { speaker: Speaker::Agent, text: "Hello!".into() }), at(2_500));
     assert_eq!(persisted(&fx)[0].transcript.len(), 1);
-    m.handle(Input::Ai(AiInput::Line { speaker: Speaker::User, text: "Hi".into() }), at(4_000));
+    let fx = m.handle(Input::Ai(AiInput::Line { speaker: Speaker::User, text: "Hi".into() }), at(4_000));
+    assert!(fx.is_empty(), "lines within 10 s of the last save wait for the next one (or the end)");
     m.handle(Input::Ai(AiInput::Interrupted), at(4_100));
     let fx = m.handle(Input::Ai(AiInput::Ended { by_agent: true, reason: "end_call".into() }), at(12_003));
     assert!(sent_hangup(&fx).is_some(), "the agent's end hangs up the phone");
