@@ -17,7 +17,7 @@ use vmkit::{Guest, GpioSim, Proc, in_guest, read_wav, run_in_guest, sh, test_sig
 
 /// True once ALSA reports the capture substream `pcm` (e.g. `pcm1c/sub0`) running.
 fn capture_running(pcm: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/asound/card0/{pcm}/status")).is_ok_and(|s| s.contains("RUNNING"))
+    std::fs::read_to_string(format!("/proc/asound/Loopback/{pcm}/status")).is_ok_and(|s| s.contains("RUNNING"))
 }
 
 #[test]

@@ -5,4 +5,4 @@ KERNEL_MODULE_AUTOLOAD:append:rpi = " snd-aloop"
 KERNEL_MODULE_PROBECONF:append:rpi = " snd-aloop"
 # module_conf_<module> is the kernel-module-split class's own name pattern.
 # nooelint: oelint.vars.mispell.unknown
-module_conf_snd-aloop:rpi = "options snd-aloop enable=1 index=0 id=Loopback pcm_substreams=4"
+module_conf_snd-aloop:rpi = "options snd-aloop enable=1 id=Loopback pcm_substreams=4"
