@@ -15,7 +15,9 @@
 //! `--latency` (needs the ALSA loopback: run it in the guest): the engine on
 //! the real devices for `--seconds` (default 60), the async side on tokio as in
 //! the daemon; prints the box-added latency per direction (p50/p99) and the
-//! xrun counts. `--busy` keeps the other core busy meanwhile.
+//! xrun counts. `--busy` keeps the other core busy meanwhile. `--sparse`
+//! sends one agent frame per 100 ms, so each finds the playback ring empty:
+//! the delay the box itself adds, without audio queued ahead of it.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -122,7 +124,7 @@ fn cost() {
     );
 }
 
-async fn latency(seconds: u64, busy: bool) {
+async fn latency(seconds: u64, busy: bool, sparse: bool) {
     if busy {
         std::thread::spawn(|| {
             let mut x = 0u64;
@@ -144,11 +146,21 @@ async fn latency(seconds: u64, busy: bool) {
     let mut buf = vec![0i16; engine.frame_len()];
     let until = Instant::now() + Duration::from_secs(seconds);
     let mut next_print = Instant::now() + Duration::from_secs(60);
+    let mut received = 0u64;
     while Instant::now() < until {
-        // The agent answers each caller frame with one of its own, in real time.
+        // The agent answers each caller frame with one of its own, in real
+        // time; with --sparse, one frame in five, so that each send finds
+        // the ring empty: the box's own delay, with no audio queued ahead.
         if engine.recv_frame(&mut buf).await.is_err() {
             eprintln!("audio_bench: the audio thread stopped");
             break;
+        }
+        received += 1;
+        if sparse && received % 5 != 0 {
+            continue;
+        }
+        if sparse {
+            engine.end_utterance();
         }
         engine.send(&frame);
         if Instant::now() >= next_print {
@@ -158,7 +170,7 @@ async fn latency(seconds: u64, busy: bool) {
     }
     let lat = engine.latency();
     let stats = engine.stop().unwrap();
-    println!("{seconds} s on {} / {} (busy other core: {busy}):", cfg.capture_device, cfg.playback_device);
+    println!("{seconds} s on {} / {} (busy other core: {busy}, sparse sends: {sparse}):", cfg.capture_device, cfg.playback_device);
     println!(
         "  capture  (ALSA period read -> 20 ms frame handed to the AI side): p50 {:.1} ms  p99 {:.1} ms  ({} frames)",
         lat.capture_p50_ms, lat.capture_p99_ms, lat.capture_count
@@ -184,7 +196,7 @@ fn main() {
     let seconds = args.iter().position(|a| a == "--seconds").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok()).unwrap_or(60);
     if flag("--latency") {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-        rt.block_on(latency(seconds, flag("--busy")));
+        rt.block_on(latency(seconds, flag("--busy"), flag("--sparse")));
     } else {
         cost();
     }
