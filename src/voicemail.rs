@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::amd::AmdConfig;
-use crate::amd::vad::{FRAME, FRAME_MS, Highpass, Vad};
+use crate::amd::vad::{FRAME_MS, FrontEnd};
 
 /// `[voicemail]` as written in the TOML.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -61,11 +61,7 @@ impl VoicemailConfig {
 /// "The machine has stopped talking", from 8 kHz frames.
 #[derive(Debug, Clone)]
 pub struct GreetingEnd {
-    highpass: Highpass,
-    vad: Vad,
-    pending: [f32; FRAME],
-    filtered: [f32; FRAME],
-    pending_len: usize,
+    front: FrontEnd,
     quiet_frames: u32,
     need_quiet_frames: u32,
     /// Counting started ([`GreetingEnd::arm`]): frames since, for `max_wait`.
@@ -76,11 +72,7 @@ pub struct GreetingEnd {
 impl GreetingEnd {
     pub fn new(amd: &AmdConfig, quiet_ms: u32, max_wait_ms: u32) -> Self {
         GreetingEnd {
-            highpass: Highpass::new(amd.highpass_hz),
-            vad: Vad::new(amd.vad_on_db, amd.vad_off_db, amd.vad_min_dbfs, amd.noise_window_ms),
-            pending: [0.0; FRAME],
-            filtered: [0.0; FRAME],
-            pending_len: 0,
+            front: FrontEnd::new(amd, amd.highpass_hz),
             quiet_frames: 0,
             need_quiet_frames: quiet_ms.div_ceil(FRAME_MS),
             armed_frames: None,
@@ -98,20 +90,15 @@ impl GreetingEnd {
     pub fn push(&mut self, samples: &[i16]) -> bool {
         let mut over = false;
         for &s in samples {
-            self.pending[self.pending_len] = f32::from(s);
-            self.pending_len += 1;
-            if self.pending_len == FRAME {
-                self.pending_len = 0;
-                over |= self.frame();
+            if let Some(activity) = self.front.sample(s) {
+                over |= self.frame(activity.active);
             }
         }
         over
     }
 
-    fn frame(&mut self) -> bool {
-        self.highpass.run(&self.pending, &mut self.filtered);
-        let activity = self.vad.frame(&self.filtered);
-        self.quiet_frames = if activity.active { 0 } else { self.quiet_frames.saturating_add(1) };
+    fn frame(&mut self, active: bool) -> bool {
+        self.quiet_frames = if active { 0 } else { self.quiet_frames.saturating_add(1) };
         let Some(armed) = self.armed_frames.as_mut() else { return false };
         *armed += 1;
         self.quiet_frames >= self.need_quiet_frames || *armed >= self.max_wait_frames

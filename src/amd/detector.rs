@@ -19,7 +19,7 @@
 
 use super::config::{AmdConfig, ConfigError};
 use super::tone::{ToneAnalyzer, ToneEvent, ToneTracker};
-use super::vad::{FRAME, FRAME_MS, Highpass, Vad};
+use super::vad::{FRAME_MS, FrameActivity, FrontEnd};
 use super::verdict::{Cause, Verdict};
 
 /// How much earlier than a tone the VAD may hear it start.
@@ -29,13 +29,9 @@ const TONE_ONSET_MS: u32 = 100;
 #[derive(Debug, Clone)]
 pub struct Amd {
     config: AmdConfig,
-    highpass: Highpass,
-    vad: Vad,
+    front: FrontEnd,
     analyzer: ToneAnalyzer,
     tracker: ToneTracker,
-    pending: [f32; FRAME],
-    pending_len: usize,
-    filtered: [f32; FRAME],
     /// Frames analysed so far.
     frames: u32,
     speech: Speech,
@@ -63,13 +59,9 @@ impl Amd {
         config.validate()?;
         Ok(Amd {
             config: config.clone(),
-            highpass: Highpass::new(config.highpass_hz),
-            vad: Vad::new(config.vad_on_db, config.vad_off_db, config.vad_min_dbfs, config.noise_window_ms),
+            front: FrontEnd::new(config, config.highpass_hz),
             analyzer: ToneAnalyzer::new(config),
             tracker: ToneTracker::new(config),
-            pending: [0.0; FRAME],
-            pending_len: 0,
-            filtered: [0.0; FRAME],
             frames: 0,
             speech: Speech::default(),
             beep_start_ms: None,
@@ -81,11 +73,8 @@ impl Amd {
     pub fn push(&mut self, samples: &[i16]) -> Option<Verdict> {
         let mut reached = None;
         for &s in samples {
-            self.pending[self.pending_len] = f32::from(s);
-            self.pending_len += 1;
-            if self.pending_len == FRAME {
-                self.pending_len = 0;
-                if let Some(v) = self.frame() {
+            if let Some(activity) = self.front.sample(s) {
+                if let Some(v) = self.frame(activity) {
                     reached = Some(v);
                 }
             }
@@ -116,12 +105,10 @@ impl Amd {
         self.beep_start_ms
     }
 
-    fn frame(&mut self) -> Option<Verdict> {
+    fn frame(&mut self, activity: FrameActivity) -> Option<Verdict> {
         let index = self.frames;
         self.frames += 1;
-        self.highpass.run(&self.pending, &mut self.filtered);
-        let activity = self.vad.frame(&self.filtered);
-        let tonal = self.analyzer.frame(&self.filtered);
+        let tonal = self.analyzer.frame(self.front.frame());
         let event = self.tracker.frame(index, tonal);
         // The VAD also hears a tone: it is a beep only if speech began well before
         // it. A tone that grows out of a voiced sound with no gap (a held vowel

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::config::{AmdConfig, ConfigError};
 use super::tone::{Tonal, ToneAnalyzer};
-use super::vad::{FRAME, FRAME_MS, Highpass, Vad};
+use super::vad::{FRAME_MS, FrontEnd};
 
 /// The bank searched for call-progress tones (dial/ringback 350–480 Hz, busy
 /// 480+620 Hz, SIT up to 1850 Hz).
@@ -174,12 +174,8 @@ pub struct EarlyMediaReport {
 /// The early-media analyser for one call.
 #[derive(Debug, Clone)]
 pub struct EarlyMedia {
-    highpass: Highpass,
-    vad: Vad,
+    front: FrontEnd,
     analyzer: ToneAnalyzer,
-    pending: [f32; FRAME],
-    pending_len: usize,
-    filtered: [f32; FRAME],
     frames: u32,
     min_speech_frames: u32,
     /// Current run of non-tonal active frames.
@@ -404,12 +400,8 @@ impl EarlyMedia {
         config.validate()?;
         let bank = AmdConfig { tone_min_hz: BANK_MIN_HZ, tone_max_hz: BANK_MAX_HZ, ..config.clone() };
         Ok(EarlyMedia {
-            highpass: Highpass::new(config.highpass_hz.min(BANK_MIN_HZ)),
-            vad: Vad::new(config.vad_on_db, config.vad_off_db, config.vad_min_dbfs, config.noise_window_ms),
+            front: FrontEnd::new(config, config.highpass_hz.min(BANK_MIN_HZ)),
             analyzer: ToneAnalyzer::new(&bank).with_dual_separation(DUAL_SEPARATION_HZ),
-            pending: [0.0; FRAME],
-            pending_len: 0,
-            filtered: [0.0; FRAME],
             frames: 0,
             min_speech_frames: config.min_speech_ms.div_ceil(FRAME_MS),
             run: 0,
@@ -424,11 +416,8 @@ impl EarlyMedia {
     /// Feeds 8 kHz mono samples (any number).
     pub fn push(&mut self, samples: &[i16]) {
         for &s in samples {
-            self.pending[self.pending_len] = f32::from(s);
-            self.pending_len += 1;
-            if self.pending_len == FRAME {
-                self.pending_len = 0;
-                self.frame();
+            if let Some(activity) = self.front.sample(s) {
+                self.frame(activity.active);
             }
         }
     }
@@ -483,12 +472,10 @@ impl EarlyMedia {
         }
     }
 
-    fn frame(&mut self) {
+    fn frame(&mut self, active: bool) {
         let index = self.frames;
         self.frames += 1;
-        self.highpass.run(&self.pending, &mut self.filtered);
-        let active = self.vad.frame(&self.filtered).active;
-        let tonal = self.analyzer.frame(&self.filtered);
+        let tonal = self.analyzer.frame(self.front.frame());
         self.track(index, tonal);
         if tonal.is_some() {
             self.run = 0;

@@ -152,6 +152,48 @@ impl Vad {
     }
 }
 
+/// The front end every detector here shares: 8 kHz samples in, 10 ms frames
+/// out, high-passed, each with its voice activity. Allocation-free.
+#[derive(Debug, Clone)]
+pub struct FrontEnd {
+    highpass: Highpass,
+    vad: Vad,
+    pending: [f32; FRAME],
+    pending_len: usize,
+    filtered: [f32; FRAME],
+}
+
+impl FrontEnd {
+    /// The `[amd]` voice-activity keys, with the high-pass at `corner_hz`.
+    pub fn new(config: &super::config::AmdConfig, corner_hz: f32) -> Self {
+        FrontEnd {
+            highpass: Highpass::new(corner_hz),
+            vad: Vad::new(config.vad_on_db, config.vad_off_db, config.vad_min_dbfs, config.noise_window_ms),
+            pending: [0.0; FRAME],
+            pending_len: 0,
+            filtered: [0.0; FRAME],
+        }
+    }
+
+    /// Takes one sample; when it completes a frame, filters it and returns
+    /// its activity (the frame itself is then [`FrontEnd::frame`]).
+    pub fn sample(&mut self, s: i16) -> Option<FrameActivity> {
+        self.pending[self.pending_len] = f32::from(s);
+        self.pending_len += 1;
+        if self.pending_len < FRAME {
+            return None;
+        }
+        self.pending_len = 0;
+        self.highpass.run(&self.pending, &mut self.filtered);
+        Some(self.vad.frame(&self.filtered))
+    }
+
+    /// The last completed frame, high-passed.
+    pub fn frame(&self) -> &[f32; FRAME] {
+        &self.filtered
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
