@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::ai::{AiEvent, AiSession, CallContext, Playout, Provider, StartFuture};
 use crate::amd::{Amd, AmdConfig, EarlyMedia, EarlyMediaReport, Verdict};
-use crate::audio::{AudioEngine, AudioError, AudioStats, RateConverter};
+use crate::audio::{AudioEngine, AudioError, AudioStats, PlayedOut, RateConverter};
 use crate::call::machine::AiInput;
 use crate::call::record::Speaker;
 
@@ -123,8 +123,6 @@ pub fn start(params: SessionParams, report: mpsc::Sender<SessionMsg>) -> Session
 
 /// Longest wait for the agent's farewell to play out before hanging up.
 const FAREWELL_LIMIT: Duration = Duration::from_secs(30);
-/// What the device still holds once the ring is empty (fill periods and more).
-const DEVICE_TAIL: Duration = Duration::from_millis(120);
 
 /// The controller's signals to a session task.
 struct Signals {
@@ -186,9 +184,6 @@ async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: S
                 let _ = report.send(SessionMsg::Verdict { call_id: call_id.clone(), verdict: detector.finish() }).await;
             }
         }
-        // The farewell is checked with every frame; this timer only matters
-        // when no frames come (the engine stopped).
-        let farewell_check = bridge.as_ref().is_some_and(|b| b.farewell.is_some()) && engine.is_none();
         tokio::select! {
             _ = &mut stop => break,
             go = async { answered.as_mut()?.await.ok() }, if answered.is_some() => {
@@ -270,10 +265,17 @@ async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: S
                     if let Some(e) = engine.take() {
                         stats = tokio::task::spawn_blocking(move || e.finish().0).await.ok();
                     }
-                    if let Some(b) = bridge.as_mut().filter(|b| !b.ended) {
-                        b.ended = true;
-                        let reason = format!("no audio any more ({err})");
-                        let _ = report.send(tell(AiInput::Ended { by_agent: false, reason })).await;
+                    // A farewell under way cannot play any further: it ends now.
+                    let end = bridge.as_mut().and_then(|b| match b.farewell.take() {
+                        Some(farewell) => Some(AiInput::Ended { by_agent: true, reason: farewell.reason }),
+                        None if !b.ended => {
+                            b.ended = true;
+                            Some(AiInput::Ended { by_agent: false, reason: format!("no audio any more ({err})") })
+                        }
+                        None => None,
+                    });
+                    if let Some(input) = end {
+                        let _ = report.send(tell(input)).await;
                     }
                     if dropper.take().is_some() && drop_voicemail.is_none() {
                         let detail = format!("no audio any more ({err})");
@@ -310,12 +312,6 @@ async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: S
             event = async { bridge.as_mut()?.session.next_event().await }, if bridge.as_ref().is_some_and(|b| !b.ended) => {
                 let (Some(b), Some(e)) = (bridge.as_mut(), engine.as_mut()) else { continue };
                 for input in b.on_event(event, e, requested_at, &mut figures) {
-                    let _ = report.send(tell(input)).await;
-                }
-            }
-            () = tokio::time::sleep(Duration::from_millis(20)), if farewell_check => {
-                let pending = engine.as_ref().map_or(0, AudioEngine::playback_pending);
-                if let Some(input) = bridge.as_mut().and_then(|b| b.farewell_done(pending)) {
                     let _ = report.send(tell(input)).await;
                 }
             }
@@ -363,7 +359,7 @@ struct Bridge {
 struct Farewell {
     reason: String,
     give_up_at: Instant,
-    drained_at: Option<Instant>,
+    played: PlayedOut,
 }
 
 impl Bridge {
@@ -478,7 +474,7 @@ impl Bridge {
                     self.end_turn(last, engine, requested_at, figures);
                 }
                 info!(%reason, "the agent ended the conversation; its farewell plays out");
-                self.farewell = Some(Farewell { reason: reason.to_string(), give_up_at: Instant::now() + FAREWELL_LIMIT, drained_at: None });
+                self.farewell = Some(Farewell { reason: reason.to_string(), give_up_at: Instant::now() + FAREWELL_LIMIT, played: PlayedOut::default() });
                 Vec::new()
             }
             Some(AiEvent::Ended(reason)) => {
@@ -497,14 +493,8 @@ impl Bridge {
     /// `pending`: agent samples still in the engine's ring.
     fn farewell_done(&mut self, pending: usize) -> Option<AiInput> {
         let farewell = self.farewell.as_mut()?;
-        let now = Instant::now();
-        if self.playout.is_empty() && pending == 0 {
-            let since = *farewell.drained_at.get_or_insert(now);
-            if now.duration_since(since) < DEVICE_TAIL {
-                return None;
-            }
-        } else if now < farewell.give_up_at {
-            farewell.drained_at = None;
+        let heard = farewell.played.check(pending + self.playout.queued_samples());
+        if !heard && Instant::now() < farewell.give_up_at {
             return None;
         }
         let farewell = self.farewell.take()?;

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::amd::AmdConfig;
+use crate::audio::PlayedOut;
 use crate::amd::vad::{FRAME_MS, FrontEnd};
 
 /// `[voicemail]` as written in the TOML.
@@ -118,12 +119,10 @@ pub struct Dropper {
 enum DropState {
     Listening,
     Waiting,
-    Playing { sent: usize, drained_at: Option<std::time::Instant> },
+    Playing { sent: usize, played: PlayedOut },
     Done,
 }
 
-/// What the device still holds once the ring is empty.
-const DEVICE_TAIL: std::time::Duration = std::time::Duration::from_millis(120);
 
 impl Dropper {
     /// `message` at 8 kHz; `rate`: the engine's rate.
@@ -152,21 +151,17 @@ impl Dropper {
             DropState::Listening | DropState::Done => None,
             DropState::Waiting => {
                 if over {
-                    self.state = DropState::Playing { sent: 0, drained_at: None };
+                    self.state = DropState::Playing { sent: 0, played: PlayedOut::default() };
                     return self.on_frame(&[], engine);
                 }
                 None
             }
-            DropState::Playing { sent, drained_at } => {
+            DropState::Playing { sent, played } => {
                 if *sent < self.message.len() {
                     *sent += engine.send(&self.message[*sent..]);
                     return None;
                 }
-                if engine.playback_pending() > 0 {
-                    return None;
-                }
-                let since = *drained_at.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() < DEVICE_TAIL {
+                if !played.check(engine.playback_pending()) {
                     return None;
                 }
                 let ms = self.message.len() as u64 * 1000 / u64::from(engine.rate());
