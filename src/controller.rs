@@ -212,32 +212,10 @@ impl Controller {
 
     fn on_session(&mut self, msg: SessionMsg) {
         match msg {
-            SessionMsg::Verdict { call_id, verdict } => {
-                if self.machine.active().is_some_and(|r| r.id == call_id) {
-                    let span = self.call_span();
-                    let _guard = span.enter();
-                    let effects = self.machine.handle(Input::Verdict(verdict), self.clock.now());
-                    drop(_guard);
-                    self.apply(effects);
-                }
-            }
-            SessionMsg::Ai { call_id, input } => {
-                if self.machine.active().is_some_and(|r| r.id == call_id) {
-                    let span = self.call_span();
-                    let _guard = span.enter();
-                    let effects = self.machine.handle(Input::Ai(input), self.clock.now());
-                    drop(_guard);
-                    self.apply(effects);
-                }
-            }
+            SessionMsg::Verdict { call_id, verdict } => self.session_input(&call_id, Input::Verdict(verdict)),
+            SessionMsg::Ai { call_id, input } => self.session_input(&call_id, Input::Ai(input)),
             SessionMsg::Voicemail { call_id, left, detail } => {
-                if self.machine.active().is_some_and(|r| r.id == call_id) {
-                    let span = self.call_span();
-                    let _guard = span.enter();
-                    let effects = self.machine.handle(Input::VoicemailDone { left, detail }, self.clock.now());
-                    drop(_guard);
-                    self.apply(effects);
-                }
+                self.session_input(&call_id, Input::VoicemailDone { left, detail })
             }
             SessionMsg::Done { call_id, stats, ai, early_media } => {
                 // The counters go into the ended call's record.
@@ -264,6 +242,17 @@ impl Controller {
                     }
                 }
             }
+        }
+    }
+
+    /// Feeds a session's news to the machine, if its call is still the active one.
+    fn session_input(&mut self, call_id: &str, input: Input) {
+        if self.machine.active().is_some_and(|r| r.id == call_id) {
+            let span = self.call_span();
+            let _guard = span.enter();
+            let effects = self.machine.handle(input, self.clock.now());
+            drop(_guard);
+            self.apply(effects);
         }
     }
 

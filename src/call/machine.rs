@@ -429,13 +429,13 @@ impl CallMachine {
             AiInput::StartFailed { reason } => {
                 ai.end_reason = Some(reason.clone());
                 call.note(now, "ai_failed", Some(reason.clone()));
-                self.ai_hangup(HangupIntent::AiFailed { reason }, now)
+                self.save_then_hang_up(HangupIntent::AiFailed { reason }, now)
             }
             AiInput::Ended { by_agent, reason } => {
                 call.ai_over(now, &reason);
                 call.note(now, "ai_ended", Some(reason.clone()));
                 let intent = if by_agent { HangupIntent::AgentEnded { reason } } else { HangupIntent::AiFailed { reason } };
-                self.ai_hangup(intent, now)
+                self.save_then_hang_up(intent, now)
             }
         }
     }
@@ -447,15 +447,12 @@ impl CallMachine {
         call.note(now, event, Some(detail.to_string()));
         let verdict_cause = call.record.answer.as_ref().map_or_else(String::new, |a| a.cause.clone());
         let cause = if left { format!("{verdict_cause}; voicemail left") } else { format!("{verdict_cause}; voicemail not left: {detail}") };
-        let mut effects = vec![Effect::Persist(call.record.clone())];
-        if call.intent.is_none() {
-            effects.extend(self.request_hangup(HangupIntent::Machine { cause }, now));
-        }
-        effects
+        self.save_then_hang_up(HangupIntent::Machine { cause }, now)
     }
 
-    /// The record (with the AI's news) is on disk before the hangup goes out.
-    fn ai_hangup(&mut self, intent: HangupIntent, now: Now) -> Vec<Effect> {
+    /// The record (with the AI's or the voicemail's news) is on disk before
+    /// the hangup goes out; a hangup already under way keeps its intent.
+    fn save_then_hang_up(&mut self, intent: HangupIntent, now: Now) -> Vec<Effect> {
         let Some(call) = self.active.as_ref() else { return Vec::new() };
         let mut effects = vec![Effect::Persist(call.record.clone())];
         if call.intent.is_none() {
