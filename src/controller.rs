@@ -245,6 +245,16 @@ impl Controller {
         }
     }
 
+    /// The active call as the machine has it now: the stored record plus the
+    /// transcript lines not saved yet (they are saved at most every 10 s;
+    /// every status is on disk already).
+    fn live(&self, stored: CallRecord) -> CallRecord {
+        match self.machine.active() {
+            Some(active) if active.id == stored.id => active.clone(),
+            _ => stored,
+        }
+    }
+
     /// Feeds a session's news to the machine, if its call is still the active one.
     fn session_input(&mut self, call_id: &str, input: Input) {
         if self.machine.active().is_some_and(|r| r.id == call_id) {
@@ -400,10 +410,11 @@ impl Controller {
                 }
             },
             ApiRequest::Get { id, reply } => {
-                let _ = reply.send(self.store.get(&id).cloned());
+                let _ = reply.send(self.store.get(&id).cloned().map(|r| self.live(r)));
             }
             ApiRequest::List { limit, before, reply } => {
-                let _ = reply.send(self.store.list(limit, before.as_deref()));
+                let list = self.store.list(limit, before.as_deref()).map(|v| v.into_iter().map(|r| self.live(r)).collect());
+                let _ = reply.send(list);
             }
             ApiRequest::Health { reply } => {
                 let _ = reply.send(Health {

@@ -34,7 +34,10 @@ fn caller(i: u64) -> i16 {
     if (1.0..1.4).contains(&t) { (6000.0 * (2.0 * std::f64::consts::PI * 300.0 * t).sin()) as i16 } else { 0 }
 }
 
-fn open_sim(heard: Arc<std::sync::Mutex<Option<rtrb::Consumer<i16>>>>) -> session::OpenEngine {
+/// Where a test reads what the simulated playback device played.
+type Heard = Arc<std::sync::Mutex<Option<rtrb::Consumer<i16>>>>;
+
+fn open_sim(heard: Heard) -> session::OpenEngine {
     Arc::new(move || {
         let cfg = AudioConfig { realtime_priority: 0, lock_memory: false, playback_ring_ms: 10_000, ..AudioConfig::default() };
         let (sim, rx) = SimPcm::new(PERIOD, BUFFER, FILL, Some(Duration::from_millis(10)), caller, 8000 * 120);
@@ -63,6 +66,23 @@ fn runs(heard: &[i16]) -> Vec<(u64, usize, usize)> {
     out.into_iter().filter(|r| r.2 >= 80).collect()
 }
 
+/// A session for an answered call, its engine on the simulated devices
+/// (what they play goes to `heard`), the ElevenLabs provider on `fake`.
+fn start_session(fake: &FakeAgent, call_id: &str, heard: Heard) -> (session::Session, mpsc::Receiver<SessionMsg>) {
+    let provider = provider_from_config(&fake_agent::caller::config(fake), None, ClientTools::new()).expect("provider");
+    let (tx, rx) = mpsc::channel(64);
+    let params = SessionParams {
+        answered: true,
+        call_id: call_id.into(),
+        phone_number: "+100".into(),
+        open_engine: open_sim(heard),
+        amd: None,
+        provider: Some(provider),
+        voicemail: None,
+    };
+    (session::start(params, tx), rx)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn barge_in_and_farewell_through_the_real_engine() {
     let fake = FakeAgent::start(FakeConfig {
@@ -78,21 +98,8 @@ async fn barge_in_and_farewell_through_the_real_engine() {
         ..FakeConfig::default()
     })
     .await;
-    let provider = provider_from_config(&fake_agent::caller::config(&fake), None, ClientTools::new()).expect("provider");
     let heard_rx = Arc::new(std::sync::Mutex::new(None));
-    let (tx, mut rx) = mpsc::channel(64);
-    let mut handle = session::start(
-        SessionParams {
-            answered: true,
-            call_id: "call-1".into(),
-            phone_number: "+100".into(),
-            open_engine: open_sim(heard_rx.clone()),
-            amd: None,
-            provider: Some(provider),
-            voicemail: None,
-        },
-        tx,
-    );
+    let (mut handle, mut rx) = start_session(&fake, "call-1", heard_rx.clone());
     // Nothing connects until the controller says so.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(fake.connections(), 0);
@@ -169,20 +176,7 @@ async fn barge_in_and_farewell_through_the_real_engine() {
 /// what the session reported until the conversation ended (or 10 s).
 async fn ai_inputs(script: Vec<Step>) -> Vec<AiInput> {
     let fake = FakeAgent::start(FakeConfig { script, ..FakeConfig::default() }).await;
-    let provider = provider_from_config(&fake_agent::caller::config(&fake), None, ClientTools::new()).expect("provider");
-    let (tx, mut rx) = mpsc::channel(64);
-    let mut handle = session::start(
-        SessionParams {
-            answered: true,
-            call_id: "call-3".into(),
-            phone_number: "+100".into(),
-            open_engine: open_sim(Arc::new(std::sync::Mutex::new(None))),
-            amd: None,
-            provider: Some(provider),
-            voicemail: None,
-        },
-        tx,
-    );
+    let (mut handle, mut rx) = start_session(&fake, "call-3", Arc::new(std::sync::Mutex::new(None)));
     handle.start_ai();
     let mut inputs = Vec::new();
     let until = Instant::now() + Duration::from_secs(10);
@@ -218,20 +212,7 @@ async fn agent_errors_end_the_conversation_at_once_with_the_reason_and_garbage_i
 async fn a_start_that_fails_is_reported() {
     // An agent that refuses the upgrade (unknown agent id).
     let fake = FakeAgent::start(FakeConfig { agent_id: "agent_other".into(), ..FakeConfig::default() }).await;
-    let provider = provider_from_config(&fake_agent::caller::config(&fake), None, ClientTools::new()).expect("provider");
-    let (tx, mut rx) = mpsc::channel(64);
-    let mut handle = session::start(
-        SessionParams {
-            answered: true,
-            call_id: "call-2".into(),
-            phone_number: "+100".into(),
-            open_engine: open_sim(Arc::new(std::sync::Mutex::new(None))),
-            amd: None,
-            provider: Some(provider),
-            voicemail: None,
-        },
-        tx,
-    );
+    let (mut handle, mut rx) = start_session(&fake, "call-2", Arc::new(std::sync::Mutex::new(None)));
     handle.start_ai();
     let msg = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("in time").expect("a message");
     assert!(

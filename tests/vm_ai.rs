@@ -144,6 +144,8 @@ fn the_echo_provider_answers_a_person_with_no_network() {
         cap4.call(&id)["transcript"].as_array().is_some_and(|t| t.iter().any(|l| l["speaker"] == "user"))
     });
     assert!(echoed, "the echo heard the caller: {}\nlog:\n{}", cap4.call(&id), cap4.log());
+    // Let the reply play out: nothing outside the call shows playback live
+    // (the record's audio counters come at the end).
     std::thread::sleep(Duration::from_secs(2));
     let (status, ended) = cap4.http("POST", &format!("/api/calls/{id}/hangup"), None);
     assert_eq!(status, 200, "{ended}");
