@@ -184,8 +184,12 @@ async fn latency(seconds: u64, busy: bool, sparse: bool) {
         lat.playback_played_p50_ms, lat.playback_played_p99_ms
     );
     println!(
-        "  xruns: capture {} playback {}; underruns {}; realtime {}; memory locked {}",
-        stats.capture_xruns, stats.playback_xruns, stats.underruns, stats.realtime, stats.memory_locked
+        "  playback (sent -> written, less the agent audio queued ahead):  p50 {:.1} ms  p99 {:.1} ms",
+        lat.playback_added_p50_ms, lat.playback_added_p99_ms
+    );
+    println!(
+        "  xruns: capture {} playback {}; underruns {}; longest wake-up gap {} ms; realtime {}; memory locked {}",
+        stats.capture_xruns, stats.playback_xruns, stats.underruns, stats.longest_wakeup_gap_ms, stats.realtime, stats.memory_locked
     );
     println!("  stats: {stats:?}");
 }

@@ -199,13 +199,13 @@ fn a_flush_silences_the_output_within_one_period() {
     assert_eq!(stats.underruns, 0, "a flush is not an underrun: {stats:?}");
 }
 
-#[test]
-fn latency_is_measured_both_ways() {
-    let (mut engine, _heard) = start(Duration::from_millis(10), RtHooks::default(), vec![], vec![]);
+/// For `how_long`: reads the caller's frames as they come and sends an agent
+/// frame every 20 ms from `first_send` on, as an agent streaming in real time.
+fn stream_frames(engine: &mut AudioEngine, first_send: Instant, how_long: Duration) {
     let mut buf = vec![0i16; engine.frame_len()];
     let frame = vec![1000i16; engine.frame_len()];
-    let until = Instant::now() + Duration::from_secs(2);
-    let mut next_send = Instant::now();
+    let until = Instant::now() + how_long;
+    let mut next_send = first_send;
     while Instant::now() < until {
         while engine.try_recv_frame(&mut buf) {}
         if Instant::now() >= next_send {
@@ -214,12 +214,50 @@ fn latency_is_measured_both_ways() {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+#[test]
+fn latency_is_measured_both_ways() {
+    let (mut engine, _heard) = start(Duration::from_millis(10), RtHooks::default(), vec![], vec![]);
+    stream_frames(&mut engine, Instant::now(), Duration::from_secs(2));
     let lat = engine.latency();
     eprintln!("{lat:?}");
     assert!(lat.capture_count > 50 && lat.playback_count > 50, "{lat:?}");
     assert!(lat.capture_p99_ms < 15.0, "{lat:?}");
     assert!(lat.playback_p99_ms < 40.0, "{lat:?}");
     assert!(lat.playback_played_p50_ms >= lat.playback_p50_ms, "{lat:?}");
+}
+
+#[test]
+fn the_box_added_playback_delay_leaves_out_the_audio_queued_ahead() {
+    let (mut engine, _heard) = start(Duration::from_millis(10), RtHooks::default(), vec![], vec![]);
+    // A second of agent audio at once (agents send faster than real time),
+    // then a frame every 20 ms: each of those waits ~1 s behind the backlog,
+    // which is playing in order, not delay the box adds.
+    assert_eq!(engine.send(&vec![1000i16; 8000]), 8000);
+    stream_frames(&mut engine, Instant::now() + Duration::from_millis(20), Duration::from_millis(1800));
+    let lat = engine.latency();
+    eprintln!("{lat:?}");
+    // Only frames whose first sample got written by the end count: ~0.8 s of them.
+    assert!(lat.playback_count > 20, "{lat:?}");
+    assert!(lat.playback_p50_ms > 500.0, "the backlog should show in sent -> written: {lat:?}");
+    assert!(lat.playback_added_p50_ms < 30.0, "the backlog should not count as added delay: {lat:?}");
+}
+
+#[test]
+fn a_stalled_real_time_thread_shows_in_the_call_figures() {
+    let (sim, _heard) = SimPcm::new(PERIOD, BUFFER, FILL, Some(Duration::from_millis(10)), caller, 8000 * 10);
+    let sim = sim.with_stall(50, Duration::from_millis(80));
+    let mut engine = AudioEngine::start_with(&config(), RtHooks::default(), move || Ok((sim, BUFFER))).expect("engine starts");
+    let mut buf = vec![0i16; engine.frame_len()];
+    let until = Instant::now() + Duration::from_millis(1200);
+    while Instant::now() < until {
+        while engine.try_recv_frame(&mut buf) {}
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let stats = engine.stop().expect("stop");
+    assert!(stats.longest_wakeup_gap_ms >= 80, "{stats:?}");
+    assert!(stats.longest_wakeup_gap_ms < 1000, "{stats:?}");
 }
 
 #[test]

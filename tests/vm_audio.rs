@@ -19,12 +19,11 @@ mod vmkit;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cap4::audio::g711::{ulaw_decode, ulaw_encode};
 use cap4::audio::{AudioConfig, AudioEngine};
-use vmkit::{Guest, Proc, in_guest, read_wav, run_in_guest, write_wav, xfer_out};
+use vmkit::{Guest, in_guest, read_wav, run_in_guest, write_wav, xfer_out};
 
 const SIP_PORT: u16 = 5062;
 const SIPP_PORT: u16 = 5070;
@@ -36,31 +35,6 @@ fn guest() -> Guest<'static> {
 
 fn speech_ulaw() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sipp/media/hello_8k.ulaw")
-}
-
-/// SIPp answering with no media of its own, echoing our RTP back (`-rtp_echo`
-/// cannot share the media socket with `rtp_stream`).
-fn start_sipp_echo(dir: &Path) -> Proc {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let scenario = fs::read_to_string(root.join("tests/fixtures/sipp/answer_wait_bye.xml")).expect("scenario");
-    let start = scenario.find("<nop>").expect("the rtp_stream action");
-    let end = scenario.find("</nop>").expect("its end") + "</nop>".len();
-    let plain = format!("{}{}", &scenario[..start], &scenario[end..]);
-    let file = dir.join("sipp-echo.xml");
-    fs::write(&file, plain).expect("write scenario");
-    let child = Command::new("sipp")
-        .arg("-sf")
-        .arg(&file)
-        .args(["-i", "127.0.0.1", "-p", &SIPP_PORT.to_string(), "-mi", "127.0.0.1", "-mp", &MEDIA_PORT.to_string()])
-        .args(["-rtp_echo", "-ci", "127.0.0.1", "-m", "1", "-nostdin", "-timeout", "120", "-timeout_error"])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sipp");
-    assert!(vmkit::wait_for(Duration::from_secs(10), || vmkit::udp_bound(SIPP_PORT)), "SIPp never bound its port");
-    Proc(child)
 }
 
 /// Dials SIPp from Baresip and waits for the call.
@@ -217,7 +191,7 @@ fn what_the_engine_plays_reaches_the_phone() {
     }
     let dir = Path::new("/tmp/vm-audio-echo");
     fs::create_dir_all(dir).unwrap();
-    let _sipp = start_sipp_echo(dir);
+    let _sipp = vmkit::start_sipp_echo(dir, SIPP_PORT, MEDIA_PORT).expect("SIPp");
     let _baresip = vmkit::start_baresip(dir, SIP_PORT).expect("Baresip");
     dial();
     let mut engine = AudioEngine::start(&engine_config()).expect("engine on the loopback");
@@ -282,7 +256,7 @@ fn a_flush_silences_the_far_end_within_one_period() {
     }
     let dir = Path::new("/tmp/vm-audio-flush");
     fs::create_dir_all(dir).unwrap();
-    let _sipp = start_sipp_echo(dir);
+    let _sipp = vmkit::start_sipp_echo(dir, SIPP_PORT, MEDIA_PORT).expect("SIPp");
     let _baresip = vmkit::start_baresip(dir, SIP_PORT).expect("Baresip");
     dial();
     let mut engine = AudioEngine::start(&engine_config()).expect("engine on the loopback");

@@ -76,6 +76,11 @@ pub struct AudioStats {
     pub peak_out_dbfs: f32,
     pub captured_ms: u64,
     pub played_ms: u64,
+    /// The longest time between two capture periods reaching the real-time
+    /// thread (one period is normal): when it exceeds the playback fill, the
+    /// thread was not run in time and an xrun follows.
+    #[serde(default)]
+    pub longest_wakeup_gap_ms: u32,
     /// The thread got SCHED_FIFO / its memory is locked.
     pub realtime: bool,
     pub memory_locked: bool,
@@ -94,6 +99,11 @@ pub struct LatencyReport {
     /// … plus the audio already queued in the device ahead of it (→ played).
     pub playback_played_p50_ms: f64,
     pub playback_played_p99_ms: f64,
+    /// Sent → written, less the agent audio already in the ring ahead of it
+    /// (which plays first, in order, at the device's pace): the delay the box
+    /// adds. Equals the sent → written figure when every send finds the ring empty.
+    pub playback_added_p50_ms: f64,
+    pub playback_added_p99_ms: f64,
     pub playback_count: u64,
 }
 
@@ -158,6 +168,16 @@ impl Histogram {
     }
 }
 
+/// One [`AudioEngine::send`], remembered until its first sample is written.
+#[derive(Debug, Clone, Copy)]
+struct SentFrame {
+    /// Index of its first sample among all agent samples sent.
+    start: u64,
+    at_ns: u64,
+    /// Agent samples sent before it and not yet taken by the real-time thread.
+    ahead: u64,
+}
+
 /// One call's audio engine.
 pub struct AudioEngine {
     shared: Arc<Shared>,
@@ -173,11 +193,12 @@ pub struct AudioEngine {
     received: u64,
     pushed: u64,
     rejected: u64,
-    /// (start index, pushed at ns) of recent sends, for playback latency.
-    sends: VecDeque<(u64, u64)>,
+    /// Recent sends, for playback latency.
+    sends: VecDeque<SentFrame>,
     capture_latency: Histogram,
     playback_latency: Histogram,
     played_latency: Histogram,
+    added_latency: Histogram,
 }
 
 impl fmt::Debug for AudioEngine {
@@ -286,6 +307,7 @@ impl AudioEngine {
             capture_latency: Histogram::new(),
             playback_latency: Histogram::new(),
             played_latency: Histogram::new(),
+            added_latency: Histogram::new(),
         })
     }
 
@@ -394,7 +416,8 @@ impl AudioEngine {
             if self.sends.len() == self.sends.capacity() {
                 self.sends.pop_front();
             }
-            self.sends.push_back((start, self.shared.now_ns()));
+            let ahead = start.saturating_sub(self.shared.played.load(Ordering::Relaxed));
+            self.sends.push_back(SentFrame { start, at_ns: self.shared.now_ns(), ahead });
         }
         n
     }
@@ -421,13 +444,15 @@ impl AudioEngine {
             let queued_ns = u64::from(m.device_queued) * 1_000_000_000 / u64::from(self.rate);
             // A send counts once its first sample is written: the rest of the
             // frame follows in real time by nature, not by the box's doing.
-            while let Some(&(start, at)) = self.sends.front() {
-                if start >= m.end_index {
+            while let Some(&send) = self.sends.front() {
+                if send.start >= m.end_index {
                     break;
                 }
-                let written = m.at_ns.saturating_sub(at);
+                let written = m.at_ns.saturating_sub(send.at_ns);
                 self.playback_latency.record(written);
                 self.played_latency.record(written + queued_ns);
+                let ahead_ns = send.ahead * 1_000_000_000 / u64::from(self.rate);
+                self.added_latency.record(written.saturating_sub(ahead_ns));
                 self.sends.pop_front();
             }
         }
@@ -444,6 +469,8 @@ impl AudioEngine {
             playback_p99_ms: self.playback_latency.quantile_ms(0.99),
             playback_played_p50_ms: self.played_latency.quantile_ms(0.50),
             playback_played_p99_ms: self.played_latency.quantile_ms(0.99),
+            playback_added_p50_ms: self.added_latency.quantile_ms(0.50),
+            playback_added_p99_ms: self.added_latency.quantile_ms(0.99),
             playback_count: self.playback_latency.count,
         }
     }
@@ -467,6 +494,7 @@ impl AudioEngine {
             peak_out_dbfs: dbfs(s.peak_out.load(Ordering::Relaxed)),
             captured_ms: ms(s.captured.load(Ordering::Relaxed)),
             played_ms: ms(s.played.load(Ordering::Relaxed)),
+            longest_wakeup_gap_ms: (s.longest_gap_ns.load(Ordering::Relaxed) / 1_000_000) as u32,
             realtime: self.report.realtime.is_ok(),
             memory_locked: self.report.memory_locked.is_ok(),
         }

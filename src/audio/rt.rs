@@ -110,6 +110,8 @@ pub struct Shared {
     pub(crate) peak_out: AtomicU32,
     pub(crate) captured: AtomicU64,
     pub(crate) played: AtomicU64,
+    /// Longest interval between two capture reads returning.
+    pub(crate) longest_gap_ns: AtomicU64,
 }
 
 impl Shared {
@@ -134,6 +136,7 @@ impl Shared {
             peak_out: AtomicU32::new(0),
             captured: AtomicU64::new(0),
             played: AtomicU64::new(0),
+            longest_gap_ns: AtomicU64::new(0),
         }
     }
 
@@ -184,6 +187,8 @@ pub struct RtLoop<B: PcmBackend> {
     dry_at: Option<u64>,
     fade_in_left: usize,
     seen_flush: u32,
+    /// When the previous capture period was read (0: none yet).
+    last_read_ns: u64,
 }
 
 impl<B: PcmBackend> RtLoop<B> {
@@ -217,6 +222,7 @@ impl<B: PcmBackend> RtLoop<B> {
             dry_at: None,
             fade_in_left: 0,
             seen_flush: 0,
+            last_read_ns: 0,
         }
     }
 
@@ -256,6 +262,10 @@ impl<B: PcmBackend> RtLoop<B> {
 
     fn deliver_capture(&mut self) {
         let at_ns = self.shared.now_ns();
+        if self.last_read_ns != 0 {
+            self.shared.longest_gap_ns.fetch_max(at_ns.saturating_sub(self.last_read_ns), Ordering::Relaxed);
+        }
+        self.last_read_ns = at_ns;
         let peak = self.capture_buf.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
         self.shared.peak_in.fetch_max(u32::from(peak), Ordering::Relaxed);
         let (_, rest) = self.capture_tx.push_partial_slice(&self.capture_buf);

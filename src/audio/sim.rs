@@ -36,6 +36,10 @@ pub struct SimPcm {
     /// Periods at which the playback device is made to underrun (sorted).
     playback_xruns_at: Vec<u64>,
     next_pxrun: usize,
+    /// (period, extra delay): that period reaches the loop late, as when the
+    /// thread is not scheduled in time; later periods come at once until
+    /// the clock is caught up, as ALSA's would.
+    stall: Option<(u64, Duration)>,
     heard: Producer<i16>,
     device: Vec<i16>,
     device_head: usize,
@@ -70,6 +74,7 @@ impl SimPcm {
             next_xrun: 0,
             playback_xruns_at: Vec::new(),
             next_pxrun: 0,
+            stall: None,
             heard,
             device: vec![0; buffer],
             device_head: 0,
@@ -88,6 +93,12 @@ impl SimPcm {
     pub fn with_playback_xruns(mut self, mut at: Vec<u64>) -> Self {
         at.sort_unstable();
         self.playback_xruns_at = at;
+        self
+    }
+
+    /// Delivers capture period `at` late by `delay` (a stalled thread).
+    pub fn with_stall(mut self, at: u64, delay: Duration) -> Self {
+        self.stall = Some((at, delay));
         self
     }
 
@@ -135,6 +146,11 @@ impl PcmBackend for SimPcm {
                 std::thread::sleep(deadline - now);
             }
             self.next_deadline = Some(deadline + self.pace.unwrap_or_default());
+        }
+        if let Some((at, delay)) = self.stall {
+            if self.periods + 1 == at {
+                std::thread::sleep(delay);
+            }
         }
         self.periods += 1;
         self.play_period();

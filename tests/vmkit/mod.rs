@@ -49,6 +49,12 @@ pub fn run_in_guest(test: &str, guest: Guest<'_>) -> PathBuf {
     if guest.systemd {
         cmd.arg("--systemd");
     }
+    // The test's own switches (CAP4_*) go in with it.
+    for (name, _) in std::env::vars_os() {
+        if let Some(name) = name.to_str().filter(|n| n.starts_with("CAP4_") && *n != "CAP4_IN_GUEST") {
+            cmd.args(["-e", name]);
+        }
+    }
     cmd.args(["-e", "CAP4_IN_GUEST", "-e", "RUST_BACKTRACE", "--"])
         .arg(&exe)
         .args(["--exact", test, "--include-ignored", "--nocapture", "--test-threads=1"])
@@ -228,11 +234,28 @@ impl Drop for Proc {
 /// Starts Baresip with the project's config (`config/baresip/`, the ALSA loopback
 /// device map) from a copy in `dir`, SIP on `sip_port`, ctrl_tcp on 4444.
 pub fn start_baresip(dir: &Path, sip_port: u16) -> io::Result<Proc> {
+    start_baresip_tuned(dir, sip_port, &[])
+}
+
+/// [`start_baresip`] with some of the config's keys set to other values
+/// (`(key, value)`; each key must be in the project's config).
+pub fn start_baresip_tuned(dir: &Path, sip_port: u16, set: &[(&str, &str)]) -> io::Result<Proc> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let conf = dir.join("baresip");
     fs::create_dir_all(&conf)?;
-    let config = fs::read_to_string(root.join("config/baresip/config"))?
+    let mut config = fs::read_to_string(root.join("config/baresip/config"))?
         .replace("127.0.0.1:5060", &format!("127.0.0.1:{sip_port}"));
+    for (key, value) in set {
+        let lines: Vec<String> = config
+            .lines()
+            .map(|l| if l.split_whitespace().next() == Some(key) { format!("{key} {value}") } else { l.to_string() })
+            .collect();
+        let joined = lines.join("\n") + "\n";
+        if joined == config {
+            return Err(io::Error::other(format!("{key} is not in config/baresip/config")));
+        }
+        config = joined;
+    }
     fs::write(conf.join("config"), config)?;
     let accounts = fs::read_to_string(root.join("config/baresip/accounts"))?
         .replace("127.0.0.1:5060", &format!("127.0.0.1:{sip_port}"));
@@ -281,10 +304,17 @@ pub fn start_sipp_scenario(dir: &Path, scenario: &str, port: u16, media_port: u1
         .replace("media/hello_8k.ulaw", &ulaw.display().to_string());
     let file = dir.join("sipp-stream.xml");
     fs::write(&file, scenario)?;
+    spawn_sipp(dir, &file, port, media_port, &[])
+}
+
+/// Runs SIPp with scenario `file` for one call on 127.0.0.1 and waits until
+/// it listens.
+fn spawn_sipp(dir: &Path, file: &Path, port: u16, media_port: u16, extra: &[&str]) -> io::Result<Proc> {
     let child = Command::new("sipp")
         .arg("-sf")
-        .arg(&file)
+        .arg(file)
         .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mi", "127.0.0.1", "-mp", &media_port.to_string()])
+        .args(extra)
         .args(["-ci", "127.0.0.1", "-m", "1", "-nostdin", "-timeout", "120", "-timeout_error"])
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -295,6 +325,21 @@ pub fn start_sipp_scenario(dir: &Path, scenario: &str, port: u16, media_port: u1
         return Err(io::Error::other(format!("SIPp did not bind 127.0.0.1:{port}")));
     }
     Ok(Proc(child))
+}
+
+/// Starts SIPp answering with no media of its own and echoing our RTP back
+/// (`-rtp_echo` cannot share the media socket with `rtp_stream`, so the
+/// scenario's rtp_stream action is taken out).
+pub fn start_sipp_echo(dir: &Path, port: u16, media_port: u16) -> io::Result<Proc> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let scenario = fs::read_to_string(root.join("tests/fixtures/sipp/answer_wait_bye.xml"))?;
+    let (Some(start), Some(end)) = (scenario.find("<nop>"), scenario.find("</nop>")) else {
+        return Err(io::Error::other("answer_wait_bye.xml has no rtp_stream <nop>"));
+    };
+    let plain = format!("{}{}", &scenario[..start], &scenario[end + "</nop>".len()..]);
+    let file = dir.join("sipp-echo.xml");
+    fs::write(&file, plain)?;
+    spawn_sipp(dir, &file, port, media_port, &["-rtp_echo"])
 }
 
 /// True once a UDP socket is bound to 127.0.0.1:`port` (SIPp is listening).
