@@ -259,6 +259,20 @@ fn format_call(c: &Value) -> String {
             text(&ai["end_reason"])
         );
     }
+    if c["audio"].is_object() {
+        // What a technician looks at first when a caller says the line broke up.
+        let a = &c["audio"];
+        let _ = writeln!(
+            out,
+            "  audio xruns {} capture / {} playback  underruns {}  longest wake-up gap {} ms  peak in {} / out {} dBFS",
+            text(&a["capture_xruns"]),
+            text(&a["playback_xruns"]),
+            text(&a["underruns"]),
+            text(&a["longest_wakeup_gap_ms"]),
+            text(&a["peak_in_dbfs"]),
+            text(&a["peak_out_dbfs"])
+        );
+    }
     for entry in c["timeline"].as_array().map(Vec::as_slice).unwrap_or_default() {
         let detail = entry["detail"].as_str().map(|d| format!("  {d}")).unwrap_or_default();
         let _ = writeln!(out, "  {:>8} ms  {}{}", text(&entry["at_ms"]), text(&entry["event"]), detail);
@@ -285,4 +299,22 @@ fn encode_query(s: &str) -> String {
 
 fn encode_path(s: &str) -> String {
     encode_query(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_prints_the_audio_figures_when_the_call_had_audio() {
+        let with = serde_json::json!({
+            "id": "c1", "phone_number": "+15550100", "status": "ended",
+            "audio": {"capture_xruns": 0, "playback_xruns": 2, "underruns": 1, "longest_wakeup_gap_ms": 41,
+                      "peak_in_dbfs": -12.5, "peak_out_dbfs": -6.0}
+        });
+        let out = format_call(&with);
+        assert!(out.contains("audio xruns 0 capture / 2 playback  underruns 1  longest wake-up gap 41 ms"), "{out}");
+        let without = serde_json::json!({"id": "c2", "phone_number": "+15550100", "status": "ended"});
+        assert!(!format_call(&without).contains("audio"), "no audio line for a call without audio");
+    }
 }
