@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::amd::AmdConfig;
-use crate::audio::PlayedOut;
 use crate::amd::vad::{FRAME_MS, FrontEnd};
+use crate::audio::PlayedOut;
 
 /// `[voicemail]` as written in the TOML.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -122,7 +122,6 @@ enum DropState {
     Playing { sent: usize, played: PlayedOut },
     Done,
 }
-
 
 impl Dropper {
     /// `message` at 8 kHz; `rate`: the engine's rate.

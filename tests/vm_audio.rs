@@ -19,7 +19,7 @@ mod vmkit;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cap4::audio::g711::{ulaw_decode, ulaw_encode};
 use cap4::audio::{AudioConfig, AudioEngine};
@@ -37,12 +37,6 @@ fn speech_ulaw() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sipp/media/hello_8k.ulaw")
 }
 
-/// Dials SIPp from Baresip and waits for the call.
-fn dial() {
-    let dialled = vmkit::baresip_command("dial", &format!("sip:100@127.0.0.1:{SIPP_PORT}"), Duration::from_secs(5));
-    assert!(dialled.contains("CALL_ESTABLISHED"), "{dialled}");
-}
-
 fn hangup_and_report() {
     let debug = vmkit::baresip_command("audio_debug", "", Duration::from_millis(500));
     eprintln!("baresip audio_debug: {}", debug.chars().filter(|c| !c.is_control()).take(600).collect::<String>());
@@ -51,28 +45,6 @@ fn hangup_and_report() {
 
 fn engine_config() -> AudioConfig {
     AudioConfig::default()
-}
-
-/// Captures `seconds` of the caller into memory, optionally running `during`
-/// once per 20 ms frame (with the frame count so far).
-fn capture(engine: &mut AudioEngine, seconds: f64, mut during: impl FnMut(&mut AudioEngine, usize)) -> Vec<i16> {
-    let frame = engine.frame_len();
-    let frames = (seconds * 50.0) as usize;
-    let mut out = Vec::with_capacity(frames * frame);
-    let mut buf = vec![0i16; frame];
-    let until = Instant::now() + Duration::from_secs_f64(seconds + 5.0);
-    let mut got = 0;
-    while got < frames && Instant::now() < until {
-        if engine.try_recv_frame(&mut buf) {
-            out.extend_from_slice(&buf);
-            got += 1;
-            during(engine, got);
-        } else {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-    assert_eq!(got, frames, "the engine delivered {got} of {frames} frames");
-    out
 }
 
 // ------------------------------------------------------------- analysis --
@@ -127,13 +99,6 @@ fn match_windows(reference: &[i16], captured: &[i16]) -> (usize, usize, Vec<usiz
     (loud, matched, offsets)
 }
 
-fn rms(x: &[i16]) -> f64 {
-    if x.is_empty() {
-        return 0.0;
-    }
-    (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len() as f64).sqrt()
-}
-
 // ---------------------------------------------------------------- tests --
 
 #[test]
@@ -158,10 +123,10 @@ fn engine_captures_the_callers_speech() {
     fs::create_dir_all(dir).unwrap();
     let _sipp = vmkit::start_sipp_streaming(dir, SIPP_PORT, MEDIA_PORT, &speech_ulaw()).expect("SIPp");
     let _baresip = vmkit::start_baresip(dir, SIP_PORT).expect("Baresip");
-    dial();
+    vmkit::dial_sipp(SIPP_PORT);
     let mut engine = AudioEngine::start(&engine_config()).expect("engine on the loopback");
     eprintln!("engine: {:?}", engine.report());
-    let captured = capture(&mut engine, 6.0, |_, _| {});
+    let captured = vmkit::capture(&mut engine, 6.0, |_, _| {});
     let stats = engine.stop().expect("stop");
     hangup_and_report();
     eprintln!("stats: {stats:?}");
@@ -193,13 +158,13 @@ fn what_the_engine_plays_reaches_the_phone() {
     fs::create_dir_all(dir).unwrap();
     let _sipp = vmkit::start_sipp_echo(dir, SIPP_PORT, MEDIA_PORT).expect("SIPp");
     let _baresip = vmkit::start_baresip(dir, SIP_PORT).expect("Baresip");
-    dial();
+    vmkit::dial_sipp(SIPP_PORT);
     let mut engine = AudioEngine::start(&engine_config()).expect("engine on the loopback");
     // 3 s of probe sent as 20 ms frames in real time (as an AI stream would),
     // after a second of silence; capture the echo meanwhile.
     let sent = probe(3.0);
     let frame = engine.frame_len();
-    let captured = capture(&mut engine, 6.0, |e, n| {
+    let captured = vmkit::capture(&mut engine, 6.0, |e, n| {
         let k = n.wrapping_sub(50);
         if n >= 50 && (k + 1) * frame <= sent.len() {
             e.send(&sent[k * frame..(k + 1) * frame]);
@@ -220,13 +185,13 @@ fn what_the_engine_plays_reaches_the_phone() {
 /// Capture index (samples) where 5 ms RMS first rises above / finally falls
 /// below `threshold`, searching from `from`.
 fn onset(x: &[i16], from: usize, threshold: f64) -> Option<usize> {
-    (from..x.len().saturating_sub(40)).step_by(8).find(|&i| rms(&x[i..i + 40]) > threshold)
+    (from..x.len().saturating_sub(40)).step_by(8).find(|&i| vmkit::rms(&x[i..i + 40]) > threshold)
 }
 
 /// The first 5 ms window at or after `from` that is quiet and stays quiet for
 /// the 450 ms that follow it.
 fn silent_for_good(x: &[i16], from: usize) -> Option<usize> {
-    (from..x.len().saturating_sub(4000)).step_by(8).find(|&i| rms(&x[i..i + 40]) < 500.0 && rms(&x[i + 400..i + 4000]) < 300.0)
+    (from..x.len().saturating_sub(4000)).step_by(8).find(|&i| vmkit::rms(&x[i..i + 40]) < 500.0 && vmkit::rms(&x[i + 400..i + 4000]) < 300.0)
 }
 
 #[test]
@@ -243,7 +208,7 @@ fn a_flush_silences_the_far_end_within_one_period() {
         // Search from the flush on: the receive path can slip a 20 ms frame
         // (a short gap in the tone) before it, which is not the flush.
         let off = silent_for_good(&captured, flushed_at.max(on + 800)).expect("the tone stopped for good");
-        let still = rms(&captured[off + 400..(off + 4000).min(captured.len())]);
+        let still = vmkit::rms(&captured[off + 400..(off + 4000).min(captured.len())]);
         let d_on = (on - sent_at) as f64 / 8.0;
         let d_off = (off as f64 - flushed_at as f64) / 8.0;
         eprintln!("round trip: tone on {d_on:.1} ms after sending, off {d_off:.1} ms after the flush; then rms {still:.0}");
@@ -258,13 +223,13 @@ fn a_flush_silences_the_far_end_within_one_period() {
     fs::create_dir_all(dir).unwrap();
     let _sipp = vmkit::start_sipp_echo(dir, SIPP_PORT, MEDIA_PORT).expect("SIPp");
     let _baresip = vmkit::start_baresip(dir, SIP_PORT).expect("Baresip");
-    dial();
+    vmkit::dial_sipp(SIPP_PORT);
     let mut engine = AudioEngine::start(&engine_config()).expect("engine on the loopback");
     let tone: Vec<i16> = (0..8000 * 4).map(|i| (12000.0 * (2.0 * std::f64::consts::PI * 700.0 * i as f64 / 8000.0).sin()) as i16).collect();
     let frame = engine.frame_len();
     let (mut sent_at, mut flushed_at) = (0, 0);
     // At 1 s: 4 s of tone at once; at 2.5 s: flush (barge-in).
-    let captured = capture(&mut engine, 4.5, |e, n| {
+    let captured = vmkit::capture(&mut engine, 4.5, |e, n| {
         if n == 50 {
             sent_at = n * frame;
             assert_eq!(e.send(&tone), tone.len());

@@ -26,7 +26,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cap4::audio::{AudioConfig, AudioEngine};
 use vmkit::{Guest, in_guest, run_in_guest, xfer_out};
@@ -73,13 +73,6 @@ fn probe() -> Vec<i16> {
         .collect()
 }
 
-fn rms(x: &[i16]) -> f64 {
-    if x.is_empty() {
-        return 0.0;
-    }
-    (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len() as f64).sqrt()
-}
-
 /// What one setting on one network did.
 #[derive(Debug)]
 struct Outcome {
@@ -105,7 +98,7 @@ fn analyse(captured: &[i16]) -> (Vec<f64>, usize, usize, usize) {
     for j in 0..BURSTS {
         let from = sent_at(j * BURST_EVERY);
         let to = (from + BURST_EVERY).min(captured.len().saturating_sub(40));
-        match (from..to).step_by(8).find(|&i| rms(&captured[i..i + 40]) > 7000.0) {
+        match (from..to).step_by(8).find(|&i| vmkit::rms(&captured[i..i + 40]) > 7000.0) {
             Some(on) => round_trips.push((on - from) as f64 * 1000.0 / RATE as f64),
             None => lost += 1,
         }
@@ -117,7 +110,7 @@ fn analyse(captured: &[i16]) -> (Vec<f64>, usize, usize, usize) {
         let start = sent_at(0) + (*first as usize * RATE / 1000) + 800;
         let end = (sent_at(PROBE_LEN) + (*last as usize * RATE / 1000)).saturating_sub(800).min(captured.len());
         for w in captured.get(start..end).unwrap_or(&[]).chunks_exact(80) {
-            let hole = rms(w) < 500.0;
+            let hole = vmkit::rms(w) < 500.0;
             gap_windows += usize::from(hole);
             gaps += usize::from(hole && !in_gap);
             in_gap = hole;
@@ -162,31 +155,19 @@ fn run_one(jbuf: &str, aubuf: &str, netem: &str, dir: &Path) -> Outcome {
     let _sipp = vmkit::start_sipp_echo(dir, SIPP_PORT, MEDIA_PORT).expect("SIPp");
     let _baresip =
         vmkit::start_baresip_tuned(dir, SIP_PORT, &[("jitter_buffer_delay", jbuf), ("audio_buffer", aubuf)]).expect("Baresip");
-    let dialled = vmkit::baresip_command("dial", &format!("sip:100@127.0.0.1:{SIPP_PORT}"), Duration::from_secs(5));
-    assert!(dialled.contains("CALL_ESTABLISHED"), "{dialled}");
+    vmkit::dial_sipp(SIPP_PORT);
     let mut engine = AudioEngine::start(&AudioConfig::default()).expect("engine on the loopback");
     let signal = probe();
-    let frames = LEAD_FRAMES + PROBE_LEN / FRAME + 50;
-    let mut captured = Vec::with_capacity(frames * FRAME);
-    let mut buf = vec![0i16; FRAME];
-    let until = Instant::now() + Duration::from_secs(frames as u64 / 50 + 10);
-    let mut n = 0;
-    while n < frames && Instant::now() < until {
-        if !engine.try_recv_frame(&mut buf) {
-            std::thread::sleep(Duration::from_millis(2));
-            continue;
-        }
-        captured.extend_from_slice(&buf);
-        n += 1;
-        // In lockstep with the capture, as an agent streaming in real time.
+    let seconds = (LEAD_FRAMES + PROBE_LEN / FRAME + 50) as f64 / 50.0;
+    // In lockstep with the capture, as an agent streaming in real time.
+    let captured = vmkit::capture(&mut engine, seconds, |e, n| {
         if n > LEAD_FRAMES {
             let k = n - LEAD_FRAMES - 1;
             if let Some(chunk) = signal.get(k * FRAME..(k + 1) * FRAME) {
-                engine.send(chunk);
+                e.send(chunk);
             }
         }
-    }
-    assert_eq!(n, frames, "the engine delivered {n} of {frames} frames");
+    });
     let debug = vmkit::baresip_command("audio_debug", "", Duration::from_millis(800));
     let buffers = baresip_rx_buffers(&debug);
     vmkit::baresip_command("hangup", "", Duration::from_millis(500));

@@ -406,6 +406,7 @@ impl AudioEngine {
     /// fit (the rest is refused and counted).
     pub fn send(&mut self, samples: &[i16]) -> usize {
         self.poll_playback_marks();
+        let ahead = self.playback_pending() as u64;
         let (done, rest) = self.playback_tx.push_partial_slice(samples);
         let n = done.len();
         self.rejected += rest.len() as u64;
@@ -416,7 +417,6 @@ impl AudioEngine {
             if self.sends.len() == self.sends.capacity() {
                 self.sends.pop_front();
             }
-            let ahead = start.saturating_sub(self.shared.played.load(Ordering::Relaxed));
             self.sends.push_back(SentFrame { start, at_ns: self.shared.now_ns(), ahead });
         }
         n

@@ -369,3 +369,41 @@ pub fn baresip_command(command: &str, params: &str, wait: Duration) -> String {
     }
     String::from_utf8_lossy(&got).into_owned()
 }
+
+/// Dials SIPp on 127.0.0.1:`sipp_port` from Baresip and waits for the call.
+pub fn dial_sipp(sipp_port: u16) {
+    let dialled = baresip_command("dial", &format!("sip:100@127.0.0.1:{sipp_port}"), Duration::from_secs(5));
+    assert!(dialled.contains("CALL_ESTABLISHED"), "{dialled}");
+}
+
+// ----------------------------------------------------------- the engine --
+
+/// Captures `seconds` of the caller into memory, optionally running `during`
+/// once per 20 ms frame (with the frame count so far).
+pub fn capture(engine: &mut cap4::audio::AudioEngine, seconds: f64, mut during: impl FnMut(&mut cap4::audio::AudioEngine, usize)) -> Vec<i16> {
+    let frame = engine.frame_len();
+    let frames = (seconds * 50.0) as usize;
+    let mut out = Vec::with_capacity(frames * frame);
+    let mut buf = vec![0i16; frame];
+    let until = Instant::now() + Duration::from_secs_f64(seconds + 5.0);
+    let mut got = 0;
+    while got < frames && Instant::now() < until {
+        if engine.try_recv_frame(&mut buf) {
+            out.extend_from_slice(&buf);
+            got += 1;
+            during(engine, got);
+        } else {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    assert_eq!(got, frames, "the engine delivered {got} of {frames} frames");
+    out
+}
+
+/// Root mean square of `x` (0 for no samples).
+pub fn rms(x: &[i16]) -> f64 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len() as f64).sqrt()
+}
