@@ -53,10 +53,7 @@ fn main() {
     let mut busy_s = 0.0;
     for (name, dir) in [("synthetic (tuning set)", "synthetic"), ("real (hold-out)", "real")] {
         let clips = load(&root.join(dir));
-        let results: Vec<Verdict> = clips
-            .iter()
-            .map(|c| classify(&config, &c.samples).expect("validated config"))
-            .collect();
+        let results: Vec<Verdict> = clips.iter().map(|c| classify(&config, &c.samples).expect("validated config")).collect();
         report(name, &clips, &results, verbose);
         // Speed: the whole clip through the detector (it keeps running after the verdict).
         for clip in &clips {
@@ -202,8 +199,5 @@ fn decode_flac(path: &PathBuf) -> Vec<i16> {
     let mut reader = claxon::FlacReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let info = reader.streaminfo();
     assert_eq!((info.sample_rate, info.channels, info.bits_per_sample), (8000, 1, 16), "{}", path.display());
-    reader
-        .samples()
-        .map(|s| s.map(|v| v as i16).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .collect()
+    reader.samples().map(|s| s.map(|v| v as i16).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).collect()
 }

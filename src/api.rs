@@ -76,11 +76,7 @@ async fn authorize(State(state): State<ApiState>, headers: HeaderMap, req: Reque
     if req.uri().path() == "/api/health" {
         return next.run(req).await;
     }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
     if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
         next.run(req).await
     } else {
@@ -109,21 +105,18 @@ async fn dial(State(state): State<ApiState>, body: Result<Bytes, BytesRejection>
     let bad_body = || ApiError(StatusCode::BAD_REQUEST, "bad_request", r#"expected {"phone_number": "+79123456789"}"#.into());
     let parsed: serde_json::Value = serde_json::from_slice(&body).map_err(|_| bad_body())?;
     let object = parsed.as_object().ok_or_else(bad_body)?;
-    let number = object
-        .get("phone_number")
-        .and_then(serde_json::Value::as_str)
-        .and_then(|s| PhoneNumber::parse(s).ok())
-        .ok_or_else(|| ApiError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_phone_number", crate::phone::InvalidPhoneNumber.to_string()))?;
+    let number =
+        object.get("phone_number").and_then(serde_json::Value::as_str).and_then(|s| PhoneNumber::parse(s).ok()).ok_or_else(|| {
+            ApiError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_phone_number", crate::phone::InvalidPhoneNumber.to_string())
+        })?;
     match ask(&state, |reply| ApiRequest::Dial { number, reply }).await? {
         Ok(record) => Ok((StatusCode::CREATED, axum::Json(record)).into_response()),
         Err(DialRefusal::Machine(DialError::Busy(id))) => {
             Err(ApiError(StatusCode::CONFLICT, "call_active", format!("call {id} is active; one call at a time")))
         }
-        Err(DialRefusal::Machine(DialError::NotConnected)) => Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "baresip_unavailable",
-            "Baresip is not connected".into(),
-        )),
+        Err(DialRefusal::Machine(DialError::NotConnected)) => {
+            Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "baresip_unavailable", "Baresip is not connected".into()))
+        }
         Err(DialRefusal::Machine(DialError::NotReady)) => Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "baresip_unavailable",
@@ -179,11 +172,7 @@ async fn list(State(state): State<ApiState>, query: Result<Query<ListQuery>, Que
     let before = query.before.clone();
     match ask(&state, |reply| ApiRequest::List { limit, before, reply }).await? {
         Ok(records) => Ok(axum::Json(records).into_response()),
-        Err(_) => Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no call {} to page before", query.before.unwrap_or_default()),
-        )),
+        Err(_) => Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no call {} to page before", query.before.unwrap_or_default()))),
     }
 }
 

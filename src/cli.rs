@@ -187,10 +187,7 @@ pub(crate) fn emit(text: &str) -> std::io::Result<()> {
 }
 
 fn request(addr: &str, method: Method, path: &str, body: Option<Value>, token: Option<&str>) -> Result<Value, Failure> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure(exit::FAILURE, e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Failure(exit::FAILURE, e.to_string()))?;
     let (status, bytes) = runtime.block_on(client_http::call(addr, method, path, body, token)).map_err(|e| match e {
         HttpError::Connect(_) => Failure(exit::UNAVAILABLE, format!("{e} (is `cap4 run` running? use --api HOST:PORT)")),
         HttpError::Protocol(_) => Failure(exit::FAILURE, e.to_string()),

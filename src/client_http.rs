@@ -36,9 +36,8 @@ pub async fn call(
     token: Option<&str>,
 ) -> Result<(u16, Vec<u8>), HttpError> {
     let stream = TcpStream::connect(addr).await.map_err(|e| HttpError::Connect(format!("{addr}: {e}")))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| HttpError::Protocol(e.to_string()))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| HttpError::Protocol(e.to_string()))?;
     tokio::spawn(conn);
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
     let mut builder = Request::builder().method(method).uri(path).header("host", addr);

@@ -246,8 +246,7 @@ impl Environment for ProcessEnv {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path, env: &dyn Environment) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Read { path: path.to_path_buf(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.to_path_buf(), message: e.to_string() })?;
         Self::parse(path, &text, env)
     }
 
@@ -257,15 +256,10 @@ impl Config {
 
         let ctrl_text = match (env.var("BARESIP_HOST"), env.var("BARESIP_CTRL_TCP_PORT")) {
             (None, None) => None,
-            (host, port) => Some(format!(
-                "{}:{}",
-                host.unwrap_or_else(|| "127.0.0.1".into()),
-                port.unwrap_or_else(|| "4444".into())
-            )),
+            (host, port) => Some(format!("{}:{}", host.unwrap_or_else(|| "127.0.0.1".into()), port.unwrap_or_else(|| "4444".into()))),
         };
         let ctrl = match ctrl_text {
-            Some(text) => parse_addr(&text)
-                .map_err(|m| v.env_error("BARESIP_HOST / BARESIP_CTRL_TCP_PORT", m))?,
+            Some(text) => parse_addr(&text).map_err(|m| v.env_error("BARESIP_HOST / BARESIP_CTRL_TCP_PORT", m))?,
             None => v.addr("baresip.ctrl", raw.baresip.ctrl.as_ref(), "127.0.0.1:4444")?,
         };
         let dial_uri = v.string("baresip.dial_uri", raw.baresip.dial_uri.as_ref(), "sip:{number}@sip.example.net");
@@ -276,19 +270,13 @@ impl Config {
         let max = v.ranged("call.max_duration_s", raw.call.max_duration_s.as_ref(), 900, 1..=86_400)?;
         let grace = v.ranged("call.baresip_grace_s", raw.call.baresip_grace_s.as_ref(), 10, 1..=600)?;
 
-        let token = env
-            .var(API_TOKEN_ENV)
-            .or_else(|| env.credential(API_TOKEN_CREDENTIAL))
-            .map(Secret);
+        let token = env.var(API_TOKEN_ENV).or_else(|| env.credential(API_TOKEN_CREDENTIAL)).map(Secret);
         let listen = match (env.var("APP_HOST"), env.var("APP_PORT")) {
             (None, None) => v.addr("api.listen", raw.api.listen.as_ref(), "127.0.0.1:8000")?,
             (host, port) => {
                 let default = v.addr("api.listen", raw.api.listen.as_ref(), "127.0.0.1:8000")?;
-                let text = format!(
-                    "{}:{}",
-                    host.unwrap_or_else(|| default.ip().to_string()),
-                    port.unwrap_or_else(|| default.port().to_string())
-                );
+                let text =
+                    format!("{}:{}", host.unwrap_or_else(|| default.ip().to_string()), port.unwrap_or_else(|| default.port().to_string()));
                 parse_addr(&text).map_err(|m| v.env_error("APP_HOST / APP_PORT", m))?
             }
         };
@@ -317,8 +305,7 @@ impl Config {
         let long_press_ms = v.ranged("button.long_press_ms", raw.button.long_press_ms.as_ref(), 2_000, 500..=30_000)?;
         let phone_number = match &raw.button.phone_number {
             Some(text) => Some(
-                crate::phone::PhoneNumber::parse(text.get_ref())
-                    .map_err(|e| v.error("button.phone_number", Some(text), e.to_string()))?,
+                crate::phone::PhoneNumber::parse(text.get_ref()).map_err(|e| v.error("button.phone_number", Some(text), e.to_string()))?,
             ),
             None => None,
         };
@@ -330,8 +317,7 @@ impl Config {
             led_green: raw.gpio.led_green,
             led_red: raw.gpio.led_red,
         };
-        let button =
-            ButtonConfig { phone_number, long_press: Duration::from_millis(long_press_ms), during_call: raw.button.during_call };
+        let button = ButtonConfig { phone_number, long_press: Duration::from_millis(long_press_ms), during_call: raw.button.during_call };
 
         // These sections validate themselves; their errors name the key.
         raw.audio.validate().map_err(|message| section_error(path, text, "audio", &message))?;
@@ -451,11 +437,7 @@ impl Validator<'_> {
         range: std::ops::RangeInclusive<u64>,
     ) -> Result<u64, ConfigError> {
         let n = value.map_or(default, |v| *v.get_ref());
-        if range.contains(&n) {
-            Ok(n)
-        } else {
-            Err(self.error(key, value, format!("{n} is outside {}..={}", range.start(), range.end())))
-        }
+        if range.contains(&n) { Ok(n) } else { Err(self.error(key, value, format!("{n} is outside {}..={}", range.start(), range.end()))) }
     }
 }
 
@@ -497,10 +479,8 @@ fn key_on_line(text: &str, line: usize) -> Option<String> {
     if key.is_empty() {
         return None;
     }
-    let section = lines[..line - 1]
-        .iter()
-        .rev()
-        .find_map(|l| l.trim().strip_prefix('[').map(|s| s.trim_end_matches(']').trim().to_string()));
+    let section =
+        lines[..line - 1].iter().rev().find_map(|l| l.trim().strip_prefix('[').map(|s| s.trim_end_matches(']').trim().to_string()));
     Some(match section {
         Some(section) => format!("{section}.{key}"),
         None => key,
@@ -634,7 +614,8 @@ mod tests {
 
     #[test]
     fn ai_section_validates_with_key_and_line_and_refuses_keys() {
-        let config = parse("[ai]\nprovider = \"elevenlabs\"\nagent_id = \"agent_1\"\nsigned_url = false\n[ai.echo]\nsilence_ms = 500\n").unwrap();
+        let config =
+            parse("[ai]\nprovider = \"elevenlabs\"\nagent_id = \"agent_1\"\nsigned_url = false\n[ai.echo]\nsilence_ms = 500\n").unwrap();
         assert_eq!(config.ai.provider, crate::ai::ProviderKind::Elevenlabs);
         assert_eq!(config.ai.echo.silence_ms, 500);
         assert!(parse("").unwrap().ai.enabled, "on by default, with the local echo provider");

@@ -14,15 +14,15 @@ use tracing::{Span, debug, error, info, info_span, warn};
 
 use crate::baresip::client::{Report, Request};
 use crate::button::Press;
-use crate::config::DuringCall;
-use crate::leds::{BRIEF, LedState, LedView};
-use crate::sd_notify::Notifier;
-use crate::session::{self, Session, SessionMsg};
 use crate::call::machine::{AiInput, AnswerPolicy, CallMachine, CommandError, CommandTag, DialError, Effect, HangupError, Input, Timeouts};
 use crate::call::record::{CallRecord, Outcome, Status};
 use crate::clock::{Clock, rfc3339};
 use crate::config::Config;
+use crate::config::DuringCall;
+use crate::leds::{BRIEF, LedState, LedView};
 use crate::phone::PhoneNumber;
+use crate::sd_notify::Notifier;
+use crate::session::{self, Session, SessionMsg};
 use crate::store::{Store, UnknownCursor};
 
 /// Requests from the HTTP API (and so from the CLI).
@@ -214,9 +214,7 @@ impl Controller {
         match msg {
             SessionMsg::Verdict { call_id, verdict } => self.session_input(&call_id, Input::Verdict(verdict)),
             SessionMsg::Ai { call_id, input } => self.session_input(&call_id, Input::Ai(input)),
-            SessionMsg::Voicemail { call_id, left, detail } => {
-                self.session_input(&call_id, Input::VoicemailDone { left, detail })
-            }
+            SessionMsg::Voicemail { call_id, left, detail } => self.session_input(&call_id, Input::VoicemailDone { left, detail }),
             SessionMsg::Done { call_id, stats, ai, early_media } => {
                 // The counters go into the ended call's record.
                 if stats.is_none() && ai.is_none() && early_media.is_none() {
@@ -326,8 +324,7 @@ impl Controller {
                 Some(Status::Dialing) => LedState::Dialing,
                 Some(Status::Ringing | Status::EarlyMedia) => LedState::Ringing,
                 Some(Status::Answered) => {
-                    let classifying = self.config.amd.enabled
-                        && self.machine.active().is_some_and(|r| r.answer.is_none());
+                    let classifying = self.config.amd.enabled && self.machine.active().is_some_and(|r| r.answer.is_none());
                     if classifying { LedState::Classifying } else { LedState::Talking }
                 }
             }
@@ -370,9 +367,7 @@ impl Controller {
                 // Logged again here, inside the call's span, so that the protocol
                 // detail of a call carries its CALL_ID in the journal.
                 let span = self.call_span();
-                span.in_scope(|| {
-                    debug!(event = event.kind.as_str(), param = event.param.as_deref().unwrap_or(""), "Baresip event")
-                });
+                span.in_scope(|| debug!(event = event.kind.as_str(), param = event.param.as_deref().unwrap_or(""), "Baresip event"));
                 Input::Event(event)
             }
             Report::CommandDone { tag, result } => {
@@ -502,9 +497,7 @@ impl Controller {
                     "call ended"
                 );
                 let brief = match record.outcome {
-                    Some(Outcome::Busy | Outcome::Rejected | Outcome::NoAnswer | Outcome::Unreachable) => {
-                        Some(LedState::NoAnswer)
-                    }
+                    Some(Outcome::Busy | Outcome::Rejected | Outcome::NoAnswer | Outcome::Unreachable) => Some(LedState::NoAnswer),
                     Some(Outcome::Failed | Outcome::AiFailed) => Some(LedState::Error),
                     Some(Outcome::Machine) => Some(LedState::Machine),
                     _ => None,

@@ -88,10 +88,11 @@ async fn serve(config: Arc<Config>) -> i32 {
     let router = crate::api::router(api_tx, config.api.token.clone(), config.baresip.ctrl);
     let mut api_stop = stop_rx.clone();
     let api = tokio::spawn(async move {
-        axum::serve(listener, router).with_graceful_shutdown(async move {
-            let _ = api_stop.changed().await;
-        })
-        .await
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = api_stop.changed().await;
+            })
+            .await
     });
     info!(listen = %config.api.listen, baresip = %config.baresip.ctrl, "cap4 daemon started");
     // systemd: READY only once the config is loaded and Baresip is connected.

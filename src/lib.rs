@@ -3,8 +3,8 @@
 
 pub mod ai;
 pub mod amd;
-pub mod audio;
 pub mod api;
+pub mod audio;
 pub mod baresip;
 pub mod button;
 pub mod call;
@@ -13,15 +13,15 @@ pub mod client_http;
 pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod daemon;
 pub mod gpio;
 pub mod leds;
-pub mod daemon;
 pub mod logging;
 pub mod phone;
 pub mod sd_notify;
 pub mod session;
-pub mod voicemail;
 pub mod store;
+pub mod voicemail;
 pub mod wav;
 
 /// Process exit codes (sysexits.h where one fits).

@@ -27,10 +27,8 @@ pub fn init(level: Level) {
         }
     }
     use std::io::IsTerminal;
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal());
+    let stderr =
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(std::io::stderr().is_terminal());
     let _ = tracing_subscriber::registry().with(stderr).with(filter).try_init();
 }
 

@@ -56,8 +56,20 @@ mod tests {
     #[test]
     fn refuses_everything_else() {
         for bad in [
-            "", "+", "12", "+12", "1234567890123456", "++123", "12 34", "123;transport=tcp", "1234\"",
-            "sip:123@x", "１２３", "+-123", "123\n", "0x123",
+            "",
+            "+",
+            "12",
+            "+12",
+            "1234567890123456",
+            "++123",
+            "12 34",
+            "123;transport=tcp",
+            "1234\"",
+            "sip:123@x",
+            "１２３",
+            "+-123",
+            "123\n",
+            "0x123",
         ] {
             assert_eq!(PhoneNumber::parse(bad), Err(InvalidPhoneNumber), "{bad:?}");
         }

@@ -27,11 +27,26 @@ use crate::call::record::Speaker;
 /// What a session reports to the controller.
 #[derive(Debug)]
 pub enum SessionMsg {
-    Verdict { call_id: String, verdict: Verdict },
-    Ai { call_id: String, input: AiInput },
+    Verdict {
+        call_id: String,
+        verdict: Verdict,
+    },
+    Ai {
+        call_id: String,
+        input: AiInput,
+    },
     /// The voicemail message played out (`left`), or could not be played.
-    Voicemail { call_id: String, left: bool, detail: String },
-    Done { call_id: String, stats: Option<AudioStats>, ai: Option<AiFigures>, early_media: Option<EarlyMediaReport> },
+    Voicemail {
+        call_id: String,
+        left: bool,
+        detail: String,
+    },
+    Done {
+        call_id: String,
+        stats: Option<AudioStats>,
+        ai: Option<AiFigures>,
+        early_media: Option<EarlyMediaReport>,
+    },
 }
 
 /// The AI bridge's figures for the call record.
@@ -112,13 +127,7 @@ pub fn start(params: SessionParams, report: mpsc::Sender<SessionMsg>) -> Session
     let span = info_span!("call", call_id = %call_id);
     let signals = Signals { stop: stop_rx, start_ai: start_rx, drop_voicemail: drop_rx, answered: answered_rx };
     tokio::spawn(run(params, report, signals).instrument(span));
-    Session {
-        call_id,
-        stop: Some(stop_tx),
-        start_ai: Some(start_tx),
-        drop_voicemail: Some(drop_tx),
-        answered: Some(answered_tx),
-    }
+    Session { call_id, stop: Some(stop_tx), start_ai: Some(start_tx), drop_voicemail: Some(drop_tx), answered: Some(answered_tx) }
 }
 
 /// Longest wait for the agent's farewell to play out before hanging up.
@@ -366,10 +375,10 @@ impl Bridge {
     /// A bridge to an engine running at `rate` with `frame_len`-sample frames.
     fn new(session: AiSession, rate: u32, frame_len: usize) -> Result<Bridge, String> {
         let info = session.info();
-        let to_agent = RateConverter::new(rate, info.input_format.rate())
-            .map_err(|e| format!("agent input format {}: {e}", info.input_format))?;
-        let to_device = RateConverter::new(info.output_format.rate(), rate)
-            .map_err(|e| format!("agent output format {}: {e}", info.output_format))?;
+        let to_agent =
+            RateConverter::new(rate, info.input_format.rate()).map_err(|e| format!("agent input format {}: {e}", info.input_format))?;
+        let to_device =
+            RateConverter::new(info.output_format.rate(), rate).map_err(|e| format!("agent output format {}: {e}", info.output_format))?;
         Ok(Bridge {
             session,
             to_agent,
@@ -474,7 +483,11 @@ impl Bridge {
                     self.end_turn(last, engine, requested_at, figures);
                 }
                 info!(%reason, "the agent ended the conversation; its farewell plays out");
-                self.farewell = Some(Farewell { reason: reason.to_string(), give_up_at: Instant::now() + FAREWELL_LIMIT, played: PlayedOut::default() });
+                self.farewell = Some(Farewell {
+                    reason: reason.to_string(),
+                    give_up_at: Instant::now() + FAREWELL_LIMIT,
+                    played: PlayedOut::default(),
+                });
                 Vec::new()
             }
             Some(AiEvent::Ended(reason)) => {

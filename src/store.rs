@@ -32,9 +32,15 @@ const LOCK: &str = "calls.lock";
 
 #[derive(Debug)]
 pub enum StoreError {
-    Io { path: PathBuf, op: &'static str, source: io::Error },
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
     /// Another process holds the store.
-    Locked { path: PathBuf },
+    Locked {
+        path: PathBuf,
+    },
 }
 
 impl fmt::Display for StoreError {
@@ -83,12 +89,7 @@ impl Store {
         };
         std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
         let lock_path = dir.join(LOCK);
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err("open", &lock_path))?;
+        let lock_file = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err("open", &lock_path))?;
         let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
             .map_err(|_| StoreError::Locked { path: dir.to_path_buf() })?;
         let path = dir.join(JOURNAL);
@@ -133,11 +134,7 @@ impl Store {
 
         if !rejected.is_empty() {
             let rejected_path = dir.join(REJECTED);
-            let mut out = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&rejected_path)
-                .map_err(io_err("open", &rejected_path))?;
+            let mut out = OpenOptions::new().create(true).append(true).open(&rejected_path).map_err(io_err("open", &rejected_path))?;
             out.write_all(&rejected).map_err(io_err("write", &rejected_path))?;
             out.sync_all().map_err(io_err("sync", &rejected_path))?;
         }

@@ -29,7 +29,10 @@ pub enum WavError {
     MissingChunk(&'static str),
     /// The `fmt ` chunk is too short or inconsistent.
     BadFormat(String),
-    Unsupported { format_tag: u16, bits: u16 },
+    Unsupported {
+        format_tag: u16,
+        bits: u16,
+    },
     Resample(String),
 }
 
@@ -173,9 +176,7 @@ fn parse_format(b: &[u8]) -> Result<Format, WavError> {
         return Err(WavError::BadFormat(format!("sample rate {rate} Hz")));
     }
     if usize::from(block_align) != usize::from(channels) * usize::from(bits / 8) {
-        return Err(WavError::BadFormat(format!(
-            "block align {block_align} does not match {channels} channels of {bits} bits"
-        )));
+        return Err(WavError::BadFormat(format!("block align {block_align} does not match {channels} channels of {bits} bits")));
     }
     Ok(Format { encoding, channels, rate, bits, block_align })
 }
@@ -200,9 +201,7 @@ fn sample(encoding: Encoding, s: &[u8]) -> f32 {
         (Encoding::Pcm, 3) => (i32::from_le_bytes([0, s[0], s[1], s[2]]) >> 8) as f32 / 256.0,
         (Encoding::Pcm, 4) => i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as f32 / 65536.0,
         (Encoding::Float, 4) => f32::from_le_bytes([s[0], s[1], s[2], s[3]]) * 32768.0,
-        (Encoding::Float, 8) => {
-            (f64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]) * 32768.0) as f32
-        }
+        (Encoding::Float, 8) => (f64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]) * 32768.0) as f32,
         (Encoding::MuLaw, 1) => f32::from(mulaw(s[0])),
         (Encoding::ALaw, 1) => f32::from(alaw(s[0])),
         _ => 0.0,
@@ -240,8 +239,8 @@ pub fn resample(input: &[f32], from: u32, to: u32) -> Result<Vec<f32>, WavError>
     }
     let err = |e: &dyn fmt::Display| WavError::Resample(e.to_string());
     let params = SincInterpolationParameters::new(128, WindowFunction::BlackmanHarris2);
-    let mut resampler = Async::<f32>::new_sinc(f64::from(to) / f64::from(from), 1.0, &params, 1024, 1, FixedAsync::Input)
-        .map_err(|e| err(&e))?;
+    let mut resampler =
+        Async::<f32>::new_sinc(f64::from(to) / f64::from(from), 1.0, &params, 1024, 1, FixedAsync::Input).map_err(|e| err(&e))?;
     let adapter = InterleavedSlice::new(input, 1, input.len()).map_err(|e| err(&e))?;
     let out = resampler.process_all(&adapter, input.len(), None).map_err(|e| err(&e))?;
     Ok(out.take_data())
@@ -303,9 +302,8 @@ mod tests {
 
     #[test]
     fn resamples_16k_keeping_a_tone_and_the_timing() {
-        let samples: Vec<i16> = (0..16000)
-            .map(|i| (8000.0 * (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 16000.0).sin()) as i16)
-            .collect();
+        let samples: Vec<i16> =
+            (0..16000).map(|i| (8000.0 * (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 16000.0).sin()) as i16).collect();
         let out = parse_8k_mono(&wav(1, 1, 16000, 16, &pcm16(&samples))).unwrap();
         assert!((7990..=8010).contains(&out.len()), "{}", out.len());
         // Aligned within one output sample (rubato trims its delay to the sample,
@@ -315,9 +313,8 @@ mod tests {
         let best = (-2..=2).min_by(|a, b| error(*a).total_cmp(&error(*b))).unwrap();
         assert!(best.abs() <= 1 && error(best) < 150.0, "lag {best}, mean error {}", error(best));
         // A 6 kHz tone at 16 kHz is above the new Nyquist frequency: filtered out.
-        let high: Vec<i16> = (0..16000)
-            .map(|i| (8000.0 * (2.0 * std::f32::consts::PI * 6000.0 * i as f32 / 16000.0).sin()) as i16)
-            .collect();
+        let high: Vec<i16> =
+            (0..16000).map(|i| (8000.0 * (2.0 * std::f32::consts::PI * 6000.0 * i as f32 / 16000.0).sin()) as i16).collect();
         let out = parse_8k_mono(&wav(1, 1, 16000, 16, &pcm16(&high))).unwrap();
         assert!(out[1000..7000].iter().all(|s| s.abs() < 100), "aliasing");
     }

@@ -214,7 +214,10 @@ async fn client_tools_are_answered_and_unknown_tools_get_an_error_result() {
         .collect();
     assert_eq!(calls, [("lookup_customer".to_string(), false), ("transfer_money".to_string(), true)]);
     let r = fake.recorded();
-    assert_eq!(r.tool_results[0], json!({"type": "client_tool_result", "tool_call_id": "toolu_1", "result": "{\"name\":\"Miller\",\"phone\":\"+4930123456\"}", "is_error": false}));
+    assert_eq!(
+        r.tool_results[0],
+        json!({"type": "client_tool_result", "tool_call_id": "toolu_1", "result": "{\"name\":\"Miller\",\"phone\":\"+4930123456\"}", "is_error": false})
+    );
     assert_eq!(r.tool_results[1]["tool_call_id"], "toolu_2");
     assert_eq!(r.tool_results[1]["is_error"], true);
     assert!(r.tool_results[1]["result"].as_str().unwrap().contains("unknown tool"));
@@ -244,7 +247,11 @@ async fn garbage_frames_and_unknown_events_are_survived() {
 async fn a_slow_reading_agent_never_blocks_the_caller_or_the_pongs() {
     let fake = FakeAgent::start(FakeConfig {
         ping_every: Some(Duration::from_millis(100)),
-        script: vec![Step::SlowReads(Duration::from_millis(150)), Step::Sleep(Duration::from_millis(1500)), Step::SlowReads(Duration::ZERO)],
+        script: vec![
+            Step::SlowReads(Duration::from_millis(150)),
+            Step::Sleep(Duration::from_millis(1500)),
+            Step::SlowReads(Duration::ZERO),
+        ],
         ..FakeConfig::default()
     })
     .await;

@@ -30,10 +30,8 @@ fn ai_section(fake: &FakeAgent) -> String {
 #[test]
 fn early_media_and_unheard_answers_open_no_agent_session() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
-    let fake = runtime.block_on(FakeAgent::start(FakeConfig {
-        script: vec![Step::Say { text: "Hello", ms: 500 }],
-        ..FakeConfig::default()
-    }));
+    let fake =
+        runtime.block_on(FakeAgent::start(FakeConfig { script: vec![Step::Say { text: "Hello", ms: 500 }], ..FakeConfig::default() }));
     let dir = TempDir::new("ai-credit-rule");
     let baresip = Baresip::start(dir.path(), free_port(), free_port(), free_rtp_range(20)).expect("Baresip");
 

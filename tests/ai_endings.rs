@@ -22,7 +22,8 @@ async fn run(script: Vec<Step>, within: Duration) -> (FakeAgent, Vec<fake_agent:
 
 #[tokio::test]
 async fn end_call_ends_normally_after_the_farewell_audio() {
-    let (fake, events) = run(vec![Step::Say { text: "Hi", ms: 100 }, Step::EndCall { farewell: "Goodbye!", ms: 500 }], Duration::from_secs(3)).await;
+    let (fake, events) =
+        run(vec![Step::Say { text: "Hi", ms: 100 }, Step::EndCall { farewell: "Goodbye!", ms: 500 }], Duration::from_secs(3)).await;
     let end = ended(&events).expect("ended");
     assert!(end.is_normal(), "{end}");
     assert!(end.to_string().contains("end_call"), "{end}");
@@ -51,7 +52,9 @@ async fn maximum_duration_is_a_normal_end() {
 
 #[tokio::test]
 async fn error_closes_end_the_conversation_with_the_reason() {
-    for (code, reason) in [(1002u16, "LLM timeout"), (1008, "Invalid message received"), (1011, "Unexpected error"), (3000, "Request error"), (4321, "")] {
+    for (code, reason) in
+        [(1002u16, "LLM timeout"), (1008, "Invalid message received"), (1011, "Unexpected error"), (3000, "Request error"), (4321, "")]
+    {
         let (_fake, events) = run(vec![Step::Say { text: "Hi", ms: 100 }, Step::Close { code, reason }], Duration::from_secs(3)).await;
         match ended(&events) {
             Some(EndReason::Error { code: Some(c), reason: text }) => {
@@ -82,7 +85,9 @@ async fn a_quota_error_in_the_flat_shape_is_the_reason_of_the_1002_close() {
 #[tokio::test]
 async fn an_error_frame_without_a_close_ends_the_conversation_after_the_grace() {
     let (fake, events) = run(
-        vec![Step::Raw(json!({"type": "error", "error_event": {"code": 1002, "error_type": "llm_error", "message": "LLM failed"}}).to_string())],
+        vec![Step::Raw(
+            json!({"type": "error", "error_event": {"code": 1002, "error_type": "llm_error", "message": "LLM failed"}}).to_string(),
+        )],
         Duration::from_secs(3),
     )
     .await;
@@ -171,7 +176,8 @@ async fn mismatched_audio_formats_fail_the_start_and_close_the_socket() {
 
 #[tokio::test]
 async fn no_metadata_in_time_or_no_server_fails_the_start() {
-    let (_fake, err) = start_error(FakeConfig { metadata_delay: Duration::from_secs(2), ..FakeConfig::default() }, |c| c.connect_timeout_ms = 300).await;
+    let (_fake, err) =
+        start_error(FakeConfig { metadata_delay: Duration::from_secs(2), ..FakeConfig::default() }, |c| c.connect_timeout_ms = 300).await;
     assert!(matches!(err, StartError::Timeout { stage: "conversation metadata", .. }), "{err:?}");
 
     let port = {

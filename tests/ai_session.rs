@@ -195,10 +195,7 @@ async fn agent_errors_end_the_conversation_at_once_with_the_reason_and_garbage_i
     // An error close: no farewell wait, the reason names the code.
     let inputs = ai_inputs(vec![said("Hi"), Step::Close { code: 1002, reason: "protocol error" }]).await;
     let end = inputs.last().cloned();
-    assert!(
-        matches!(&end, Some(AiInput::Ended { by_agent: false, reason }) if reason.contains("1002")),
-        "{inputs:?}"
-    );
+    assert!(matches!(&end, Some(AiInput::Ended { by_agent: false, reason }) if reason.contains("1002")), "{inputs:?}");
     // The socket dropped without a close.
     let inputs = ai_inputs(vec![said("Hi"), Step::Drop]).await;
     assert!(matches!(inputs.last(), Some(AiInput::Ended { by_agent: false, .. })), "{inputs:?}");
@@ -215,10 +212,7 @@ async fn a_start_that_fails_is_reported() {
     let (mut handle, mut rx) = start_session(&fake, "call-2", Arc::new(std::sync::Mutex::new(None)));
     handle.start_ai();
     let msg = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("in time").expect("a message");
-    assert!(
-        matches!(&msg, SessionMsg::Ai { input: AiInput::StartFailed { reason }, .. } if reason.contains("1008")),
-        "{msg:?}"
-    );
+    assert!(matches!(&msg, SessionMsg::Ai { input: AiInput::StartFailed { reason }, .. } if reason.contains("1008")), "{msg:?}");
     handle.stop();
     let done = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("in time").expect("a message");
     assert!(matches!(done, SessionMsg::Done { ai: Some(_), .. }), "{done:?}");

@@ -134,8 +134,7 @@ fn a_bad_file_is_a_data_error_naming_the_file() {
 #[test]
 fn corpus_sanity_floors() {
     // corpus, clips, accuracy floor %, human delay p50 ceiling, machine p50 ceiling (ms)
-    for (corpus, clips, accuracy_floor, human_p50_max, machine_p50_max) in
-        [("synthetic", 160, 95, 650, 4200), ("real", 90, 96, 650, 4300)]
+    for (corpus, clips, accuracy_floor, human_p50_max, machine_p50_max) in [("synthetic", 160, 95, 650, 4200), ("real", 90, 96, 650, 4300)]
     {
         let dir = fixtures().join(corpus);
         let labels = std::fs::read_to_string(dir.join("labels.csv")).unwrap();

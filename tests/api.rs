@@ -79,12 +79,8 @@ fn the_token_guards_everything_but_health() {
 }
 
 fn cap4(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cap4"))
-        .args(args)
-        .env_remove("CAP4_API")
-        .env_remove("CAP4_API_TOKEN")
-        .output()
-        .expect("run cap4");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_cap4")).args(args).env_remove("CAP4_API").env_remove("CAP4_API_TOKEN").output().expect("run cap4");
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }

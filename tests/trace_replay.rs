@@ -129,10 +129,8 @@ fn replay(name: &str) -> Replay {
                     absorb(machine.handle(Input::LinkUp(Resync::default()), now), &mut out);
                 }
             }
-            (Some("conn"), Some("eof" | "closed_by_client" | "error")) => {
-                if machine.link_up() {
-                    absorb(machine.handle(Input::LinkDown, now), &mut out);
-                }
+            (Some("conn"), Some("eof" | "closed_by_client" | "error")) if machine.link_up() => {
+                absorb(machine.handle(Input::LinkDown, now), &mut out);
             }
             (Some("tx"), Some("netstring")) => {
                 let wire = line["wire"].as_str().unwrap();

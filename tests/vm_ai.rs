@@ -68,10 +68,8 @@ fn the_agent_gets_people_and_never_machines() {
     let dir = support::TempDir::new("ai-live");
     let _baresip = vmkit::start_baresip(dir.path(), 5062).expect("Baresip");
     let mut cfg = DaemonConfig::new(4444, "sip:{number}@127.0.0.1:5070".into());
-    cfg.ai = format!(
-        "[ai]\nprovider = \"elevenlabs\"\nagent_id = \"agent_test\"\nbase_url = \"{}\"\nsigned_url = false\n",
-        fake.base_url()
-    );
+    cfg.ai =
+        format!("[ai]\nprovider = \"elevenlabs\"\nagent_id = \"agent_test\"\nbase_url = \"{}\"\nsigned_url = false\n", fake.base_url());
     let cap4 = Daemon::start(dir.path(), &cfg);
     cap4.wait_baresip_connected(WAIT);
 
@@ -115,7 +113,12 @@ fn the_agent_gets_people_and_never_machines() {
         "AI set-up on a live call in the guest, from the human verdict: conversation running {setup} ms, \
          first caller audio sent {first_in} ms, first agent audio queued {first_out} ms"
     );
-    let trail: String = cap4.log().lines().filter(|l| l.contains("AI") || l.contains("classified") || l.contains("agent")).map(|l| format!("{l}\n")).collect();
+    let trail: String = cap4
+        .log()
+        .lines()
+        .filter(|l| l.contains("AI") || l.contains("classified") || l.contains("agent"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     std::fs::write(vmkit::xfer_out().join("ai-setup.txt"), format!("{figures}\n{trail}")).expect("write figures");
     assert!(setup <= first_out, "{full}");
     drop(runtime);
@@ -170,7 +173,8 @@ fn a_machine_gets_the_voicemail_message_after_its_beep() {
     }
     let dir = support::TempDir::new("ai-voicemail");
     // The message: 1.5 s of a 600 Hz tone.
-    let message: Vec<i16> = (0..12_000).map(|i| (8000.0 * (2.0 * std::f64::consts::PI * 600.0 * f64::from(i) / 8000.0).sin()) as i16).collect();
+    let message: Vec<i16> =
+        (0..12_000).map(|i| (8000.0 * (2.0 * std::f64::consts::PI * 600.0 * f64::from(i) / 8000.0).sin()) as i16).collect();
     vmkit::write_wav(&dir.path().join("message.wav"), &message).expect("message.wav");
     let _baresip = vmkit::start_baresip(dir.path(), 5062).expect("Baresip");
     let mut cfg = DaemonConfig::new(4444, "sip:{number}@127.0.0.1:5070".into());

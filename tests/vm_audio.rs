@@ -191,7 +191,9 @@ fn onset(x: &[i16], from: usize, threshold: f64) -> Option<usize> {
 /// The first 5 ms window at or after `from` that is quiet and stays quiet for
 /// the 450 ms that follow it.
 fn silent_for_good(x: &[i16], from: usize) -> Option<usize> {
-    (from..x.len().saturating_sub(4000)).step_by(8).find(|&i| vmkit::rms(&x[i..i + 40]) < 500.0 && vmkit::rms(&x[i + 400..i + 4000]) < 300.0)
+    (from..x.len().saturating_sub(4000))
+        .step_by(8)
+        .find(|&i| vmkit::rms(&x[i..i + 40]) < 500.0 && vmkit::rms(&x[i + 400..i + 4000]) < 300.0)
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vmkit::{Guest, GpioSim, Proc, in_guest, read_wav, run_in_guest, sh, test_signal, wait_for, write_wav};
+use vmkit::{GpioSim, Guest, Proc, in_guest, read_wav, run_in_guest, sh, test_signal, wait_for, write_wav};
 
 /// True once ALSA reports the capture substream `pcm` (e.g. `pcm1c/sub0`) running.
 fn capture_running(pcm: &str) -> bool {
@@ -80,11 +80,8 @@ fn gpio_sim_lines_through_the_character_device() {
     assert_eq!(sh(&format!("gpioget {} 0", sim.chip)).trim(), "0");
 
     // An edge event on the input line.
-    let mut mon = Command::new("gpiomon")
-        .args(["--num-events=1", "--rising-edge", &sim.chip, "0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("gpiomon");
+    let mut mon =
+        Command::new("gpiomon").args(["--num-events=1", "--rising-edge", &sim.chip, "0"]).stdout(Stdio::piped()).spawn().expect("gpiomon");
     let requested = wait_for(Duration::from_secs(10), || sh(&format!("gpioinfo {}", sim.chip)).contains("\"gpiomon\""));
     assert!(requested, "gpiomon requested the line");
     sim.pull(0, true).expect("press");
@@ -148,9 +145,6 @@ fn baresip_puts_a_sipp_call_on_the_loopback() {
     vmkit::baresip_command("hangup", "", Duration::from_millis(500));
     let rx = read_wav(&dir.join("rx.wav")).expect("capture");
     // 100 ms windows: speech from the remote phone, not silence.
-    let loud = rx
-        .chunks(800)
-        .filter(|w| (w.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / w.len() as f64).sqrt() > 300.0)
-        .count();
+    let loud = rx.chunks(800).filter(|w| (w.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / w.len() as f64).sqrt() > 300.0).count();
     assert!(loud >= 10, "expected at least 1 s of speech in 3 s of capture, got {loud} loud windows of 100 ms");
 }

@@ -79,7 +79,9 @@ fn button_dials_leds_follow_long_press_hangs_up() {
     assert_eq!(red, 0.0);
 
     press(&sim, Duration::from_millis(150));
-    let id = support::wait_until(WAIT, Duration::from_millis(20), || cap4.http("GET", "/api/calls", None).1.as_array().is_some_and(|a| !a.is_empty()));
+    let id = support::wait_until(WAIT, Duration::from_millis(20), || {
+        cap4.http("GET", "/api/calls", None).1.as_array().is_some_and(|a| !a.is_empty())
+    });
     assert!(id, "a short press placed a call; log:\n{}", cap4.log());
     let call = only_call(&cap4);
     let id = call["id"].as_str().expect("id").to_string();

@@ -59,8 +59,7 @@ const SETTINGS: [(&str, &str, &str); 6] = [
 ];
 
 /// (name, netem arguments; empty: no qdisc).
-const NETWORKS: [(&str, &str); 3] =
-    [("clean", ""), ("jitter 20±10 ms", "delay 20ms 10ms"), ("jitter 40±30 ms", "delay 40ms 30ms")];
+const NETWORKS: [(&str, &str); 3] = [("clean", ""), ("jitter 20±10 ms", "delay 20ms 10ms"), ("jitter 40±30 ms", "delay 40ms 30ms")];
 
 fn probe() -> Vec<i16> {
     (0..PROBE_LEN)
@@ -153,8 +152,7 @@ fn run_one(jbuf: &str, aubuf: &str, netem: &str, dir: &Path) -> Outcome {
     fs::create_dir_all(dir).unwrap();
     set_network(netem);
     let _sipp = vmkit::start_sipp_echo(dir, SIPP_PORT, MEDIA_PORT).expect("SIPp");
-    let _baresip =
-        vmkit::start_baresip_tuned(dir, SIP_PORT, &[("jitter_buffer_delay", jbuf), ("audio_buffer", aubuf)]).expect("Baresip");
+    let _baresip = vmkit::start_baresip_tuned(dir, SIP_PORT, &[("jitter_buffer_delay", jbuf), ("audio_buffer", aubuf)]).expect("Baresip");
     vmkit::dial_sipp(SIPP_PORT);
     let mut engine = AudioEngine::start(&AudioConfig::default()).expect("engine on the loopback");
     let signal = probe();

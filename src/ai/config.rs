@@ -441,7 +441,13 @@ mod tests {
         );
         assert_eq!(bad(&|c| c.base_url = "ftp://x".into()).key, "base_url");
         assert_eq!(bad(&|c| c.chunk_ms = 5).key, "chunk_ms");
-        assert_eq!(bad(&|c| { c.dynamic_variables.insert("system__x".into(), "v".into()); }).key, "dynamic_variables");
+        assert_eq!(
+            bad(&|c| {
+                c.dynamic_variables.insert("system__x".into(), "v".into());
+            })
+            .key,
+            "dynamic_variables"
+        );
     }
 
     #[test]

@@ -91,7 +91,18 @@ pub struct EchoCore {
 impl EchoCore {
     pub fn new(cfg: EchoConfig) -> EchoCore {
         let frame = (cfg.rate / 50) as usize;
-        EchoCore { cfg, frame, carry: Vec::new(), clock: 0, playing_until: 0, event_id: 0, utterance: Vec::new(), speech_samples: 0, silence_samples: 0, in_speech: false }
+        EchoCore {
+            cfg,
+            frame,
+            carry: Vec::new(),
+            clock: 0,
+            playing_until: 0,
+            event_id: 0,
+            utterance: Vec::new(),
+            speech_samples: 0,
+            silence_samples: 0,
+            in_speech: false,
+        }
     }
 
     fn ms(&self, samples: u64) -> u64 {

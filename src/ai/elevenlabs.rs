@@ -33,7 +33,9 @@ use tracing::{debug, info, warn};
 
 use super::config::{AiConfig, AiConfigError, ApiKey, AudioFormat};
 use super::protocol::{self, ServerError, ServerMsg};
-use super::{AiEvent, AiSession, CallContext, ClientTools, EndReason, Provider, SessionInfo, SessionIo, StartError, StartFuture, ToolResult};
+use super::{
+    AiEvent, AiSession, CallContext, ClientTools, EndReason, Provider, SessionInfo, SessionIo, StartError, StartFuture, ToolResult,
+};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -80,10 +82,8 @@ impl ElevenLabs {
     /// every start fails with [`StartError::MissingApiKey`].
     pub fn new(cfg: AiConfig, key: Option<ApiKey>, tools: ClientTools) -> Result<ElevenLabs, AiConfigError> {
         cfg.validate()?;
-        let agent_id = cfg
-            .agent_id
-            .clone()
-            .ok_or(AiConfigError { key: "agent_id", message: "required for provider \"elevenlabs\"".into() })?;
+        let agent_id =
+            cfg.agent_id.clone().ok_or(AiConfigError { key: "agent_id", message: "required for provider \"elevenlabs\"".into() })?;
         Ok(ElevenLabs { cfg, agent_id, key, tools, tls: tls_config() })
     }
 
@@ -94,7 +94,11 @@ impl ElevenLabs {
     /// The public agent's WebSocket URL.
     pub fn public_url(&self) -> String {
         let base = self.base();
-        let ws = if let Some(rest) = base.strip_prefix("https://") { format!("wss://{rest}") } else { format!("ws://{}", base.trim_start_matches("http://")) };
+        let ws = if let Some(rest) = base.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else {
+            format!("ws://{}", base.trim_start_matches("http://"))
+        };
         format!("{ws}/v1/convai/conversation?agent_id={}", self.agent_id)
     }
 
@@ -104,15 +108,17 @@ impl ElevenLabs {
 
     async fn fetch_signed_url(&self) -> Result<String, StartError> {
         let key = self.key.as_ref().ok_or(StartError::MissingApiKey)?;
-        let uri: http::Uri = self.signed_url_request().parse().map_err(|e| StartError::SignedUrl { status: None, detail: format!("{e}") })?;
-        let (status, body) = http_get(&uri, key, self.tls.clone()).await.map_err(|detail| StartError::SignedUrl { status: None, detail })?;
+        let uri: http::Uri =
+            self.signed_url_request().parse().map_err(|e| StartError::SignedUrl { status: None, detail: format!("{e}") })?;
+        let (status, body) =
+            http_get(&uri, key, self.tls.clone()).await.map_err(|detail| StartError::SignedUrl { status: None, detail })?;
         let text = String::from_utf8_lossy(&body);
         if status != 200 {
             let detail: String = text.chars().take(300).collect();
             return Err(StartError::SignedUrl { status: Some(status), detail });
         }
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| StartError::SignedUrl { status: Some(status), detail: format!("not JSON: {e}") })?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| StartError::SignedUrl { status: Some(status), detail: format!("not JSON: {e}") })?;
         let url = v.get("signed_url").and_then(|u| u.as_str()).unwrap_or_default();
         if !(url.starts_with("wss://") || url.starts_with("ws://")) {
             return Err(StartError::SignedUrl { status: Some(status), detail: "no ws(s):// signed_url in the answer".into() });
@@ -131,7 +137,12 @@ impl ElevenLabs {
             self.public_url()
         };
         let ws_config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
-        let connect = tokio_tungstenite::connect_async_tls_with_config(url.as_str(), Some(ws_config), true, Some(Connector::Rustls(self.tls.clone())));
+        let connect = tokio_tungstenite::connect_async_tls_with_config(
+            url.as_str(),
+            Some(ws_config),
+            true,
+            Some(Connector::Rustls(self.tls.clone())),
+        );
         let (mut ws, _) = tokio::time::timeout_at(deadline, connect).await.map_err(|_| timeout("WebSocket upgrade"))?.map_err(|e| {
             use tokio_tungstenite::tungstenite::Error;
             StartError::Connect(match e {
@@ -406,7 +417,9 @@ impl Reader {
                     other => other,
                 }
             }
-            None if self.end_call_seen && self.last_error.is_none() => EndReason::Normal { detail: "end_call (closed without a code)".into() },
+            None if self.end_call_seen && self.last_error.is_none() => {
+                EndReason::Normal { detail: "end_call (closed without a code)".into() }
+            }
             None => match &self.last_error {
                 Some(e) => EndReason::Error { code: e.code, reason: format!("agent closed after error {e}") },
                 None => EndReason::Error { code: None, reason: "agent closed without a code".into() },

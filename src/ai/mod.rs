@@ -110,15 +110,32 @@ pub struct ToolResult {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AiEvent {
     /// Agent speech, PCM16 at the session's output rate, to be queued for playback.
-    Audio { event_id: u64, samples: Vec<i16> },
+    Audio {
+        event_id: u64,
+        samples: Vec<i16>,
+    },
     /// The caller barged in: flush queued playback; audio of turns up to
     /// `event_id` is already being dropped.
-    Interruption { event_id: u64 },
-    UserTranscript { text: String },
-    AgentResponse { text: String },
-    AgentResponseCorrection { original: String, corrected: String },
+    Interruption {
+        event_id: u64,
+    },
+    UserTranscript {
+        text: String,
+    },
+    AgentResponse {
+        text: String,
+    },
+    AgentResponseCorrection {
+        original: String,
+        corrected: String,
+    },
     /// A client tool the agent called, and what it was answered.
-    ToolCall { name: String, tool_call_id: String, parameters: serde_json::Value, result: ToolResult },
+    ToolCall {
+        name: String,
+        tool_call_id: String,
+        parameters: serde_json::Value,
+        result: ToolResult,
+    },
     /// The end: nothing follows.
     Ended(EndReason),
 }
@@ -145,19 +162,18 @@ pub enum StartError {
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StartError::MissingApiKey => write!(
-                f,
-                "no ElevenLabs API key: set {} or the {} credential",
-                config::API_KEY_ENV,
-                config::API_KEY_CREDENTIAL
-            ),
+            StartError::MissingApiKey => {
+                write!(f, "no ElevenLabs API key: set {} or the {} credential", config::API_KEY_ENV, config::API_KEY_CREDENTIAL)
+            }
             StartError::SignedUrl { status: Some(s), detail } => write!(f, "signed URL refused (HTTP {s}): {detail}"),
             StartError::SignedUrl { status: None, detail } => write!(f, "signed URL request failed: {detail}"),
             StartError::Connect(e) => write!(f, "cannot connect to the agent: {e}"),
             StartError::ClosedBeforeMetadata { code: Some(c), reason } => {
                 write!(f, "agent closed {c} ({}) before the conversation started: {reason}", protocol::close_code_name(*c))
             }
-            StartError::ClosedBeforeMetadata { code: None, reason } => write!(f, "agent went away before the conversation started: {reason}"),
+            StartError::ClosedBeforeMetadata { code: None, reason } => {
+                write!(f, "agent went away before the conversation started: {reason}")
+            }
             StartError::FormatMismatch { direction, expected, got } => write!(
                 f,
                 "agent {direction} audio format is {got}, cap4 is configured for {expected}: set the agent's format to {expected} (or change ai.{direction}_format)"
@@ -212,7 +228,11 @@ impl ClientTools {
         ClientTools::default()
     }
 
-    pub fn with(mut self, name: impl Into<String>, tool: impl Fn(&serde_json::Value) -> Result<String, String> + Send + Sync + 'static) -> Self {
+    pub fn with(
+        mut self,
+        name: impl Into<String>,
+        tool: impl Fn(&serde_json::Value) -> Result<String, String> + Send + Sync + 'static,
+    ) -> Self {
         self.0.insert(name.into(), Arc::new(tool));
         self
     }
@@ -422,7 +442,8 @@ mod tests {
 
     #[test]
     fn tools_answer_and_unknown_tools_get_an_error() {
-        let tools = ClientTools::new().with("add", |p| Ok((p["a"].as_i64().unwrap_or(0) + 1).to_string())).with("fail", |_| Err("nope".into()));
+        let tools =
+            ClientTools::new().with("add", |p| Ok((p["a"].as_i64().unwrap_or(0) + 1).to_string())).with("fail", |_| Err("nope".into()));
         assert_eq!(tools.call("add", &serde_json::json!({"a": 1})), ToolResult { result: "2".into(), is_error: false });
         assert_eq!(tools.call("fail", &serde_json::Value::Null), ToolResult { result: "nope".into(), is_error: true });
         assert!(tools.call("other", &serde_json::Value::Null).is_error);

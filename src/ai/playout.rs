@@ -25,7 +25,7 @@ impl Playout {
 
     /// Whether audio of turn `event_id` is still taken (its turn was not interrupted).
     pub fn accepts(&self, event_id: u64) -> bool {
-        !self.interrupted_upto.is_some_and(|k| event_id <= k)
+        self.interrupted_upto.is_none_or(|k| event_id > k)
     }
 
     /// Queues a chunk; `false` (and nothing queued) if its turn was interrupted.

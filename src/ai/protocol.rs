@@ -92,18 +92,46 @@ impl std::fmt::Display for ServerError {
 /// A server frame, as much as CAP4 needs of it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerMsg {
-    Metadata { conversation_id: String, output_format: Option<String>, input_format: Option<String> },
-    Audio { event_id: u64, audio_base_64: String },
-    AgentResponse { text: String },
-    AgentResponseCorrection { original: String, corrected: String },
-    UserTranscript { text: String },
-    Interruption { event_id: u64 },
-    Ping { event_id: u64, ping_ms: Option<u64> },
-    ClientToolCall { tool_name: String, tool_call_id: String, parameters: Value },
-    AgentToolResponse { tool_name: String, is_error: bool },
+    Metadata {
+        conversation_id: String,
+        output_format: Option<String>,
+        input_format: Option<String>,
+    },
+    Audio {
+        event_id: u64,
+        audio_base_64: String,
+    },
+    AgentResponse {
+        text: String,
+    },
+    AgentResponseCorrection {
+        original: String,
+        corrected: String,
+    },
+    UserTranscript {
+        text: String,
+    },
+    Interruption {
+        event_id: u64,
+    },
+    Ping {
+        event_id: u64,
+        ping_ms: Option<u64>,
+    },
+    ClientToolCall {
+        tool_name: String,
+        tool_call_id: String,
+        parameters: Value,
+    },
+    AgentToolResponse {
+        tool_name: String,
+        is_error: bool,
+    },
     Error(ServerError),
     /// Anything else (a known event CAP4 ignores, or an unknown `type`).
-    Other { kind: String },
+    Other {
+        kind: String,
+    },
 }
 
 /// Why a text frame could not be used.
@@ -112,7 +140,10 @@ pub enum ParseError {
     NotJson(String),
     NoType,
     /// A known `type` without a field CAP4 needs.
-    Missing { kind: String, field: &'static str },
+    Missing {
+        kind: String,
+        field: &'static str,
+    },
 }
 
 impl std::fmt::Display for ParseError {
@@ -168,9 +199,9 @@ pub fn parse(text: &str) -> Result<ServerMsg, ParseError> {
         "user_transcript" => ServerMsg::UserTranscript {
             text: text_of(&v, "user_transcription_event", "user_transcript").ok_or_else(|| missing("user_transcript"))?,
         },
-        "interruption" => ServerMsg::Interruption {
-            event_id: u64_of(&v, "interruption_event", "event_id").ok_or_else(|| missing("event_id"))?,
-        },
+        "interruption" => {
+            ServerMsg::Interruption { event_id: u64_of(&v, "interruption_event", "event_id").ok_or_else(|| missing("event_id"))? }
+        }
         "ping" => ServerMsg::Ping {
             event_id: u64_of(&v, "ping_event", "event_id").ok_or_else(|| missing("event_id"))?,
             ping_ms: u64_of(&v, "ping_event", "ping_ms"),
@@ -192,9 +223,7 @@ pub fn parse(text: &str) -> Result<ServerMsg, ParseError> {
         }
         "error" => {
             let ev = v.get("error_event");
-            let field = |name: &str| -> Option<String> {
-                ev.and_then(|e| e.get(name)).and_then(Value::as_str).map(str::to_string)
-            };
+            let field = |name: &str| -> Option<String> { ev.and_then(|e| e.get(name)).and_then(Value::as_str).map(str::to_string) };
             let message = field("message")
                 .or_else(|| v.get("message").and_then(Value::as_str).map(str::to_string))
                 .or_else(|| field("reason"))
@@ -292,8 +321,14 @@ mod tests {
     fn server_frames_parse_and_unknown_ones_are_other() {
         let p = |s: &str| parse(s).unwrap();
         assert_eq!(
-            p(r#"{"type":"conversation_initiation_metadata","conversation_initiation_metadata_event":{"conversation_id":"conv_1","agent_output_audio_format":"pcm_16000","user_input_audio_format":"ulaw_8000"}}"#),
-            ServerMsg::Metadata { conversation_id: "conv_1".into(), output_format: Some("pcm_16000".into()), input_format: Some("ulaw_8000".into()) }
+            p(
+                r#"{"type":"conversation_initiation_metadata","conversation_initiation_metadata_event":{"conversation_id":"conv_1","agent_output_audio_format":"pcm_16000","user_input_audio_format":"ulaw_8000"}}"#
+            ),
+            ServerMsg::Metadata {
+                conversation_id: "conv_1".into(),
+                output_format: Some("pcm_16000".into()),
+                input_format: Some("ulaw_8000".into())
+            }
         );
         assert_eq!(p(r#"{"type":"ping","ping_event":{"event_id":17,"ping_ms":null}}"#), ServerMsg::Ping { event_id: 17, ping_ms: None });
         assert_eq!(p(r#"{"type":"ping","ping_event":{"event_id":18,"ping_ms":84}}"#), ServerMsg::Ping { event_id: 18, ping_ms: Some(84) });
@@ -321,7 +356,11 @@ mod tests {
         );
         assert_eq!(
             parse(r#"{"type":"error","message":"received 1002 (protocol error) This request exceeds your quota limit."}"#).unwrap(),
-            ServerMsg::Error(ServerError { code: None, error_type: None, message: "received 1002 (protocol error) This request exceeds your quota limit.".into() })
+            ServerMsg::Error(ServerError {
+                code: None,
+                error_type: None,
+                message: "received 1002 (protocol error) This request exceeds your quota limit.".into()
+            })
         );
     }
 

@@ -202,15 +202,7 @@ struct Segment {
 
 impl Segment {
     fn new(index: u32, t: &Tonal) -> Segment {
-        let mut seg = Segment {
-            freq_sum: t.freq_hz,
-            freq_n: 1,
-            frames: 1,
-            second_sum: 0.0,
-            second_n: 0,
-            start: index,
-            last: index,
-        };
+        let mut seg = Segment { freq_sum: t.freq_hz, freq_n: 1, frames: 1, second_sum: 0.0, second_n: 0, start: index, last: index };
         if let Some(s) = t.second_hz {
             seg.add_second(s);
         }
@@ -384,12 +376,7 @@ fn match_sit(recent: &[Option<Closed>; 3]) -> Option<SitReport> {
         _ => SitCode::Other,
     };
     let round = |f: f32| (f * 10.0).round() / 10.0;
-    Some(SitReport {
-        code,
-        start_ms: a.start * FRAME_MS,
-        freqs_hz: segs.map(|s| round(s.freq)),
-        durations_ms: segs.map(|s| s.len_ms()),
-    })
+    Some(SitReport { code, start_ms: a.start * FRAME_MS, freqs_hz: segs.map(|s| round(s.freq)), durations_ms: segs.map(|s| s.len_ms()) })
 }
 
 impl EarlyMedia {

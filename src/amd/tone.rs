@@ -68,9 +68,7 @@ pub struct ToneAnalyzer {
 
 impl ToneAnalyzer {
     pub fn new(config: &AmdConfig) -> Self {
-        let window: Vec<f32> = (0..WINDOW)
-            .map(|n| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * n as f32 / WINDOW as f32).cos())
-            .collect();
+        let window: Vec<f32> = (0..WINDOW).map(|n| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * n as f32 / WINDOW as f32).cos()).collect();
         let sum: f32 = window.iter().sum();
         let sum_sq: f32 = window.iter().map(|w| w * w).sum();
         let mut freqs = Vec::new();
@@ -171,14 +169,10 @@ impl ToneAnalyzer {
 }
 
 fn argmax(values: &[f32], keep: impl Fn(usize) -> bool) -> Option<(usize, f32)> {
-    values
-        .iter()
-        .enumerate()
-        .filter(|(k, _)| keep(*k))
-        .fold(None, |best: Option<(usize, f32)>, (k, &v)| match best {
-            Some((_, b)) if b >= v => best,
-            _ => Some((k, v)),
-        })
+    values.iter().enumerate().filter(|(k, _)| keep(*k)).fold(None, |best: Option<(usize, f32)>, (k, &v)| match best {
+        Some((_, b)) if b >= v => best,
+        _ => Some((k, v)),
+    })
 }
 
 /// What the tracker found.
@@ -335,12 +329,7 @@ mod tests {
 
     fn sine(freqs: &[f32], amp: f32, start: usize, n: usize) -> Vec<f32> {
         (start..start + n)
-            .map(|i| {
-                freqs
-                    .iter()
-                    .map(|f| amp * (2.0 * std::f32::consts::PI * f * i as f32 / RATE as f32).sin())
-                    .sum()
-            })
+            .map(|i| freqs.iter().map(|f| amp * (2.0 * std::f32::consts::PI * f * i as f32 / RATE as f32).sin()).sum())
             .collect()
     }
 

@@ -36,20 +36,13 @@ impl Highpass {
         let alpha = sin / std::f32::consts::SQRT_2; // Q = 1/sqrt(2)
         let a0 = 1.0 + alpha;
         let b0 = (1.0 + cos) / 2.0 / a0;
-        Highpass {
-            b: [b0, -2.0 * b0, b0],
-            a: [-2.0 * cos / a0, (1.0 - alpha) / a0],
-            x: [0.0; 2],
-            y: [0.0; 2],
-        }
+        Highpass { b: [b0, -2.0 * b0, b0], a: [-2.0 * cos / a0, (1.0 - alpha) / a0], x: [0.0; 2], y: [0.0; 2] }
     }
 
     /// Filters `input` into `output` (same length).
     pub fn run(&mut self, input: &[f32], output: &mut [f32]) {
         for (o, &x) in output.iter_mut().zip(input) {
-            let y = self.b[0] * x + self.b[1] * self.x[0] + self.b[2] * self.x[1]
-                - self.a[0] * self.y[0]
-                - self.a[1] * self.y[1];
+            let y = self.b[0] * x + self.b[1] * self.x[0] + self.b[2] * self.x[1] - self.a[0] * self.y[0] - self.a[1] * self.y[1];
             self.x = [x, self.x[0]];
             self.y = [y, self.y[0]];
             *o = y;
@@ -63,11 +56,7 @@ pub fn level_dbfs(frame: &[f32]) -> f32 {
         return SILENCE_DBFS;
     }
     let ms = frame.iter().map(|x| x * x).sum::<f32>() / frame.len() as f32;
-    if ms <= 0.0 {
-        SILENCE_DBFS
-    } else {
-        (10.0 * (ms / FULL_SCALE_MS).log10()).max(SILENCE_DBFS)
-    }
+    if ms <= 0.0 { SILENCE_DBFS } else { (10.0 * (ms / FULL_SCALE_MS).log10()).max(SILENCE_DBFS) }
 }
 
 /// What the VAD says about one frame.
@@ -199,9 +188,7 @@ mod tests {
     use super::*;
 
     fn tone(freq: f32, amp: f32, n: usize, phase0: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| amp * (2.0 * std::f32::consts::PI * freq * (i + phase0) as f32 / RATE as f32).sin())
-            .collect()
+        (0..n).map(|i| amp * (2.0 * std::f32::consts::PI * freq * (i + phase0) as f32 / RATE as f32).sin()).collect()
     }
 
     fn noise(amp: f32, n: usize, seed: &mut u32) -> Vec<f32> {

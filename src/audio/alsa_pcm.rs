@@ -38,10 +38,10 @@ impl AlsaPcm {
     pub fn open(cfg: &AudioConfig, fill: usize) -> Result<(AlsaPcm, AlsaSetup), String> {
         let period = cfg.period_frames();
         let buffer = period * cfg.buffer_periods as usize;
-        let capture = PCM::new(&cfg.capture_device, Direction::Capture, false)
-            .map_err(|e| format!("capture device {}: {e}", cfg.capture_device))?;
-        let (cp, cb) = configure(&capture, cfg.rate, period, buffer, None)
-            .map_err(|e| format!("capture device {}: {e}", cfg.capture_device))?;
+        let capture =
+            PCM::new(&cfg.capture_device, Direction::Capture, false).map_err(|e| format!("capture device {}: {e}", cfg.capture_device))?;
+        let (cp, cb) =
+            configure(&capture, cfg.rate, period, buffer, None).map_err(|e| format!("capture device {}: {e}", cfg.capture_device))?;
         let playback = PCM::new(&cfg.playback_device, Direction::Playback, false)
             .map_err(|e| format!("playback device {}: {e}", cfg.playback_device))?;
         let (pp, pb) = configure(&playback, cfg.rate, period, buffer, Some(fill))

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::alsa_pcm::AlsaPcm;
 use super::config::AudioConfig;
-use super::rt::{self, Mark, PcmBackend, PcmError, RtHooks, RtLoop, RtSizes, Shared};
+use super::rt::{self, Mark, PcmBackend, PcmError, RtHooks, RtLoop, RtRings, RtSizes, Shared};
 
 /// Why the engine could not start or stopped.
 #[derive(Debug)]
@@ -266,7 +266,9 @@ impl AudioEngine {
                 };
                 let realtime = rt::set_realtime(priority);
                 let sizes = RtSizes { period, fill, buffer, ramp };
-                let mut lp = RtLoop::new(backend, shared.clone(), capture_tx, playback_rx, cmarks_tx, pmarks_tx, ends_rx, sizes);
+                let rings =
+                    RtRings { capture_tx, playback_rx, capture_marks: cmarks_tx, playback_marks: pmarks_tx, utterance_ends: ends_rx };
+                let mut lp = RtLoop::new(backend, shared.clone(), rings, sizes);
                 rt::prefault_stack();
                 let memory_locked = if lock { rt::lock_memory() } else { Err(0) };
                 let report = RtReport { period_frames: period, buffer_frames: buffer, fill_frames: fill, realtime, memory_locked };

@@ -161,6 +161,16 @@ pub struct RtSizes {
     pub ramp: usize,
 }
 
+/// The ring ends the loop owns (its side of each lock-free queue).
+pub struct RtRings {
+    pub capture_tx: Producer<i16>,
+    pub playback_rx: Consumer<i16>,
+    pub capture_marks: Producer<Mark>,
+    pub playback_marks: Producer<Mark>,
+    /// Agent sample indices where the producer declared an utterance ended.
+    pub utterance_ends: Consumer<u64>,
+}
+
 /// The loop and everything it owns. Built in the setup phase (allocates),
 /// then [`RtLoop::run`] (does not).
 pub struct RtLoop<B: PcmBackend> {
@@ -192,16 +202,8 @@ pub struct RtLoop<B: PcmBackend> {
 }
 
 impl<B: PcmBackend> RtLoop<B> {
-    pub(crate) fn new(
-        backend: B,
-        shared: Arc<Shared>,
-        capture_tx: Producer<i16>,
-        playback_rx: Consumer<i16>,
-        capture_marks: Producer<Mark>,
-        playback_marks: Producer<Mark>,
-        utterance_ends: Consumer<u64>,
-        sizes: RtSizes,
-    ) -> Self {
+    pub(crate) fn new(backend: B, shared: Arc<Shared>, rings: RtRings, sizes: RtSizes) -> Self {
+        let RtRings { capture_tx, playback_rx, capture_marks, playback_marks, utterance_ends } = rings;
         RtLoop {
             backend,
             shared,

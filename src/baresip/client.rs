@@ -142,10 +142,8 @@ async fn run(config: ClientConfig, mut requests: mpsc::UnboundedReceiver<Request
                 if linked && !stable {
                     warn!("the link dropped right after connecting: is another ctrl_tcp client connected to Baresip?");
                 }
-                if linked {
-                    if reports.send(Report::LinkDown { reason }).await.is_err() {
-                        return;
-                    }
+                if linked && reports.send(Report::LinkDown { reason }).await.is_err() {
+                    return;
                 }
                 if stable {
                     backoff = config.backoff_min;
@@ -176,11 +174,7 @@ async fn refuse(reports: &mpsc::Sender<Report>, req: Request, err: CommandError)
 }
 
 /// Sleeps for `delay`, answering requests with `NotConnected` meanwhile.
-async fn wait_refusing(
-    requests: &mut mpsc::UnboundedReceiver<Request>,
-    reports: &mpsc::Sender<Report>,
-    delay: Duration,
-) -> Result<(), ()> {
+async fn wait_refusing(requests: &mut mpsc::UnboundedReceiver<Request>, reports: &mpsc::Sender<Report>, delay: Duration) -> Result<(), ()> {
     let until = Instant::now() + delay;
     loop {
         tokio::select! {
@@ -291,7 +285,12 @@ impl Session<'_> {
             };
             match protocol::decode(&payload) {
                 Ok(Inbound::Event(event)) => {
-                    debug!(event = event.kind.as_str(), id = event.call_id.as_deref().unwrap_or(""), param = event.param.as_deref().unwrap_or(""), "<- Baresip");
+                    debug!(
+                        event = event.kind.as_str(),
+                        id = event.call_id.as_deref().unwrap_or(""),
+                        param = event.param.as_deref().unwrap_or(""),
+                        "<- Baresip"
+                    );
                     match held {
                         Some(events) => events.push(event),
                         None => self.report(Report::Event(event)).await?,

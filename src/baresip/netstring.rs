@@ -242,11 +242,8 @@ mod tests {
         fn arbitrary_input_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
             let mut dec = Decoder::new(32);
             dec.push(&bytes);
-            loop {
-                match dec.next_frame() {
-                    Ok(Some(frame)) => prop_assert!(frame.len() <= 32),
-                    Ok(None) | Err(_) => break,
-                }
+            while let Ok(Some(frame)) = dec.next_frame() {
+                prop_assert!(frame.len() <= 32);
             }
         }
 

@@ -182,11 +182,7 @@ pub fn decode(payload: &[u8]) -> Result<Inbound, ProtocolError> {
     let marked = |key: &str| matches!(obj.get(key), Some(Value::Bool(true)) | Some(Value::String(_)));
     if marked("response") {
         let ok = obj.get("ok").and_then(Value::as_bool).ok_or(ProtocolError::BadMember("ok"))?;
-        Ok(Inbound::Response(Response {
-            ok,
-            data: string_member(&obj, "data").unwrap_or_default(),
-            token: string_member(&obj, "token"),
-        }))
+        Ok(Inbound::Response(Response { ok, data: string_member(&obj, "data").unwrap_or_default(), token: string_member(&obj, "token") }))
     } else if marked("event") {
         let kind = obj.get("type").and_then(Value::as_str).ok_or(ProtocolError::BadMember("type"))?;
         let direction = match obj.get("direction").and_then(Value::as_str) {
@@ -215,10 +211,7 @@ fn string_member(obj: &Map<String, Value>, key: &str) -> Option<String> {
 /// The call id newer Baresip (1.1.0+) puts in a `dial` response's `data`
 /// (`call id: <id>`, or `call uri: ...\ncall id: <id>\n` on master).
 pub fn call_id_from_dial_data(data: &str) -> Option<String> {
-    data.lines()
-        .filter_map(|line| line.trim().strip_prefix("call id:"))
-        .map(|id| id.trim().to_string())
-        .find(|id| !id.is_empty())
+    data.lines().filter_map(|line| line.trim().strip_prefix("call id:")).map(|id| id.trim().to_string()).find(|id| !id.is_empty())
 }
 
 /// One line of `listcalls` output.
@@ -295,9 +288,7 @@ pub fn classify_close(param: &str) -> CloseCause {
         "connection reset by peer" => CloseCause::RemoteHangup,
         "connection reset by user" | "rejected by user" => CloseCause::LocalHangup,
         "connection timed out" => CloseCause::TimedOut,
-        "connection refused" | "network is unreachable" | "no route to host" | "host is unreachable" => {
-            CloseCause::Refused
-        }
+        "connection refused" | "network is unreachable" | "no route to host" | "host is unreachable" => CloseCause::Refused,
         "local timeout" => CloseCause::LocalTimeout,
         _ => CloseCause::Other,
     }
@@ -369,10 +360,7 @@ mod tests {
         assert_eq!(classify_close("486 Busy Here"), CloseCause::SipStatus(486));
         assert_eq!(classify_close("404 Not Found"), CloseCause::SipStatus(404));
         assert_eq!(classify_close("Connection reset by peer"), CloseCause::RemoteHangup);
-        assert_eq!(
-            classify_close("Connection reset by peer,Q.850;cause=16;text=\"Normal call clearing\""),
-            CloseCause::RemoteHangup
-        );
+        assert_eq!(classify_close("Connection reset by peer,Q.850;cause=16;text=\"Normal call clearing\""), CloseCause::RemoteHangup);
         assert_eq!(classify_close("Connection reset by user"), CloseCause::LocalHangup);
         assert_eq!(classify_close("Rejected by user"), CloseCause::LocalHangup);
         assert_eq!(classify_close("Connection timed out"), CloseCause::TimedOut);

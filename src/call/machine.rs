@@ -13,8 +13,7 @@
 use std::collections::VecDeque;
 
 use crate::baresip::protocol::{
-    CloseCause, Command, CommandName, Direction, Event, EventKind, ListedCall, Response, call_id_from_dial_data,
-    classify_close,
+    CloseCause, Command, CommandName, Direction, Event, EventKind, ListedCall, Response, call_id_from_dial_data, classify_close,
 };
 use crate::call::record::{CallRecord, Outcome, Speaker, Status, TimelineEntry};
 use crate::clock::{Now, rfc3339};
@@ -68,7 +67,10 @@ pub struct Resync {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     Event(Event),
-    CommandDone { tag: CommandTag, result: Result<Response, CommandError> },
+    CommandDone {
+        tag: CommandTag,
+        result: Result<Response, CommandError>,
+    },
     LinkUp(Resync),
     LinkDown,
     /// A deadline may have passed.
@@ -79,22 +81,37 @@ pub enum Input {
     Ai(AiInput),
     /// The voicemail message (after [`Effect::DropVoicemail`]) played out
     /// (`left`), or could not be played (`detail` says why).
-    VoicemailDone { left: bool, detail: String },
+    VoicemailDone {
+        left: bool,
+        detail: String,
+    },
 }
 
 /// What the AI conversation reports to the machine.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AiInput {
     /// The conversation runs, `setup_ms` after it was asked for.
-    Started { provider: String, conversation_id: String, setup_ms: u32 },
+    Started {
+        provider: String,
+        conversation_id: String,
+        setup_ms: u32,
+    },
     /// It could not start; the call is hung up (`ai_failed`).
-    StartFailed { reason: String },
-    Line { speaker: Speaker, text: String },
+    StartFailed {
+        reason: String,
+    },
+    Line {
+        speaker: Speaker,
+        text: String,
+    },
     /// The caller barged in.
     Interrupted,
     /// The conversation is over. `by_agent`: the agent ended it and its
     /// farewell has played (`agent_hangup`); else it failed (`ai_failed`).
-    Ended { by_agent: bool, reason: String },
+    Ended {
+        by_agent: bool,
+        reason: String,
+    },
 }
 
 /// What follows an answer: classification, then (for a person) the AI.
@@ -117,19 +134,30 @@ impl Default for AnswerPolicy {
     }
 }
 
+// `Persist` dwarfs the other variants, but nearly every effect batch holds
+// one, and effects are short-lived: boxing it would cost an allocation per
+// transition and save no memory.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Write this record to the journal (and sync it) before acting further.
     Persist(CallRecord),
-    Send { command: Command, tag: CommandTag },
+    Send {
+        command: Command,
+        tag: CommandTag,
+    },
     /// Start the AI conversation of the active call. The one place this is
     /// decided: after `CALL_ESTABLISHED` and a `human` verdict (or `unknown`
     /// kept, or no classification configured), never in early media, never
     /// for a machine, at most once per call.
-    StartAi { call_id: String },
+    StartAi {
+        call_id: String,
+    },
     /// Leave the voicemail message on the active call (a machine answered),
     /// once its greeting is over; [`Input::VoicemailDone`] follows.
-    DropVoicemail { call_id: String },
+    DropVoicemail {
+        call_id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,18 +178,28 @@ pub enum HangupError {
 /// Why we asked Baresip to hang up; decides the outcome when `CALL_CLOSED` comes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum HangupIntent {
-    User { origin: String },
+    User {
+        origin: String,
+    },
     RingTimeout,
     MaxDuration,
-    DialFailed { reason: String },
+    DialFailed {
+        reason: String,
+    },
     /// Classification said: an answering machine.
-    Machine { cause: String },
+    Machine {
+        cause: String,
+    },
     /// Classification could not decide and `[amd] on_unknown = "hangup"`.
     Unclassified,
     /// The agent ended the conversation.
-    AgentEnded { reason: String },
+    AgentEnded {
+        reason: String,
+    },
     /// The AI conversation failed (or never started).
-    AiFailed { reason: String },
+    AiFailed {
+        reason: String,
+    },
 }
 
 #[derive(Debug)]
@@ -248,13 +286,7 @@ impl CallMachine {
     }
 
     /// Starts a call to `number`, dialling `uri`. `id` is the new record's id.
-    pub fn dial(
-        &mut self,
-        id: String,
-        number: &PhoneNumber,
-        uri: String,
-        now: Now,
-    ) -> Result<(CallRecord, Vec<Effect>), DialError> {
+    pub fn dial(&mut self, id: String, number: &PhoneNumber, uri: String, now: Now) -> Result<(CallRecord, Vec<Effect>), DialError> {
         if let Some(active) = &self.active {
             return Err(DialError::Busy(active.record.id.clone()));
         }
@@ -364,9 +396,7 @@ impl CallMachine {
                     }
                 }
                 Kind::Machine => effects.extend(self.request_hangup(HangupIntent::Machine { cause }, now)),
-                Kind::Unknown if self.policy.hangup_on_unknown => {
-                    effects.extend(self.request_hangup(HangupIntent::Unclassified, now))
-                }
+                Kind::Unknown if self.policy.hangup_on_unknown => effects.extend(self.request_hangup(HangupIntent::Unclassified, now)),
                 Kind::Human | Kind::Unknown => effects.extend(self.start_ai(now)),
             }
         }
@@ -446,7 +476,8 @@ impl CallMachine {
         let event = if left { "voicemail_left" } else { "voicemail_not_left" };
         call.note(now, event, Some(detail.to_string()));
         let verdict_cause = call.record.answer.as_ref().map_or_else(String::new, |a| a.cause.clone());
-        let cause = if left { format!("{verdict_cause}; voicemail left") } else { format!("{verdict_cause}; voicemail not left: {detail}") };
+        let cause =
+            if left { format!("{verdict_cause}; voicemail left") } else { format!("{verdict_cause}; voicemail not left: {detail}") };
         self.save_then_hang_up(HangupIntent::Machine { cause }, now)
     }
 
@@ -491,21 +522,15 @@ impl CallMachine {
             _ => {}
         }
         let detail = match event.kind {
-            EventKind::CallRinging | EventKind::CallProgress | EventKind::CallEstablished | EventKind::CallOutgoing => {
-                None
-            }
+            EventKind::CallRinging | EventKind::CallProgress | EventKind::CallEstablished | EventKind::CallOutgoing => None,
             _ => event.param.clone(),
         };
         call.note(now, event.kind.as_str(), detail);
 
         let status = call.record.status;
         match event.kind {
-            EventKind::CallRinging if matches!(status, Status::Dialing | Status::EarlyMedia) => {
-                self.set_status(Status::Ringing)
-            }
-            EventKind::CallProgress if matches!(status, Status::Dialing | Status::Ringing) => {
-                self.set_status(Status::EarlyMedia)
-            }
+            EventKind::CallRinging if matches!(status, Status::Dialing | Status::EarlyMedia) => self.set_status(Status::Ringing),
+            EventKind::CallProgress if matches!(status, Status::Dialing | Status::Ringing) => self.set_status(Status::EarlyMedia),
             EventKind::CallEstablished if status != Status::Answered => {
                 call.answered_mono = Some(now.mono_ms);
                 call.record.answered_at = Some(rfc3339(now.unix_ms));
@@ -537,9 +562,7 @@ impl CallMachine {
             (CloseCause::RemoteHangup, _) => (Outcome::RemoteHangup, param.to_string(), None),
             (CloseCause::LocalHangup, Some((outcome, reason))) => (outcome, reason, None),
             (CloseCause::LocalHangup, None) => (Outcome::LocalHangup, param.to_string(), None),
-            (CloseCause::TimedOut | CloseCause::Refused, _) if !answered => {
-                (Outcome::Unreachable, param.to_string(), None)
-            }
+            (CloseCause::TimedOut | CloseCause::Refused, _) if !answered => (Outcome::Unreachable, param.to_string(), None),
             (CloseCause::LocalTimeout, _) if !answered => (Outcome::NoAnswer, param.to_string(), None),
             (_, Some((outcome, reason))) => (outcome, format!("{reason} ({param})"), None),
             (_, None) => (Outcome::Failed, param.to_string(), None),
@@ -612,9 +635,8 @@ impl CallMachine {
             call.note(now, "baresip_resynced", None);
             // No event replay: an answer that happened while we were away shows
             // only in the call list.
-            let answered_meanwhile = call.answered_mono.is_none()
-                && resync.calls.len() == 1
-                && resync.calls[0].state.eq_ignore_ascii_case("ESTABLISHED");
+            let answered_meanwhile =
+                call.answered_mono.is_none() && resync.calls.len() == 1 && resync.calls[0].state.eq_ignore_ascii_case("ESTABLISHED");
             let mut effects = Vec::new();
             if answered_meanwhile {
                 call.note(now, "answered_while_disconnected", None);
@@ -698,22 +720,16 @@ impl CallMachine {
     fn intent_outcome(&self, intent: &HangupIntent) -> (Outcome, String) {
         match intent {
             HangupIntent::User { origin } => (Outcome::LocalHangup, format!("hung up by {origin}")),
-            HangupIntent::RingTimeout if self.active.as_ref().is_some_and(|c| c.answered_mono.is_some()) => (
-                Outcome::LocalHangup,
-                format!("answered just after the ring timeout of {} s; hung up", self.timeouts.ring_ms / 1000),
-            ),
-            HangupIntent::RingTimeout => {
-                (Outcome::NoAnswer, format!("no answer within {} s", self.timeouts.ring_ms / 1000))
+            HangupIntent::RingTimeout if self.active.as_ref().is_some_and(|c| c.answered_mono.is_some()) => {
+                (Outcome::LocalHangup, format!("answered just after the ring timeout of {} s; hung up", self.timeouts.ring_ms / 1000))
             }
-            HangupIntent::MaxDuration => (
-                Outcome::LocalHangup,
-                format!("maximum call length of {} s reached", self.timeouts.max_call_ms / 1000),
-            ),
+            HangupIntent::RingTimeout => (Outcome::NoAnswer, format!("no answer within {} s", self.timeouts.ring_ms / 1000)),
+            HangupIntent::MaxDuration => {
+                (Outcome::LocalHangup, format!("maximum call length of {} s reached", self.timeouts.max_call_ms / 1000))
+            }
             HangupIntent::DialFailed { reason } => (Outcome::Failed, reason.clone()),
             HangupIntent::Machine { cause } => (Outcome::Machine, format!("answering machine ({cause})")),
-            HangupIntent::Unclassified => {
-                (Outcome::LocalHangup, "answer not classified; [amd] on_unknown = \"hangup\"".into())
-            }
+            HangupIntent::Unclassified => (Outcome::LocalHangup, "answer not classified; [amd] on_unknown = \"hangup\"".into()),
             HangupIntent::AgentEnded { reason } => (Outcome::AgentHangup, reason.clone()),
             HangupIntent::AiFailed { reason } => (Outcome::AiFailed, format!("AI agent: {reason}")),
         }

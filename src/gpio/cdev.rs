@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use gpiocdev::line::{Bias, EdgeDetection, EdgeKind, Value};
 use gpiocdev::Request;
+use gpiocdev::line::{Bias, EdgeDetection, EdgeKind, Value};
 
 use super::{Edge, Gpio, GpioError, InputLine, LineConfig, OutputLine};
 

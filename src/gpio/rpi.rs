@@ -65,7 +65,11 @@ struct RppalOutput {
 
 impl OutputLine for RppalOutput {
     fn set(&mut self, active: bool) -> Result<(), GpioError> {
-        if active != self.config.active_low { self.pin.set_high() } else { self.pin.set_low() }
+        if active != self.config.active_low {
+            self.pin.set_high()
+        } else {
+            self.pin.set_low()
+        }
         Ok(())
     }
 }

@@ -32,7 +32,16 @@ pub struct DaemonConfig {
 
 impl DaemonConfig {
     pub fn new(ctrl_port: u16, dial_uri: String) -> Self {
-        Self { ctrl_port, dial_uri, ring_timeout_s: 20, max_duration_s: 60, grace_s: 10, token: None, extra: String::new(), ai: "[ai]\nenabled = false\n".into() }
+        Self {
+            ctrl_port,
+            dial_uri,
+            ring_timeout_s: 20,
+            max_duration_s: 60,
+            grace_s: 10,
+            token: None,
+            extra: String::new(),
+            ai: "[ai]\nenabled = false\n".into(),
+        }
     }
 }
 
@@ -80,17 +89,10 @@ impl Daemon {
         if let Some(token) = &self.token {
             command.env("CAP4_API_TOKEN", token);
         }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn cap4");
+        let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(log)).spawn().expect("spawn cap4");
         self.child = Some(child);
         let api = self.api.clone();
-        let up = wait_until(Duration::from_secs(15), Duration::from_millis(20), || {
-            TcpStream::connect(&api).is_ok()
-        });
+        let up = wait_until(Duration::from_secs(15), Duration::from_millis(20), || TcpStream::connect(&api).is_ok());
         assert!(up, "cap4 API never came up; log:\n{}", self.log());
     }
 

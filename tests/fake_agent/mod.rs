@@ -46,18 +46,35 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 #[derive(Debug, Clone)]
 pub enum Step {
     /// A turn sent faster than real time: `agent_response` + audio chunks.
-    Say { text: &'static str, ms: u32 },
+    Say {
+        text: &'static str,
+        ms: u32,
+    },
     /// A turn streamed in real time (`chunk_ms` chunks), interrupted if the caller
     /// speaks over it.
-    SayInterruptible { text: &'static str, ms: u32 },
+    SayInterruptible {
+        text: &'static str,
+        ms: u32,
+    },
     /// Waits (up to 10 s) until the caller spoke and then was quiet for
     /// 300 ms, then sends `user_transcript`.
-    Hear { transcript: &'static str },
+    Hear {
+        transcript: &'static str,
+    },
     /// `client_tool_call`; waits up to 2 s for the result.
-    ToolCall { name: &'static str, parameters: Value },
+    ToolCall {
+        name: &'static str,
+        parameters: Value,
+    },
     /// Farewell turn, `agent_tool_response(end_call)`, close 1000.
-    EndCall { farewell: &'static str, ms: u32 },
-    Close { code: u16, reason: &'static str },
+    EndCall {
+        farewell: &'static str,
+        ms: u32,
+    },
+    Close {
+        code: u16,
+        reason: &'static str,
+    },
     /// Any text frame, as is.
     Raw(String),
     Binary(Vec<u8>),
@@ -268,7 +285,10 @@ async fn serve(mut tcp: TcpStream, addr: SocketAddr, cfg: Arc<Mutex<FakeConfig>>
             ),
         };
         let body = body.to_string();
-        let resp = format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+        let resp = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
         let _ = tcp.write_all(resp.as_bytes()).await;
         let _ = tcp.shutdown().await;
         return;
@@ -315,7 +335,12 @@ async fn serve(mut tcp: TcpStream, addr: SocketAddr, cfg: Arc<Mutex<FakeConfig>>
             let err = json!({"type": "error", "error_event": {"code": 1008, "error_type": "override_error", "message": "Override for field 'first_message' is not allowed by config."}});
             let _ = ws.send(Message::text(err.to_string())).await;
             rec.lock().unwrap().server_closes.push(1008);
-            let _ = ws.close(Some(CloseFrame { code: CloseCode::Policy, reason: "Override for field 'first_message' is not allowed by config.".into() })).await;
+            let _ = ws
+                .close(Some(CloseFrame {
+                    code: CloseCode::Policy,
+                    reason: "Override for field 'first_message' is not allowed by config.".into(),
+                }))
+                .await;
             changed.notify_waiters();
             return;
         }
@@ -331,7 +356,14 @@ async fn serve(mut tcp: TcpStream, addr: SocketAddr, cfg: Arc<Mutex<FakeConfig>>
     }
 
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
-    let conn = Arc::new(Conn { rec: rec.clone(), changed: changed.clone(), out: out_tx.clone(), cfg: c.clone(), pings: Mutex::new(Vec::new()), slow: Mutex::new(Duration::ZERO) });
+    let conn = Arc::new(Conn {
+        rec: rec.clone(),
+        changed: changed.clone(),
+        out: out_tx.clone(),
+        cfg: c.clone(),
+        pings: Mutex::new(Vec::new()),
+        slow: Mutex::new(Duration::ZERO),
+    });
     let script = tokio::spawn(run_script(conn.clone()));
     let pinger = c.ping_every.map(|every| tokio::spawn(run_pinger(conn.clone(), every)));
 
@@ -482,7 +514,9 @@ impl Conn {
                     }
                 }
             },
-            Message::Close(f) => r.client_closes.push(f.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()))),
+            Message::Close(f) => {
+                r.client_closes.push(f.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new())))
+            }
             Message::Binary(_) => r.bad_frames.push("binary frame from the client".into()),
             _ => {}
         }
@@ -577,7 +611,9 @@ async fn run_script(conn: Arc<Conn>) {
                 }
                 turn += 1;
                 conn.send(json!({"type": "vad_score", "vad_score_event": {"vad_score": 0.95}}));
-                conn.send(json!({"type": "user_transcript", "user_transcription_event": {"user_transcript": transcript, "event_id": turn}}));
+                conn.send(
+                    json!({"type": "user_transcript", "user_transcription_event": {"user_transcript": transcript, "event_id": turn}}),
+                );
             }
             Step::ToolCall { name, parameters } => {
                 turn += 1;

@@ -76,9 +76,7 @@ pub fn wait_until(timeout: Duration, poll: Duration, mut cond: impl FnMut() -> b
 
 /// `tests/fixtures` of this crate (absolute).
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
 }
 
 /// `tests/fixtures/sipp` (absolute): the SIPp scenarios and their media.
@@ -100,9 +98,7 @@ static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn claim(ports: &[u16]) -> bool {
-    let mut handed = HANDED_OUT
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if ports.iter().any(|p| handed.contains(p)) {
         return false;
     }
@@ -123,10 +119,7 @@ fn udp_free(ip: &str, port: u16) -> bool {
 pub fn free_port() -> u16 {
     for _ in 0..1000 {
         let udp = UdpSocket::bind("127.0.0.1:0").expect("cannot bind a UDP socket on 127.0.0.1:0");
-        let port = udp
-            .local_addr()
-            .expect("local_addr of a bound UDP socket")
-            .port();
+        let port = udp.local_addr().expect("local_addr of a bound UDP socket").port();
         let tcp_ok = TcpListener::bind(("127.0.0.1", port)).is_ok();
         drop(udp);
         if tcp_ok && claim(&[port]) {
@@ -142,10 +135,7 @@ pub fn free_port() -> u16 {
 pub fn free_media_port() -> u16 {
     for _ in 0..1000 {
         let udp = UdpSocket::bind("127.0.0.1:0").expect("cannot bind a UDP socket on 127.0.0.1:0");
-        let port = udp
-            .local_addr()
-            .expect("local_addr of a bound UDP socket")
-            .port();
+        let port = udp.local_addr().expect("local_addr of a bound UDP socket").port();
         drop(udp);
         if port > u16::MAX - 3 {
             continue;
@@ -178,11 +168,7 @@ pub fn free_rtp_range(len: u16) -> (u16, u16) {
     let seed = std::process::id().wrapping_mul(7919);
     for attempt in 0..2000u32 {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let start = LOW
-            + 2 * ((seed
-                .wrapping_add(n.wrapping_mul(len / 2 + 1))
-                .wrapping_add(attempt))
-                % span);
+        let start = LOW + 2 * ((seed.wrapping_add(n.wrapping_mul(len / 2 + 1)).wrapping_add(attempt)) % span);
         let first = start as u16;
         let last = (start + len - 1) as u16;
         let mut held = Vec::new();
@@ -218,24 +204,10 @@ impl TempDir {
     /// Creates `<tmp>/cap4-<label>-<pid>-<n>-<nanos>`.
     pub fn new(label: &str) -> TempDir {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let safe: String = label
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let path =
-            std::env::temp_dir().join(format!("cap4-{safe}-{}-{n}-{nanos}", std::process::id()));
-        fs::create_dir_all(&path)
-            .unwrap_or_else(|e| panic!("cannot create test folder {}: {e}", path.display()));
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let safe: String = label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        let path = std::env::temp_dir().join(format!("cap4-{safe}-{}-{n}-{nanos}", std::process::id()));
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("cannot create test folder {}: {e}", path.display()));
         TempDir { path }
     }
 
@@ -251,10 +223,7 @@ impl Drop for TempDir {
             return;
         }
         if thread::panicking() {
-            eprintln!(
-                "test failed; removing {} (set CAP4_KEEP_TEST_DIRS=1 to keep its logs)",
-                self.path.display()
-            );
+            eprintln!("test failed; removing {} (set CAP4_KEEP_TEST_DIRS=1 to keep its logs)", self.path.display());
         }
         let _ = fs::remove_dir_all(&self.path);
     }
@@ -288,12 +257,7 @@ fn proc_net_inodes(table: &str, port: u16, want_state: Option<&str>) -> io::Resu
 
 /// Does process `pid` hold a socket on `port` in `/proc/net/<table>` (in state
 /// `want_state`, e.g. `0A` = TCP LISTEN)?
-fn pid_holds_socket(
-    pid: u32,
-    table: &str,
-    port: u16,
-    want_state: Option<&str>,
-) -> io::Result<bool> {
+fn pid_holds_socket(pid: u32, table: &str, port: u16, want_state: Option<&str>) -> io::Result<bool> {
     let inodes = proc_net_inodes(table, port, want_state)?;
     if inodes.is_empty() {
         return Ok(false);
@@ -324,9 +288,7 @@ fn tail(text: &str, max: usize) -> &str {
 }
 
 fn read_lossy(path: &Path) -> String {
-    fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+    fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
 fn kill_and_reap(child: &mut Child) -> io::Result<ExitStatus> {
@@ -365,18 +327,10 @@ impl Baresip {
     /// (menu, ctrl_tcp) are loaded. If `/proc/net/tcp` cannot be read, the
     /// "baresip is ready." log line (printed after all modules are loaded;
     /// Baresip's log output reaches the file line by line) is used instead.
-    pub fn start(
-        dir: &Path,
-        ctrl_port: u16,
-        sip_port: u16,
-        rtp_range: (u16, u16),
-    ) -> io::Result<Baresip> {
+    pub fn start(dir: &Path, ctrl_port: u16, sip_port: u16, rtp_range: (u16, u16)) -> io::Result<Baresip> {
         let config_dir = dir.join("baresip");
         fs::create_dir_all(&config_dir)?;
-        fs::write(
-            config_dir.join("config"),
-            config_text(ctrl_port, sip_port, rtp_range),
-        )?;
+        fs::write(config_dir.join("config"), config_text(ctrl_port, sip_port, rtp_range))?;
         fs::write(
             config_dir.join("accounts"),
             format!(
@@ -384,38 +338,19 @@ impl Baresip {
                  <sip:box@127.0.0.1:{sip_port}>;regint=0;audio_codecs=PCMU,PCMA\n"
             ),
         )?;
-        let mut baresip = Baresip {
-            child: None,
-            config_dir,
-            log_path: dir.join("baresip.log"),
-            ctrl_port,
-            sip_port,
-            rtp_range,
-            starts: 0,
-        };
+        let mut baresip = Baresip { child: None, config_dir, log_path: dir.join("baresip.log"), ctrl_port, sip_port, rtp_range, starts: 0 };
         baresip.spawn()?;
         Ok(baresip)
     }
 
     fn spawn(&mut self) -> io::Result<()> {
         self.starts += 1;
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)?;
+        let mut log = OpenOptions::new().create(true).append(true).open(&self.log_path)?;
         if self.starts > 1 {
-            writeln!(
-                log,
-                "\n===== test harness: baresip start #{} =====",
-                self.starts
-            )?;
+            writeln!(log, "\n===== test harness: baresip start #{} =====", self.starts)?;
         }
         let log_err = log.try_clone()?;
-        let workdir = self
-            .config_dir
-            .parent()
-            .unwrap_or(&self.config_dir)
-            .to_path_buf();
+        let workdir = self.config_dir.parent().unwrap_or(&self.config_dir).to_path_buf();
         let child = Command::new("baresip")
             .arg("-f")
             .arg(&self.config_dir)
@@ -424,22 +359,14 @@ impl Baresip {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
             .spawn()
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot run `baresip` (apt-get install baresip-core): {e}"),
-                )
-            })?;
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot run `baresip` (apt-get install baresip-core): {e}")))?;
         let pid = child.id();
         self.child = Some(child);
 
         let deadline = Instant::now() + BARESIP_START_TIMEOUT;
         loop {
             if let Some(status) = self.try_wait()? {
-                return Err(io::Error::other(format!(
-                    "baresip exited during start-up ({status}); log tail:\n{}",
-                    tail(&self.log(), 3000)
-                )));
+                return Err(io::Error::other(format!("baresip exited during start-up ({status}); log tail:\n{}", tail(&self.log(), 3000))));
             }
             let ready = match pid_holds_socket(pid, "tcp", self.ctrl_port, Some("0A")) {
                 Ok(ready) => ready,
@@ -468,10 +395,7 @@ impl Baresip {
 
     /// PID of the running Baresip. Panics if it was killed and not restarted.
     pub fn pid(&self) -> u32 {
-        self.child
-            .as_ref()
-            .expect("Baresip::pid: baresip is not running (kill9 without restart?)")
-            .id()
+        self.child.as_ref().expect("Baresip::pid: baresip is not running (kill9 without restart?)").id()
     }
 
     /// `Some(status)` if the process has exited (e.g. crashed), `None` while it runs
@@ -491,10 +415,7 @@ impl Baresip {
     /// SIGKILL (no BYE goes out, no event on ctrl_tcp: the client just sees
     /// EOF) and reap. Errors if it is not running.
     pub fn kill9(&mut self) -> io::Result<ExitStatus> {
-        let mut child = self
-            .child
-            .take()
-            .ok_or_else(|| io::Error::other("Baresip::kill9: baresip is not running"))?;
+        let mut child = self.child.take().ok_or_else(|| io::Error::other("Baresip::kill9: baresip is not running"))?;
         kill_and_reap(&mut child)
     }
 
@@ -618,10 +539,7 @@ impl Sipp {
     pub fn start(dir: &Path, scenario: &str, port: u16, media_port: u16) -> io::Result<Sipp> {
         let scenario_path = sipp_fixtures_dir().join(scenario);
         if !scenario_path.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no SIPp scenario {}", scenario_path.display()),
-            ));
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no SIPp scenario {}", scenario_path.display())));
         }
         fs::create_dir_all(dir)?;
         let stem = scenario.trim_end_matches(".xml");
@@ -638,11 +556,7 @@ impl Sipp {
             .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
             .args(["-ci", "127.0.0.1"])
             .args(["-m", "1", "-nostdin"])
-            .args([
-                "-timeout",
-                &format!("{SIPP_GLOBAL_TIMEOUT_SECS}s"),
-                "-timeout_error",
-            ])
+            .args(["-timeout", &format!("{SIPP_GLOBAL_TIMEOUT_SECS}s"), "-timeout_error"])
             .arg("-trace_msg")
             .arg("-message_file")
             .arg(&message_log)
@@ -654,23 +568,10 @@ impl Sipp {
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .spawn()
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot run `sipp` (apt-get install sip-tester): {e}"),
-                )
-            })?;
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot run `sipp` (apt-get install sip-tester): {e}")))?;
         let pid = child.id();
-        let mut sipp = Sipp {
-            child: Some(child),
-            status: None,
-            scenario: scenario.to_string(),
-            port,
-            media_port,
-            message_log,
-            error_log,
-            stdout_log,
-        };
+        let mut sipp =
+            Sipp { child: Some(child), status: None, scenario: scenario.to_string(), port, media_port, message_log, error_log, stdout_log };
 
         let deadline = Instant::now() + SIPP_START_TIMEOUT;
         loop {
@@ -694,9 +595,7 @@ impl Sipp {
                 sipp.kill();
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!(
-                        "sipp ({scenario}) did not bind 127.0.0.1:{port} within {SIPP_START_TIMEOUT:?}"
-                    ),
+                    format!("sipp ({scenario}) did not bind 127.0.0.1:{port} within {SIPP_START_TIMEOUT:?}"),
                 ));
             }
             thread::sleep(Duration::from_millis(10));
@@ -771,9 +670,7 @@ impl Sipp {
             .filter(|l| {
                 l.starts_with("SIP/2.0 ")
                     || (l.ends_with(" SIP/2.0")
-                        && l.split(' ').next().is_some_and(|m| {
-                            !m.is_empty() && m.chars().all(|c| c.is_ascii_uppercase())
-                        }))
+                        && l.split(' ').next().is_some_and(|m| !m.is_empty() && m.chars().all(|c| c.is_ascii_uppercase())))
             })
             .map(str::to_string)
             .collect()

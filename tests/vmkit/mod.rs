@@ -89,12 +89,7 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 pub fn sh(script: &str) -> String {
     let out = Command::new("bash").args(["-c", script]).output().expect("bash");
-    assert!(
-        out.status.success(),
-        "`{script}` failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "`{script}` failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -243,8 +238,7 @@ pub fn start_baresip_tuned(dir: &Path, sip_port: u16, set: &[(&str, &str)]) -> i
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let conf = dir.join("baresip");
     fs::create_dir_all(&conf)?;
-    let mut config = fs::read_to_string(root.join("config/baresip/config"))?
-        .replace("127.0.0.1:5060", &format!("127.0.0.1:{sip_port}"));
+    let mut config = fs::read_to_string(root.join("config/baresip/config"))?.replace("127.0.0.1:5060", &format!("127.0.0.1:{sip_port}"));
     for (key, value) in set {
         let lines: Vec<String> = config
             .lines()
@@ -257,18 +251,11 @@ pub fn start_baresip_tuned(dir: &Path, sip_port: u16, set: &[(&str, &str)]) -> i
         config = joined;
     }
     fs::write(conf.join("config"), config)?;
-    let accounts = fs::read_to_string(root.join("config/baresip/accounts"))?
-        .replace("127.0.0.1:5060", &format!("127.0.0.1:{sip_port}"));
+    let accounts = fs::read_to_string(root.join("config/baresip/accounts"))?.replace("127.0.0.1:5060", &format!("127.0.0.1:{sip_port}"));
     fs::write(conf.join("accounts"), accounts)?;
     let log = fs::File::create(dir.join("baresip.log"))?;
-    let child = Command::new("baresip")
-        .arg("-f")
-        .arg(&conf)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
+    let child =
+        Command::new("baresip").arg("-f").arg(&conf).current_dir(dir).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?;
     let up = wait_for(Duration::from_secs(20), || std::net::TcpStream::connect("127.0.0.1:4444").is_ok());
     if !up {
         return Err(io::Error::other("Baresip's ctrl_tcp never listened"));
@@ -300,8 +287,8 @@ pub fn start_sipp_streaming(dir: &Path, port: u16, media_port: u16, ulaw: &Path)
 /// Starts SIPp with `tests/fixtures/sipp/<scenario>`, its media replaced by `ulaw`.
 pub fn start_sipp_scenario(dir: &Path, scenario: &str, port: u16, media_port: u16, ulaw: &Path) -> io::Result<Proc> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let scenario = fs::read_to_string(root.join("tests/fixtures/sipp").join(scenario))?
-        .replace("media/hello_8k.ulaw", &ulaw.display().to_string());
+    let scenario =
+        fs::read_to_string(root.join("tests/fixtures/sipp").join(scenario))?.replace("media/hello_8k.ulaw", &ulaw.display().to_string());
     let file = dir.join("sipp-stream.xml");
     fs::write(&file, scenario)?;
     spawn_sipp(dir, &file, port, media_port, &[])
@@ -380,7 +367,11 @@ pub fn dial_sipp(sipp_port: u16) {
 
 /// Captures `seconds` of the caller into memory, optionally running `during`
 /// once per 20 ms frame (with the frame count so far).
-pub fn capture(engine: &mut cap4::audio::AudioEngine, seconds: f64, mut during: impl FnMut(&mut cap4::audio::AudioEngine, usize)) -> Vec<i16> {
+pub fn capture(
+    engine: &mut cap4::audio::AudioEngine,
+    seconds: f64,
+    mut during: impl FnMut(&mut cap4::audio::AudioEngine, usize),
+) -> Vec<i16> {
     let frame = engine.frame_len();
     let frames = (seconds * 50.0) as usize;
     let mut out = Vec::with_capacity(frames * frame);

@@ -189,8 +189,11 @@ fn events_of_other_calls_are_ignored() {
     let (mut m, _) = dialled();
     m.handle(ev("CALL_RINGING", Some("abc"), None), at(10));
     assert!(m.handle(ev("CALL_CLOSED", Some("other"), Some("486 Busy Here")), at(20)).is_empty());
-    let incoming = serde_json::json!({"event":true,"type":"CALL_INCOMING","class":"call","direction":"incoming","id":"in-1","param":"sip:a@b"});
-    let Ok(crate::baresip::protocol::Inbound::Event(e)) = crate::baresip::protocol::decode(incoming.to_string().as_bytes()) else { panic!() };
+    let incoming =
+        serde_json::json!({"event":true,"type":"CALL_INCOMING","class":"call","direction":"incoming","id":"in-1","param":"sip:a@b"});
+    let Ok(crate::baresip::protocol::Inbound::Event(e)) = crate::baresip::protocol::decode(incoming.to_string().as_bytes()) else {
+        panic!()
+    };
     assert!(m.handle(Input::Event(e), at(30)).is_empty());
     assert_eq!(m.active().unwrap().status, Status::Ringing);
 }
@@ -240,7 +243,9 @@ fn shutdown_ends_the_call_failed() {
     let (mut m, _) = dialled();
     m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
     let shutdown = serde_json::json!({"event":true,"type":"SHUTDOWN","class":"application"});
-    let Ok(crate::baresip::protocol::Inbound::Event(e)) = crate::baresip::protocol::decode(shutdown.to_string().as_bytes()) else { panic!() };
+    let Ok(crate::baresip::protocol::Inbound::Event(e)) = crate::baresip::protocol::decode(shutdown.to_string().as_bytes()) else {
+        panic!()
+    };
     let r = ended(&m.handle(Input::Event(e), at(2_000))).clone();
     assert_eq!((r.outcome, r.reason.as_deref()), (Some(Outcome::Failed), Some("Baresip shut down")));
     assert!(m.handle(Input::LinkDown, at(2_001)).is_empty());
