@@ -127,11 +127,15 @@ fn install_unit(config: &Path) {
     let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/cap4.service")).expect("unit");
     std::fs::write("/run/systemd/system/cap4.service", unit).expect("write unit");
     std::fs::create_dir_all("/run/systemd/system/cap4.service.d").expect("drop-in dir");
+    // The binary is copied out of the checkout: one under /tmp or /var/tmp
+    // would be hidden by the unit's PrivateTmp.
+    let binary = Path::new("/run/cap4-test/cap4");
+    std::fs::copy(env!("CARGO_BIN_EXE_cap4"), binary).expect("copy the binary");
     std::fs::write(
         "/run/systemd/system/cap4.service.d/test.conf",
         format!(
             "[Service]\nExecStart=\nExecStart={} run --config {}\nWatchdogSec=4\nRestartSec=1\n",
-            env!("CARGO_BIN_EXE_cap4"),
+            binary.display(),
             config.display()
         ),
     )
