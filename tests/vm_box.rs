@@ -133,11 +133,7 @@ fn install_unit(config: &Path) {
     std::fs::copy(env!("CARGO_BIN_EXE_cap4"), binary).expect("copy the binary");
     std::fs::write(
         "/run/systemd/system/cap4.service.d/test.conf",
-        format!(
-            "[Service]\nExecStart=\nExecStart={} run --config {}\nWatchdogSec=4\nRestartSec=1\n",
-            binary.display(),
-            config.display()
-        ),
+        format!("[Service]\nExecStart=\nExecStart={} run --config {}\nWatchdogSec=4\nRestartSec=1\n", binary.display(), config.display()),
     )
     .expect("drop-in");
     sh("systemctl daemon-reload");
