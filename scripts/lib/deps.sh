@@ -30,6 +30,7 @@
 #        binfmt_misc), the partition and filesystem tools (no loop mounts),
 #        qemu-system-arm for the aarch64 boot check, ssh into the booted image.
 # fresh: mmdebstrap for the fresh-machine check (scripts/check-fresh).
+# lint:  shellcheck (.ci/run).
 cap4_group_packages() {
     case $1 in
         build) echo build-essential pkg-config libasound2-dev ;;
@@ -39,6 +40,7 @@ cap4_group_packages() {
         image) echo mmdebstrap qemu-user-static binfmt-support arch-test qemu-system-arm fdisk dosfstools mtools \
                     e2fsprogs xz-utils bmap-tools openssh-client ;;
         fresh) echo mmdebstrap ;;
+        lint)  echo shellcheck ;;
         *) echo "scripts/lib/deps.sh: unknown group $1" >&2; return 2 ;;
     esac
 }
