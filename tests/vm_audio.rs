@@ -21,8 +21,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cap4::audio::alsa_pcm::AlsaPcm;
 use cap4::audio::g711::{ulaw_decode, ulaw_encode};
-use cap4::audio::{AudioConfig, AudioEngine};
+use cap4::audio::{AudioConfig, AudioEngine, PcmBackend, Stream};
 use vmkit::{Guest, in_guest, read_wav, run_in_guest, write_wav, xfer_out};
 
 const SIP_PORT: u16 = 5062;
@@ -248,4 +249,37 @@ fn a_flush_silences_the_far_end_within_one_period() {
     assert!(stats.flushed_ms >= 2000, "{stats:?}");
     write_wav(&xfer_out().join("flush.wav"), &captured).unwrap();
     fs::write(xfer_out().join("flush.txt"), format!("sent_at {sent_at} flushed_at {flushed_at}\n")).unwrap();
+}
+
+/// Recovery must work from every state a failed call leaves a device in. An
+/// EIO (the kernel's wait for a period timed out: a starved machine stalls
+/// the loopback's clock) leaves it *running*, and the kernel refuses to
+/// prepare a running device; a call once ended there with "ALSA failed" 4 s
+/// after the agent started.
+#[test]
+#[ignore = "boots a QEMU guest; run by scripts/test"]
+fn recovery_restarts_devices_that_are_still_running() {
+    if !in_guest() {
+        run_in_guest("recovery_restarts_devices_that_are_still_running", guest());
+        return;
+    }
+    let cfg = engine_config();
+    let period = cfg.period_frames();
+    let fill = period * cfg.playback_fill_periods as usize;
+    let (mut pcm, _) = AlsaPcm::open(&cfg, fill).expect("loopback devices");
+    let mut buf = vec![0i16; period];
+    pcm.start().expect("start");
+    pcm.read(&mut buf).expect("a period from the running capture");
+    pcm.recover(Stream::Capture).expect("recovering a capture that still runs");
+    for n in 0..5 {
+        pcm.read(&mut buf).unwrap_or_else(|e| panic!("read {n} after recovery: {e:?}"));
+    }
+    // Playback starts by itself at its threshold: write past it, then recover.
+    pcm.write(&vec![0i16; fill]).expect("fill playback");
+    pcm.read(&mut buf).expect("a period");
+    pcm.recover(Stream::Playback).expect("recovering a playback that still runs");
+    assert_eq!(pcm.playback_queued().expect("queued after recovery"), 0, "recovery empties playback");
+    pcm.write(&vec![0i16; fill]).expect("playback takes audio again");
+    pcm.read(&mut buf).expect("a period");
+    assert!(pcm.playback_queued().expect("queued") <= fill, "playback runs again");
 }

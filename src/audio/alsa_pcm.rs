@@ -112,6 +112,12 @@ fn restore(pcm: &PCM) -> Result<(), PcmError> {
     if pcm.state() == State::Suspended {
         let _ = pcm.resume();
     }
+    // EIO (a wait that timed out) leaves the device running (as does a
+    // resume), and the kernel refuses to prepare a running device (EBUSY):
+    // stop it first.
+    if matches!(pcm.state(), State::Running | State::Draining | State::Paused) {
+        pcm.drop().map_err(classify_fatal)?;
+    }
     pcm.prepare().map_err(classify_fatal)
 }
 
