@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod gpio;
 pub mod leds;
 pub mod logging;
+pub mod media;
 pub mod phone;
 pub mod sd_notify;
 pub mod session;

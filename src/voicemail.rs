@@ -15,7 +15,6 @@ use serde::Deserialize;
 
 use crate::amd::AmdConfig;
 use crate::amd::vad::{FRAME_MS, FrontEnd};
-use crate::audio::PlayedOut;
 
 /// `[voicemail]` as written in the TOML.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -103,71 +102,6 @@ impl GreetingEnd {
         let Some(armed) = self.armed_frames.as_mut() else { return false };
         *armed += 1;
         self.quiet_frames >= self.need_quiet_frames || *armed >= self.max_wait_frames
-    }
-}
-
-/// A call's voicemail drop, driven by the media session frame by frame:
-/// listens from the answer, waits once asked, then plays the message into the
-/// engine and says when it has played out.
-pub struct Dropper {
-    greeting: GreetingEnd,
-    /// The message at the device rate.
-    message: Vec<i16>,
-    state: DropState,
-}
-
-enum DropState {
-    Listening,
-    Waiting,
-    Playing { sent: usize, played: PlayedOut },
-    Done,
-}
-
-impl Dropper {
-    /// `message` at 8 kHz; `rate`: the engine's rate.
-    pub fn new(amd: &AmdConfig, cfg: &VoicemailConfig, message: &[i16], rate: u32) -> Result<Dropper, String> {
-        let mut converted = Vec::with_capacity(message.len() * rate as usize / 8000 + 320);
-        let mut converter = crate::audio::RateConverter::new(8000, rate)?;
-        converter.push(message, |pcm| converted.extend_from_slice(pcm));
-        // The last partial 20 ms block: pad it out with silence.
-        converter.push(&vec![0; converter.chunk()], |pcm| converted.extend_from_slice(pcm));
-        Ok(Dropper { greeting: GreetingEnd::new(amd, cfg.quiet_ms, cfg.max_wait_ms), message: converted, state: DropState::Listening })
-    }
-
-    /// The machine verdict is in: leave the message once the greeting ends.
-    pub fn request(&mut self) {
-        if matches!(self.state, DropState::Listening) {
-            self.greeting.arm();
-            self.state = DropState::Waiting;
-        }
-    }
-
-    /// One captured frame (8 kHz); moves the message into `engine` when its
-    /// time has come. `Some(detail)` once it has played out.
-    pub fn on_frame(&mut self, frame: &[i16], engine: &mut crate::audio::AudioEngine) -> Option<String> {
-        let over = self.greeting.push(frame);
-        match &mut self.state {
-            DropState::Listening | DropState::Done => None,
-            DropState::Waiting => {
-                if over {
-                    self.state = DropState::Playing { sent: 0, played: PlayedOut::default() };
-                    return self.on_frame(&[], engine);
-                }
-                None
-            }
-            DropState::Playing { sent, played } => {
-                if *sent < self.message.len() {
-                    *sent += engine.send(&self.message[*sent..]);
-                    return None;
-                }
-                if !played.check(engine.playback_pending()) {
-                    return None;
-                }
-                let ms = self.message.len() as u64 * 1000 / u64::from(engine.rate());
-                self.state = DropState::Done;
-                Some(format!("{ms} ms message played"))
-            }
-        }
     }
 }
 

@@ -351,6 +351,11 @@ impl AiSession {
         Ok(())
     }
 
+    /// Samples (at the input rate) per chunk handed to the provider.
+    pub fn chunk_samples(&self) -> usize {
+        self.chunk_samples
+    }
+
     /// Chunks handed to the provider, and chunks dropped because it lagged.
     pub fn audio_counters(&self) -> (u64, u64) {
         (self.sent_chunks, self.dropped_chunks)

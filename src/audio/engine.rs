@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rtrb::{Consumer, Producer, RingBuffer};
 use serde::{Deserialize, Serialize};
@@ -539,28 +539,6 @@ impl AudioEngine {
             Some(Ok(Err(PcmError::Xrun))) => Err(AudioError::Stopped),
             Some(Err(_)) => Err(AudioError::Stopped),
         }
-    }
-}
-
-/// Tells when everything sent to an engine has been heard: its ring empty,
-/// then the device's own queue (the playback fill) played out.
-#[derive(Debug, Default)]
-pub struct PlayedOut {
-    empty_since: Option<Instant>,
-}
-
-impl PlayedOut {
-    /// What the device still holds once the ring is empty (its fill, and some).
-    pub const DEVICE_TAIL: Duration = Duration::from_millis(120);
-
-    /// `pending`: samples not yet taken by the real-time thread
-    /// ([`AudioEngine::playback_pending`], plus any queued before it).
-    pub fn check(&mut self, pending: usize) -> bool {
-        if pending > 0 {
-            self.empty_since = None;
-            return false;
-        }
-        self.empty_since.get_or_insert_with(Instant::now).elapsed() >= Self::DEVICE_TAIL
     }
 }
 

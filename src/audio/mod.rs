@@ -25,6 +25,6 @@ pub mod rt;
 pub mod sim;
 
 pub use config::AudioConfig;
-pub use engine::{AudioEngine, AudioError, AudioStats, FlushHandle, LatencyReport, PlayedOut, RtReport};
+pub use engine::{AudioEngine, AudioError, AudioStats, FlushHandle, LatencyReport, RtReport};
 pub use resample::RateConverter;
 pub use rt::{PcmBackend, PcmError, RtHooks, Stream};

@@ -1,0 +1,213 @@
+//! The agent's audio inside the media machine: the caller's frames resampled
+//! to the agent's input rate, the agent's speech resampled to the device rate
+//! and gated by event id ([`Playout`]) so an interrupted turn never plays, and
+//! the farewell: after a normal end, the conversation is over only once what
+//! the agent said has been heard (or [`FAREWELL_LIMIT_MS`] passed).
+//!
+//! Pure: it returns effects ([`MediaEffect::ToAgent`], [`MediaEffect::Play`],
+//! [`MediaEffect::Flush`], [`MediaEffect::EndUtterance`]) in the order the
+//! driver must carry them out.
+
+use crate::ai::{AiEvent, Playout, SessionInfo};
+use crate::audio::RateConverter;
+use crate::call::machine::AiInput;
+use crate::call::record::Speaker;
+
+use super::machine::{AiFigures, MediaEffect, Note, Playback};
+use super::played_out::PlayedOut;
+
+/// Longest wait for the agent's farewell to play out before hanging up.
+pub const FAREWELL_LIMIT_MS: u64 = 30_000;
+
+/// Most agent samples moved to the engine in one [`MediaEffect::Play`].
+const PLAY_CHUNK: usize = 1_600;
+
+/// The running conversation's audio path.
+pub struct AgentAudio {
+    /// Device rate → the agent's input rate.
+    to_agent: RateConverter,
+    /// The agent's output rate → device rate.
+    to_device: RateConverter,
+    /// Agent audio in turn order; the gate that drops interrupted turns.
+    playout: Playout,
+    last_event_id: Option<u64>,
+    /// The conversation reported its end (or was lost): no more events.
+    pub ended: bool,
+    farewell: Option<Farewell>,
+    /// Samples per chunk the provider takes; the first full one is "caller
+    /// audio handed to the agent".
+    chunk_samples: usize,
+    sent_to_agent: usize,
+    requested_at_ms: u64,
+}
+
+struct Farewell {
+    reason: String,
+    give_up_at_ms: u64,
+    played: PlayedOut,
+}
+
+impl AgentAudio {
+    /// The path between an engine at `rate` and a conversation described by
+    /// `info`, asked for at `requested_at_ms`.
+    pub fn new(info: &SessionInfo, chunk_samples: usize, rate: u32, requested_at_ms: u64) -> Result<AgentAudio, String> {
+        let to_agent =
+            RateConverter::new(rate, info.input_format.rate()).map_err(|e| format!("agent input format {}: {e}", info.input_format))?;
+        let to_device =
+            RateConverter::new(info.output_format.rate(), rate).map_err(|e| format!("agent output format {}: {e}", info.output_format))?;
+        Ok(AgentAudio {
+            to_agent,
+            to_device,
+            playout: Playout::new(),
+            last_event_id: None,
+            ended: false,
+            farewell: None,
+            chunk_samples: chunk_samples.max(1),
+            sent_to_agent: 0,
+            requested_at_ms,
+        })
+    }
+
+    /// The caller's frame, on to the agent (until the conversation ends).
+    pub fn caller_audio(&mut self, frame: &[i16], now_ms: u64, figures: &mut AiFigures, out: &mut Vec<MediaEffect>) {
+        if self.ended {
+            return;
+        }
+        let mut converted = Vec::with_capacity(frame.len() * self.to_agent.to_rate() as usize / self.to_agent.from_rate() as usize + 16);
+        self.to_agent.push(frame, |pcm| converted.extend_from_slice(pcm));
+        if converted.is_empty() {
+            return;
+        }
+        self.sent_to_agent += converted.len();
+        if figures.first_caller_audio_ms.is_none() && self.sent_to_agent >= self.chunk_samples {
+            figures.first_caller_audio_ms = Some(self.since_request(now_ms));
+        }
+        out.push(MediaEffect::ToAgent(converted));
+    }
+
+    /// Moves queued agent audio into the engine, as much as its ring holds.
+    pub fn pump(&mut self, playback: &mut Playback, now_ms: u64, figures: &mut AiFigures, out: &mut Vec<MediaEffect>) {
+        loop {
+            let room = playback.room.min(PLAY_CHUNK);
+            if room == 0 || self.playout.is_empty() {
+                break;
+            }
+            let mut chunk = vec![0; room];
+            let n = self.playout.pop(&mut chunk);
+            if n == 0 {
+                break;
+            }
+            chunk.truncate(n);
+            playback.take(n);
+            out.push(MediaEffect::Play(chunk));
+            if figures.first_agent_audio_ms.is_none() {
+                figures.first_agent_audio_ms = Some(self.since_request(now_ms));
+            }
+        }
+    }
+
+    /// Plays what the resampler still holds of turn `event_id`.
+    fn end_turn(&mut self, event_id: u64, playback: &mut Playback, now_ms: u64, figures: &mut AiFigures, out: &mut Vec<MediaEffect>) {
+        let mut tail = Vec::new();
+        self.to_device.finish(|pcm| tail.extend_from_slice(pcm));
+        if self.playout.push(event_id, tail) {
+            self.pump(playback, now_ms, figures, out);
+        }
+    }
+
+    /// One event of the conversation (`None`: it stopped without an end).
+    pub fn on_event(
+        &mut self,
+        event: Option<AiEvent>,
+        playback: &mut Playback,
+        now_ms: u64,
+        figures: &mut AiFigures,
+        out: &mut Vec<MediaEffect>,
+    ) {
+        let mut line = |speaker, text| out.push(MediaEffect::Ai(AiInput::Line { speaker, text }));
+        match event {
+            Some(AiEvent::Audio { event_id, samples }) => {
+                if !self.playout.accepts(event_id) {
+                    // A late chunk of an interrupted turn: it must not even
+                    // reach the resampler, whose pending block would carry it
+                    // into the next turn.
+                    return;
+                }
+                if self.last_event_id != Some(event_id) {
+                    if let Some(previous) = self.last_event_id {
+                        // The previous turn is over: its last partial block
+                        // plays now, and running dry after it is the end of
+                        // speech, not an underrun.
+                        self.end_turn(previous, playback, now_ms, figures, out);
+                        out.push(MediaEffect::EndUtterance);
+                    }
+                    self.last_event_id = Some(event_id);
+                }
+                let ratio = self.to_device.to_rate() as usize / self.to_device.from_rate().max(1) as usize + 1;
+                let mut converted = Vec::with_capacity(samples.len() * ratio + 16);
+                self.to_device.push(&samples, |pcm| converted.extend_from_slice(pcm));
+                if self.playout.push(event_id, converted) {
+                    self.pump(playback, now_ms, figures, out);
+                }
+            }
+            Some(AiEvent::Interruption { event_id }) => {
+                let dropped_in_queue = self.playout.interrupt(event_id);
+                self.to_device.reset();
+                out.push(MediaEffect::Flush);
+                out.push(MediaEffect::Note(Note::BargeIn { event_id, dropped_in_queue }));
+                out.push(MediaEffect::Ai(AiInput::Interrupted));
+            }
+            Some(AiEvent::UserTranscript { text }) => line(Speaker::User, text),
+            Some(AiEvent::AgentResponse { text }) => line(Speaker::Agent, text),
+            Some(AiEvent::AgentResponseCorrection { corrected, .. }) => line(Speaker::AgentCorrection, corrected),
+            Some(AiEvent::ToolCall { name, parameters, result, .. }) => {
+                let error = if result.is_error { " (error)" } else { "" };
+                line(Speaker::Tool, format!("{name}({parameters}) -> {}{error}", result.result));
+            }
+            Some(AiEvent::Ended(reason)) if reason.is_normal() => {
+                self.ended = true;
+                if let Some(last) = self.last_event_id {
+                    self.end_turn(last, playback, now_ms, figures, out);
+                }
+                let reason = reason.to_string();
+                out.push(MediaEffect::Note(Note::FarewellPlays { reason: reason.clone() }));
+                self.farewell = Some(Farewell { reason, give_up_at_ms: now_ms + FAREWELL_LIMIT_MS, played: PlayedOut::default() });
+                // Nothing may be left to say.
+                self.farewell_done(playback, now_ms, out);
+            }
+            Some(AiEvent::Ended(reason)) => {
+                self.ended = true;
+                out.push(MediaEffect::Ai(AiInput::Ended { by_agent: false, reason: reason.to_string() }));
+            }
+            None => {
+                self.ended = true;
+                out.push(MediaEffect::Ai(AiInput::Ended { by_agent: false, reason: "the agent session stopped without an end".into() }));
+            }
+        }
+    }
+
+    /// Once the farewell has been heard (or its limit passed): the end.
+    pub fn farewell_done(&mut self, playback: &Playback, now_ms: u64, out: &mut Vec<MediaEffect>) {
+        let Some(farewell) = self.farewell.as_mut() else { return };
+        let heard = farewell.played.check(playback.pending + self.playout.queued_samples(), now_ms);
+        if heard || now_ms >= farewell.give_up_at_ms {
+            if let Some(farewell) = self.farewell.take() {
+                out.push(MediaEffect::Ai(AiInput::Ended { by_agent: true, reason: farewell.reason }));
+            }
+        }
+    }
+
+    /// The farewell cannot play any further (the audio stopped): it ends now.
+    pub fn cut_farewell(&mut self) -> Option<String> {
+        self.farewell.take().map(|f| f.reason)
+    }
+
+    /// When the farewell stops waiting, if one plays.
+    pub fn deadline_ms(&self) -> Option<u64> {
+        self.farewell.as_ref().map(|f| f.give_up_at_ms)
+    }
+
+    fn since_request(&self, now_ms: u64) -> u32 {
+        u32::try_from(now_ms.saturating_sub(self.requested_at_ms)).unwrap_or(u32::MAX)
+    }
+}
