@@ -15,7 +15,7 @@ use tracing::{Span, debug, error, info, info_span, warn};
 use crate::baresip::client::{Report, Request};
 use crate::button::Press;
 use crate::call::machine::{AiInput, AnswerPolicy, CallMachine, CommandError, CommandTag, DialError, Effect, HangupError, Input, Timeouts};
-use crate::call::record::{CallRecord, Outcome, Status};
+use crate::call::record::{CallRecord, Status};
 use crate::clock::{Clock, rfc3339};
 use crate::config::Config;
 use crate::config::DuringCall;
@@ -316,19 +316,9 @@ impl Controller {
     /// Publishes the LED state for the current situation; `brief` is shown first.
     fn update_leds(&mut self, brief: Option<LedState>) {
         let Some(leds) = &self.leds else { return };
-        let steady = if !self.machine.link_up() {
-            LedState::NoBaresip
-        } else {
-            match self.machine.active().map(|r| r.status) {
-                None | Some(Status::Ended) => LedState::Idle,
-                Some(Status::Dialing) => LedState::Dialing,
-                Some(Status::Ringing | Status::EarlyMedia) => LedState::Ringing,
-                Some(Status::Answered) => {
-                    let classifying = self.config.amd.enabled && self.machine.active().is_some_and(|r| r.answer.is_none());
-                    if classifying { LedState::Classifying } else { LedState::Talking }
-                }
-            }
-        };
+        let call = self.machine.active();
+        let classifying = self.config.amd.enabled && call.is_some_and(|r| r.answer.is_none());
+        let steady = LedState::steady_for(self.machine.link_up(), call.map(|r| r.status), classifying);
         let current = *leds.borrow();
         let now = tokio::time::Instant::now();
         let in_call = !matches!(steady, LedState::Idle | LedState::NoBaresip);
@@ -425,7 +415,23 @@ impl Controller {
     fn apply(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
-                Effect::Persist(record) => self.persist(record),
+                Effect::Persist(record) => {
+                    let span = info_span!("call", call_id = %record.id);
+                    let _guard = span.enter();
+                    self.persist(&record);
+                    self.announce(record);
+                }
+                Effect::StartMedia { call_id, answered } => self.start_media(call_id, answered),
+                Effect::MediaAnswered { call_id } => {
+                    if let Some(session) = self.session.as_mut().filter(|s| s.call_id == call_id) {
+                        session.answered();
+                    }
+                }
+                Effect::StopMedia { call_id } => {
+                    if let Some(mut session) = self.session.take_if(|s| s.call_id == call_id) {
+                        session.stop();
+                    }
+                }
                 Effect::Send { command, tag } => {
                     if self.baresip.send(Request { command, tag }).is_err() {
                         error!("Baresip client task is gone");
@@ -449,70 +455,56 @@ impl Controller {
         }
     }
 
-    fn persist(&mut self, record: CallRecord) {
-        let span = info_span!("call", call_id = %record.id);
-        let _guard = span.enter();
-        if let Err(err) = self.store.put(&record) {
+    /// Writes the record to the journal (synced). Nothing else: what the new
+    /// status means comes in the machine's next effects and [`Self::announce`].
+    fn persist(&mut self, record: &CallRecord) {
+        if let Err(err) = self.store.put(record) {
             // Keep calling: losing history is bad, dropping a live call is worse.
             error!(%err, "call record not saved");
         }
-        // The media session lives from the answer to the end of the call (one per
-        // call: it stays here until the call ends, even if its engine failed).
-        // Early media is listened to (for the record) when classification is on.
-        let wants_media = match record.status {
-            Status::EarlyMedia => self.config.amd.enabled,
-            Status::Answered => self.config.amd.enabled || self.provider.is_some(),
-            _ => false,
+    }
+
+    /// Tells the world about a saved record: the log line, the LEDs' brief
+    /// pattern for how it ended, and hangups waiting for the end.
+    fn announce(&mut self, record: CallRecord) {
+        if record.status != Status::Ended {
+            info!(status = record.status.as_str(), sip_call_id = record.sip_call_id.as_deref().unwrap_or(""), "call status");
+            return;
+        }
+        info!(
+            status = record.status.as_str(),
+            outcome = record.outcome.map_or("", |o| o.as_str()),
+            reason = record.reason.as_deref().unwrap_or(""),
+            sip_call_id = record.sip_call_id.as_deref().unwrap_or(""),
+            "call ended"
+        );
+        if let Some(brief) = LedState::brief_after(record.outcome) {
+            self.update_leds(Some(brief));
+        }
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting_hangups).into_iter().partition(|(id, _)| *id == record.id);
+        self.waiting_hangups = waiting;
+        for (_, reply) in done {
+            let _ = reply.send(Ok(record.clone()));
+        }
+    }
+
+    /// Starts the call's media session (the machine says when: one per call).
+    fn start_media(&mut self, call_id: String, answered: bool) {
+        let Some(record) = self.machine.active().filter(|r| r.id == call_id) else { return };
+        let audio = self.config.audio.clone();
+        let params = session::SessionParams {
+            call_id,
+            answered,
+            phone_number: record.phone_number.clone(),
+            open_engine: Arc::new(move || crate::audio::AudioEngine::start(&audio)),
+            amd: self.config.amd.enabled.then(|| self.config.amd.clone()),
+            provider: self.provider.clone(),
+            voicemail: self.config.voicemail_message.clone().map(|m| (m, self.config.voicemail.clone())),
         };
-        if record.status == Status::Answered {
-            if let Some(session) = self.session.as_mut().filter(|s| s.call_id == record.id) {
-                session.answered();
-            }
-        }
-        if self.session.is_none() && wants_media {
-            let audio = self.config.audio.clone();
-            let params = session::SessionParams {
-                call_id: record.id.clone(),
-                answered: record.status == Status::Answered,
-                phone_number: record.phone_number.clone(),
-                open_engine: Arc::new(move || crate::audio::AudioEngine::start(&audio)),
-                amd: self.config.amd.enabled.then(|| self.config.amd.clone()),
-                provider: self.provider.clone(),
-                voicemail: self.config.voicemail_message.clone().map(|m| (m, self.config.voicemail.clone())),
-            };
-            self.session = Some(session::start(params, self.session_tx.clone()));
-        }
-        if record.status == Status::Ended {
-            if let Some(mut session) = self.session.take_if(|s| s.call_id == record.id) {
-                session.stop();
-            }
-        }
-        match record.status {
-            Status::Ended => {
-                info!(
-                    status = record.status.as_str(),
-                    outcome = record.outcome.map_or("", |o| o.as_str()),
-                    reason = record.reason.as_deref().unwrap_or(""),
-                    sip_call_id = record.sip_call_id.as_deref().unwrap_or(""),
-                    "call ended"
-                );
-                let brief = match record.outcome {
-                    Some(Outcome::Busy | Outcome::Rejected | Outcome::NoAnswer | Outcome::Unreachable) => Some(LedState::NoAnswer),
-                    Some(Outcome::Failed | Outcome::AiFailed) => Some(LedState::Error),
-                    Some(Outcome::Machine) => Some(LedState::Machine),
-                    _ => None,
-                };
-                if brief.is_some() {
-                    self.update_leds(brief);
-                }
-                let (done, waiting): (Vec<_>, Vec<_>) =
-                    std::mem::take(&mut self.waiting_hangups).into_iter().partition(|(id, _)| *id == record.id);
-                self.waiting_hangups = waiting;
-                for (_, reply) in done {
-                    let _ = reply.send(Ok(record.clone()));
-                }
-            }
-            status => info!(status = status.as_str(), sip_call_id = record.sip_call_id.as_deref().unwrap_or(""), "call status"),
+        if let Some(mut previous) = self.session.replace(session::start(params, self.session_tx.clone())) {
+            // Never two at once: the devices are one.
+            warn!(call_id = %previous.call_id, "a media session was still running; stopped");
+            previous.stop();
         }
     }
 

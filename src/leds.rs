@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tracing::warn;
 
+use crate::call::record::{Outcome, Status};
 use crate::gpio::OutputLine;
 
 /// How long an outcome pattern (machine, no answer, busy, error) is shown.
@@ -40,6 +41,31 @@ pub enum LedState {
 }
 
 impl LedState {
+    /// The steady pattern for the box's situation: the Baresip link, the
+    /// active call's status (if any), and whether its answer is still being
+    /// classified.
+    pub fn steady_for(link_up: bool, call: Option<Status>, classifying: bool) -> LedState {
+        match (link_up, call) {
+            (false, _) => LedState::NoBaresip,
+            (true, None | Some(Status::Ended)) => LedState::Idle,
+            (true, Some(Status::Dialing)) => LedState::Dialing,
+            (true, Some(Status::Ringing | Status::EarlyMedia)) => LedState::Ringing,
+            (true, Some(Status::Answered)) if classifying => LedState::Classifying,
+            (true, Some(Status::Answered)) => LedState::Talking,
+        }
+    }
+
+    /// The brief pattern that says how a call ended, if it has one.
+    pub fn brief_after(outcome: Option<Outcome>) -> Option<LedState> {
+        match outcome? {
+            Outcome::Busy | Outcome::Rejected | Outcome::NoAnswer | Outcome::Unreachable => Some(LedState::NoAnswer),
+            Outcome::Failed | Outcome::AiFailed => Some(LedState::Error),
+            Outcome::Machine => Some(LedState::Machine),
+            // Ended as calls should: the steady pattern says enough.
+            Outcome::RemoteHangup | Outcome::LocalHangup | Outcome::AgentHangup => None,
+        }
+    }
+
     /// The steps of the pattern: (green on, red on, milliseconds).
     pub fn pattern(self) -> &'static [(bool, bool, u64)] {
         match self {
@@ -126,5 +152,31 @@ pub async fn run(mut leds: Leds, mut views: watch::Receiver<LedView>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_steady_pattern_follows_the_link_and_the_call() {
+        assert_eq!(LedState::steady_for(false, Some(Status::Answered), false), LedState::NoBaresip);
+        assert_eq!(LedState::steady_for(true, None, false), LedState::Idle);
+        assert_eq!(LedState::steady_for(true, Some(Status::Ended), false), LedState::Idle);
+        assert_eq!(LedState::steady_for(true, Some(Status::Dialing), false), LedState::Dialing);
+        assert_eq!(LedState::steady_for(true, Some(Status::EarlyMedia), false), LedState::Ringing);
+        assert_eq!(LedState::steady_for(true, Some(Status::Answered), true), LedState::Classifying);
+        assert_eq!(LedState::steady_for(true, Some(Status::Answered), false), LedState::Talking);
+    }
+
+    #[test]
+    fn only_calls_that_went_wrong_get_a_brief_pattern() {
+        assert_eq!(LedState::brief_after(Some(Outcome::Busy)), Some(LedState::NoAnswer));
+        assert_eq!(LedState::brief_after(Some(Outcome::Unreachable)), Some(LedState::NoAnswer));
+        assert_eq!(LedState::brief_after(Some(Outcome::AiFailed)), Some(LedState::Error));
+        assert_eq!(LedState::brief_after(Some(Outcome::Machine)), Some(LedState::Machine));
+        assert_eq!(LedState::brief_after(Some(Outcome::LocalHangup)), None);
+        assert_eq!(LedState::brief_after(None), None);
     }
 }

@@ -83,6 +83,8 @@ struct Replay {
     /// `Effect::StartAi`s, with no classification configured (so the answer
     /// alone would start the agent).
     ai_starts: usize,
+    /// A media session is running (started and not yet stopped).
+    media_open: bool,
 }
 
 fn now_at(line: &Value) -> Now {
@@ -98,7 +100,7 @@ fn replay(name: &str) -> Replay {
     let mut tags: HashMap<String, CommandTag> = HashMap::new();
     let mut resync_tokens: Vec<String> = Vec::new();
     let mut connections = 0;
-    let mut out = Replay { statuses: Vec::new(), ended: None, hangups_sent: 0, ai_starts: 0 };
+    let mut out = Replay { statuses: Vec::new(), ended: None, hangups_sent: 0, ai_starts: 0, media_open: false };
     let mut last = Now { mono_ms: 0, unix_ms: 0 };
     let absorb = |effects: Vec<Effect>, out: &mut Replay| {
         for effect in effects {
@@ -113,8 +115,22 @@ fn replay(name: &str) -> Replay {
                 }
                 Effect::Send { tag: CommandTag::Hangup, .. } => out.hangups_sent += 1,
                 Effect::Send { .. } => {}
-                Effect::StartAi { .. } => out.ai_starts += 1,
+                Effect::StartAi { .. } => {
+                    // The agent is started through the call's media session.
+                    assert!(out.media_open, "StartAi without a media session");
+                    out.ai_starts += 1;
+                }
                 Effect::DropVoicemail { .. } => {}
+                Effect::StartMedia { answered, .. } => {
+                    assert!(!out.media_open, "a second media session");
+                    assert!(answered, "no classification: nothing listens to early media");
+                    out.media_open = true;
+                }
+                Effect::MediaAnswered { .. } => panic!("a session started at the answer is never told of it"),
+                Effect::StopMedia { .. } => {
+                    assert!(out.media_open, "StopMedia without a session");
+                    out.media_open = false;
+                }
             }
         }
     };
@@ -181,6 +197,7 @@ fn replay(name: &str) -> Replay {
     for _ in 0..3 {
         absorb(machine.handle(Input::Tick, later), &mut out);
     }
+    assert!(!(out.ended.is_some() && out.media_open), "{name}: the call ended, its media session still runs");
     out
 }
 

@@ -8,7 +8,11 @@
 //!   never on `CALL_PROGRESS` (18x with SDP), `CALL_RTPESTAB` or `CALL_ANSWERED`;
 //! * every call ends exactly once, with an outcome, even when Baresip never sends
 //!   `CALL_CLOSED` (shut down, killed, link lost, hangup not confirmed);
-//! * every status change yields an [`Effect::Persist`] before anything else about it.
+//! * every status change yields an [`Effect::Persist`] before anything else about it;
+//! * the call's media session is the machine's to start and stop: one per call,
+//!   [`Effect::StartMedia`] at early media (when classification runs, to
+//!   analyse it) or at the answer, [`Effect::MediaAnswered`] once if it started
+//!   before the answer, [`Effect::StopMedia`] when the call ends.
 
 use std::collections::VecDeque;
 
@@ -158,6 +162,27 @@ pub enum Effect {
     DropVoicemail {
         call_id: String,
     },
+    /// Start the call's media session: at early media (`answered: false`,
+    /// analysed for the record) or at the answer.
+    StartMedia {
+        call_id: String,
+        answered: bool,
+    },
+    /// The session started in early media: the call is answered now.
+    MediaAnswered {
+        call_id: String,
+    },
+    /// The call ended: its media session stops.
+    StopMedia {
+        call_id: String,
+    },
+}
+
+/// The media session the machine has started, until it stops it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MediaRun {
+    call_id: String,
+    answered: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +278,7 @@ pub struct CallMachine {
     /// A hangup of a leftover call is under way; dialling waits for it.
     orphan_pending: bool,
     policy: AnswerPolicy,
+    media: Option<MediaRun>,
 }
 
 /// How many ended calls' Baresip ids are remembered.
@@ -268,6 +294,7 @@ impl CallMachine {
             ended_ids: VecDeque::new(),
             orphan_pending: false,
             policy: AnswerPolicy::default(),
+            media: None,
         }
     }
 
@@ -336,7 +363,7 @@ impl CallMachine {
         ];
         let record = call.record.clone();
         self.active = Some(call);
-        Ok((record, effects))
+        Ok((record, self.with_media(effects)))
     }
 
     /// Asks for the active call `id` to be hung up. Idempotent while the hangup is
@@ -350,6 +377,7 @@ impl CallMachine {
         }
         call.note(now, "hangup_requested", Some(origin.to_string()));
         let effects = self.request_hangup(HangupIntent::User { origin: origin.to_string() }, now);
+        let effects = self.with_media(effects);
         let record = self.active.as_ref().map(|c| c.record.clone()).ok_or(HangupError::NotActive)?;
         Ok((record, effects))
     }
@@ -361,6 +389,55 @@ impl CallMachine {
     }
 
     pub fn handle(&mut self, input: Input, now: Now) -> Vec<Effect> {
+        let effects = self.on_input(input, now);
+        self.with_media(effects)
+    }
+
+    /// `effects`, each [`Effect::Persist`] followed by what its status means
+    /// for the media session.
+    fn with_media(&mut self, effects: Vec<Effect>) -> Vec<Effect> {
+        let mut out = Vec::with_capacity(effects.len() + 1);
+        for effect in effects {
+            let media = match &effect {
+                Effect::Persist(record) => self.media_for(record),
+                _ => None,
+            };
+            out.push(effect);
+            out.extend(media);
+        }
+        out
+    }
+
+    fn media_for(&mut self, record: &CallRecord) -> Option<Effect> {
+        let call_id = record.id.clone();
+        let ours = self.media.as_ref().is_some_and(|m| m.call_id == call_id);
+        match record.status {
+            // Early media is listened to (for the record) when classification runs.
+            Status::EarlyMedia if self.media.is_none() && self.policy.classify => {
+                self.media = Some(MediaRun { call_id: call_id.clone(), answered: false });
+                Some(Effect::StartMedia { call_id, answered: false })
+            }
+            Status::Answered if ours => {
+                let run = self.media.as_mut()?;
+                if run.answered {
+                    return None;
+                }
+                run.answered = true;
+                Some(Effect::MediaAnswered { call_id })
+            }
+            Status::Answered if self.media.is_none() && (self.policy.classify || self.policy.ai) => {
+                self.media = Some(MediaRun { call_id: call_id.clone(), answered: true });
+                Some(Effect::StartMedia { call_id, answered: true })
+            }
+            Status::Ended if ours => {
+                self.media = None;
+                Some(Effect::StopMedia { call_id })
+            }
+            _ => None,
+        }
+    }
+
+    fn on_input(&mut self, input: Input, now: Now) -> Vec<Effect> {
         match input {
             Input::Event(event) => self.on_event(event, now),
             Input::CommandDone { tag, result } => self.on_command_done(tag, result, now),

@@ -567,3 +567,54 @@ fn a_machine_gets_the_voicemail_message_then_the_hangup() {
     let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some("Connection reset by user")), at(4_150))).clone();
     assert_eq!(r.reason.as_deref(), Some("answering machine (beep; voicemail not left: no audio)"));
 }
+
+fn media(effects: &[Effect]) -> Vec<&Effect> {
+    effects.iter().filter(|e| matches!(e, Effect::StartMedia { .. } | Effect::MediaAnswered { .. } | Effect::StopMedia { .. })).collect()
+}
+
+#[test]
+fn media_starts_in_early_media_is_told_of_the_answer_once_and_stops_at_the_end() {
+    let (mut m, _) = dialled();
+    let fx = m.handle(ev("CALL_PROGRESS", Some("abc"), None), at(10));
+    assert!(matches!(&fx[0], Effect::Persist(r) if r.status == Status::EarlyMedia), "persisted first: {fx:?}");
+    assert_eq!(media(&fx), [&Effect::StartMedia { call_id: "call-1".into(), answered: false }]);
+    let fx = m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(2_000));
+    assert_eq!(media(&fx), [&Effect::MediaAnswered { call_id: "call-1".into() }]);
+    // Later saves of the answered record (a verdict) tell the session nothing more.
+    let human = verdict(crate::amd::Kind::Human, crate::amd::Cause::ShortGreetingThenPause);
+    assert!(media(&m.handle(human, at(2_900))).is_empty());
+    let fx = m.handle(ev("CALL_CLOSED", Some("abc"), Some("Connection reset by peer")), at(5_000));
+    let stop = fx.iter().position(|e| matches!(e, Effect::StopMedia { .. })).expect("stopped");
+    let end = fx.iter().position(|e| matches!(e, Effect::Persist(r) if r.status == Status::Ended)).expect("ended");
+    assert!(end < stop, "the end is on disk first: {fx:?}");
+}
+
+#[test]
+fn media_starts_at_the_answer_without_early_media_and_not_at_all_when_nothing_needs_it() {
+    let (mut m, _) = dialled();
+    m.handle(ev("CALL_RINGING", Some("abc"), None), at(10));
+    let fx = m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(2_000));
+    assert_eq!(media(&fx), [&Effect::StartMedia { call_id: "call-1".into(), answered: true }]);
+    assert_eq!(media(&m.handle(ev("CALL_CLOSED", Some("abc"), None), at(3_000))), [&Effect::StopMedia { call_id: "call-1".into() }]);
+    // No classification and no AI: no audio is needed, ever.
+    let policy = AnswerPolicy { classify: false, hangup_on_unknown: false, ai: false, voicemail_drop: false };
+    let mut m = CallMachine::new(T).with_answer_policy(policy);
+    m.handle(Input::LinkUp(Resync::default()), at(0));
+    let number = PhoneNumber::parse("+79123456789").unwrap();
+    let (_, fx) = m.dial("call-2".into(), &number, "sip:x".into(), at(0)).unwrap();
+    let mut all = fx;
+    for (kind, t) in [("CALL_PROGRESS", 10), ("CALL_ESTABLISHED", 2_000), ("CALL_CLOSED", 3_000)] {
+        all.extend(m.handle(ev(kind, Some("def"), None), at(t)));
+    }
+    assert!(media(&all).is_empty(), "{all:?}");
+    // Early media without classification: the session waits for the answer (the AI needs it).
+    let policy = AnswerPolicy { classify: false, ai: true, ..policy };
+    let mut m = CallMachine::new(T).with_answer_policy(policy);
+    m.handle(Input::LinkUp(Resync::default()), at(0));
+    m.dial("call-3".into(), &number, "sip:x".into(), at(0)).unwrap();
+    assert!(media(&m.handle(ev("CALL_PROGRESS", Some("ghi"), None), at(10))).is_empty());
+    assert_eq!(
+        media(&m.handle(ev("CALL_ESTABLISHED", Some("ghi"), None), at(2_000))),
+        [&Effect::StartMedia { call_id: "call-3".into(), answered: true }]
+    );
+}
