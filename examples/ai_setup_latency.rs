@@ -11,7 +11,8 @@ mod fake_agent;
 
 use std::time::{Duration, Instant};
 
-use cap4::ai::{AiEvent, ApiKey, CallContext, ClientTools, ElevenLabs, Provider};
+use cap4::ai::{AiEvent, CallContext, ClientTools, ElevenLabs, Provider};
+use cap4::environment::Secret;
 use fake_agent::{FakeAgent, FakeConfig, Step};
 
 fn ms(d: Duration) -> f64 {
@@ -31,7 +32,7 @@ async fn main() {
         let fake = FakeAgent::start(FakeConfig { script: vec![Step::Say { text: "Hello", ms: 500 }], ..FakeConfig::default() }).await;
         let mut cfg = fake_agent::caller::config(&fake);
         cfg.signed_url = signed;
-        let p = ElevenLabs::new(cfg, Some(ApiKey::new("sk_test_key")), ClientTools::new()).unwrap();
+        let p = ElevenLabs::new(cfg, Some(Secret::new("sk_test_key")), ClientTools::new()).unwrap();
         let (mut started, mut first_sent, mut first_agent) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..runs {
             let t0 = Instant::now();

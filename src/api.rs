@@ -22,8 +22,8 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::call::machine::DialError;
-use crate::config::Secret;
 use crate::controller::{ApiRequest, DialRefusal, HangupRefusal};
+use crate::environment::Secret;
 use crate::phone::PhoneNumber;
 
 /// Largest request body accepted.

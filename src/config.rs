@@ -13,26 +13,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use crate::environment::{Environment, ProcessEnv, Secret};
+
 /// Environment variable with the API token (also accepted as a systemd credential).
 pub const API_TOKEN_ENV: &str = "CAP4_API_TOKEN";
 /// Name of the systemd credential (`LoadCredential=cap4-api-token:...`).
 pub const API_TOKEN_CREDENTIAL: &str = "cap4-api-token";
-
-/// A value that must never reach a log line.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -50,7 +36,7 @@ pub struct Config {
     /// `[ai]`: the agent a person's call is handed to.
     pub ai: crate::ai::AiConfig,
     /// The ElevenLabs API key (environment or credential), when `[ai]` needs one.
-    pub ai_key: Option<crate::ai::ApiKey>,
+    pub ai_key: Option<Secret>,
     /// `[voicemail]`: what to do with a machine besides hanging up.
     pub voicemail: crate::voicemail::VoicemailConfig,
     /// The voicemail message, 8 kHz mono, loaded at start (`None`: hang up).
@@ -221,28 +207,6 @@ struct RawLog {
     level: Option<Spanned<String>>,
 }
 
-/// Where secrets and legacy overrides come from; a trait so tests need no real env.
-pub trait Environment {
-    fn var(&self, name: &str) -> Option<String>;
-    /// A systemd credential's contents (`$CREDENTIALS_DIRECTORY/<name>`).
-    fn credential(&self, name: &str) -> Option<String>;
-}
-
-/// The process environment.
-pub struct ProcessEnv;
-
-impl Environment for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|v| !v.is_empty())
-    }
-
-    fn credential(&self, name: &str) -> Option<String> {
-        let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
-        let text = std::fs::read_to_string(Path::new(&dir).join(name)).ok()?;
-        Some(text.trim_end_matches(['\n', '\r']).to_string()).filter(|v| !v.is_empty())
-    }
-}
-
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path, env: &dyn Environment) -> Result<Self, ConfigError> {
@@ -270,7 +234,7 @@ impl Config {
         let max = v.ranged("call.max_duration_s", raw.call.max_duration_s.as_ref(), 900, 1..=86_400)?;
         let grace = v.ranged("call.baresip_grace_s", raw.call.baresip_grace_s.as_ref(), 10, 1..=600)?;
 
-        let token = env.var(API_TOKEN_ENV).or_else(|| env.credential(API_TOKEN_CREDENTIAL)).map(Secret);
+        let token = env.var(API_TOKEN_ENV).or_else(|| env.credential(API_TOKEN_CREDENTIAL)).map(Secret::new);
         let listen = match (env.var("APP_HOST"), env.var("APP_PORT")) {
             (None, None) => v.addr("api.listen", raw.api.listen.as_ref(), "127.0.0.1:8000")?,
             (host, port) => {
@@ -338,7 +302,7 @@ impl Config {
         let voicemail_message = raw.voicemail.load().map_err(|m| section_error(path, text, "voicemail", &m))?.map(std::sync::Arc::new);
         // A private agent cannot be reached without the key: say so now, not at the first call.
         let ai_needs_key = raw.ai.enabled && raw.ai.provider == crate::ai::ProviderKind::Elevenlabs && raw.ai.signed_url;
-        let ai_key = if ai_needs_key { crate::ai::ApiKey::from_environment(env) } else { None };
+        let ai_key = if ai_needs_key { crate::ai::config::api_key(env) } else { None };
         if ai_needs_key && ai_key.is_none() {
             let message = format!(
                 "signed_url: a private agent needs the ElevenLabs API key: set {} or the {} systemd credential (or signed_url = false for a public agent)",

@@ -13,8 +13,9 @@ use tokio::time::sleep_until;
 use tracing::{Span, debug, error, info, info_span, warn};
 
 use crate::baresip::client::{Report, Request};
+use crate::baresip::link::{CommandError, CommandTag};
 use crate::button::Press;
-use crate::call::machine::{AiInput, AnswerPolicy, CallMachine, CommandError, CommandTag, DialError, Effect, HangupError, Input, Timeouts};
+use crate::call::machine::{AiInput, AnswerPolicy, CallMachine, DialError, Effect, HangupError, Input, Timeouts};
 use crate::call::record::{CallRecord, Status};
 use crate::clock::{Clock, rfc3339};
 use crate::config::Config;

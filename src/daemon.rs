@@ -9,8 +9,9 @@ use tracing::{error, info, warn};
 
 use crate::baresip::client::{self, ClientConfig};
 use crate::clock::Clock;
-use crate::config::{Config, ProcessEnv};
+use crate::config::Config;
 use crate::controller::Controller;
+use crate::environment::ProcessEnv;
 use crate::exit;
 use crate::store::Store;
 

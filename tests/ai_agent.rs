@@ -283,7 +283,7 @@ async fn a_private_agent_connects_through_a_signed_url_fetched_with_the_key() {
     let fake = FakeAgent::start(FakeConfig { require_signature: true, ..FakeConfig::default() }).await;
     let mut cfg = config(&fake);
     cfg.signed_url = true;
-    let p = ElevenLabs::new(cfg.clone(), Some(cap4::ai::ApiKey::new("sk_test_key")), ClientTools::new()).unwrap();
+    let p = ElevenLabs::new(cfg.clone(), Some(cap4::environment::Secret::new("sk_test_key")), ClientTools::new()).unwrap();
     let s = p.start(CallContext::new("c", "1")).await.expect("starts");
     s.end().await;
     {
@@ -293,7 +293,7 @@ async fn a_private_agent_connects_through_a_signed_url_fetched_with_the_key() {
     }
 
     // A wrong key: refused with 401, no conversation opened.
-    let p = ElevenLabs::new(cfg.clone(), Some(cap4::ai::ApiKey::new("sk_wrong")), ClientTools::new()).unwrap();
+    let p = ElevenLabs::new(cfg.clone(), Some(cap4::environment::Secret::new("sk_wrong")), ClientTools::new()).unwrap();
     let err = p.start(CallContext::new("c", "1")).await.unwrap_err();
     assert!(matches!(err, StartError::SignedUrl { status: Some(401), .. }), "{err}");
     assert!(!err.to_string().contains("sk_wrong"));

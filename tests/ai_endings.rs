@@ -198,7 +198,7 @@ async fn tls_to_a_server_that_does_not_speak_it_fails_the_start_cleanly() {
     let mut cfg = config(&fake);
     cfg.base_url = format!("https://{}", fake.addr);
     cfg.signed_url = true;
-    let p = ElevenLabs::new(cfg.clone(), Some(cap4::ai::ApiKey::new("sk_test_key")), ClientTools::new()).unwrap();
+    let p = ElevenLabs::new(cfg.clone(), Some(cap4::environment::Secret::new("sk_test_key")), ClientTools::new()).unwrap();
     let err = p.start(CallContext::new("c", "1")).await.unwrap_err();
     assert!(matches!(&err, StartError::SignedUrl { status: None, detail } if detail.contains("TLS")), "{err:?}");
     cfg.signed_url = false;

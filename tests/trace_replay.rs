@@ -5,9 +5,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use cap4::baresip::link::{CommandTag, Resync};
 use cap4::baresip::netstring::Decoder;
 use cap4::baresip::protocol::{self, Inbound, parse_listcalls};
-use cap4::call::machine::{AnswerPolicy, CallMachine, CommandTag, Effect, Input, Resync, Timeouts};
+use cap4::call::machine::{AnswerPolicy, CallMachine, Effect, Input, Timeouts};
 use cap4::call::record::{CallRecord, Outcome, Status};
 use cap4::clock::Now;
 use cap4::phone::PhoneNumber;

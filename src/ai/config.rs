@@ -3,7 +3,7 @@
 //! Owns [`AiConfig`] (serde, unknown keys refused, every key defaulted), the
 //! audio formats of the agent protocol ([`AudioFormat`]), the conversation
 //! overrides and static dynamic variables sent at the start of each
-//! conversation, and the ElevenLabs API key ([`ApiKey`]).
+//! conversation, and where the ElevenLabs API key comes from ([`api_key`]).
 //!
 //! Promises: [`AiConfig::validate`] refuses anything that would only fail at
 //! call time (a missing agent id, a base URL that is not http(s), a chunk
@@ -16,7 +16,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Environment;
+use crate::environment::{Environment, Secret};
 
 /// Environment variable holding the ElevenLabs API key.
 pub const API_KEY_ENV: &str = "ELEVENLABS_API_KEY";
@@ -348,33 +348,10 @@ impl AiConfig {
     }
 }
 
-/// The ElevenLabs API key. Never logged: `Debug` is redacted and there is no `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    pub fn new(key: impl Into<String>) -> ApiKey {
-        ApiKey(key.into())
-    }
-
-    /// `$ELEVENLABS_API_KEY`, else the `elevenlabs-api-key` systemd credential.
-    pub fn from_environment(env: &dyn Environment) -> Option<ApiKey> {
-        env.var(API_KEY_ENV)
-            .or_else(|| env.credential(API_KEY_CREDENTIAL))
-            .map(|k| k.trim().to_string())
-            .filter(|k| !k.is_empty())
-            .map(ApiKey)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey([redacted])")
-    }
+/// The ElevenLabs API key: `$ELEVENLABS_API_KEY`, else the
+/// `elevenlabs-api-key` systemd credential.
+pub fn api_key(env: &dyn Environment) -> Option<Secret> {
+    Secret::from_environment(env, API_KEY_ENV, API_KEY_CREDENTIAL)
 }
 
 #[cfg(test)]
@@ -487,10 +464,8 @@ mod tests {
 
     #[test]
     fn the_key_comes_from_the_environment_then_the_credential_and_is_never_printed() {
-        assert_eq!(ApiKey::from_environment(&Env(Some("sk_env"), Some("sk_cred"))).unwrap().expose(), "sk_env");
-        assert_eq!(ApiKey::from_environment(&Env(None, Some("sk_cred\n"))).unwrap().expose(), "sk_cred");
-        assert!(ApiKey::from_environment(&Env(None, None)).is_none());
-        let key = ApiKey::new("sk_secret_value");
-        assert!(!format!("{key:?}").contains("sk_secret"));
+        assert_eq!(api_key(&Env(Some("sk_env"), Some("sk_cred"))).unwrap().expose(), "sk_env");
+        assert_eq!(api_key(&Env(None, Some("sk_cred\n"))).unwrap().expose(), "sk_cred");
+        assert!(api_key(&Env(None, None)).is_none());
     }
 }

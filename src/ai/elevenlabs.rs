@@ -31,11 +31,12 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig, fram
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, warn};
 
-use super::config::{AiConfig, AiConfigError, ApiKey, AudioFormat};
+use super::config::{AiConfig, AiConfigError, AudioFormat};
 use super::protocol::{self, ServerError, ServerMsg};
 use super::{
     AiEvent, AiSession, CallContext, ClientTools, EndReason, Provider, SessionInfo, SessionIo, StartError, StartFuture, ToolResult,
 };
+use crate::environment::Secret;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -48,7 +49,7 @@ const MAX_HTTP_BODY: usize = 64 << 10;
 pub struct ElevenLabs {
     cfg: AiConfig,
     agent_id: String,
-    key: Option<ApiKey>,
+    key: Option<Secret>,
     tools: ClientTools,
     tls: Arc<rustls::ClientConfig>,
 }
@@ -80,7 +81,7 @@ pub fn tls_config() -> Arc<rustls::ClientConfig> {
 impl ElevenLabs {
     /// `key` is needed when `cfg.signed_url` (a private agent); without it
     /// every start fails with [`StartError::MissingApiKey`].
-    pub fn new(cfg: AiConfig, key: Option<ApiKey>, tools: ClientTools) -> Result<ElevenLabs, AiConfigError> {
+    pub fn new(cfg: AiConfig, key: Option<Secret>, tools: ClientTools) -> Result<ElevenLabs, AiConfigError> {
         cfg.validate()?;
         let agent_id =
             cfg.agent_id.clone().ok_or(AiConfigError { key: "agent_id", message: "required for provider \"elevenlabs\"".into() })?;
@@ -504,7 +505,7 @@ impl Reader {
 }
 
 /// A GET with the API key header; `(status, body)` or a reason without the key.
-async fn http_get(uri: &http::Uri, key: &ApiKey, tls: Arc<rustls::ClientConfig>) -> Result<(u16, Vec<u8>), String> {
+async fn http_get(uri: &http::Uri, key: &Secret, tls: Arc<rustls::ClientConfig>) -> Result<(u16, Vec<u8>), String> {
     let host = uri.host().ok_or("no host")?.trim_start_matches('[').trim_end_matches(']').to_string();
     let https = uri.scheme_str() == Some("https");
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
@@ -567,7 +568,7 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_key() {
-        let p = ElevenLabs::new(cfg(crate::ai::config::DEFAULT_BASE_URL), Some(ApiKey::new("sk_very_secret")), ClientTools::new()).unwrap();
+        let p = ElevenLabs::new(cfg(crate::ai::config::DEFAULT_BASE_URL), Some(Secret::new("sk_very_secret")), ClientTools::new()).unwrap();
         let text = format!("{p:?}");
         assert!(!text.contains("sk_very_secret"), "{text}");
         assert!(text.contains("redacted"));

@@ -38,7 +38,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use config::{AiConfig, AiConfigError, ApiKey, AudioFormat, DynamicValue, EchoConfig, Overrides, ProviderKind};
+pub use config::{AiConfig, AiConfigError, AudioFormat, DynamicValue, EchoConfig, Overrides, ProviderKind};
 pub use echo::Echo;
 pub use elevenlabs::ElevenLabs;
 pub use playout::Playout;
@@ -249,8 +249,12 @@ impl ClientTools {
 }
 
 /// The provider `cfg` names (validated first). `key` is used only by a
-/// private ElevenLabs agent (see [`ApiKey::from_environment`]).
-pub fn provider_from_config(cfg: &AiConfig, key: Option<ApiKey>, tools: ClientTools) -> Result<Arc<dyn Provider>, AiConfigError> {
+/// private ElevenLabs agent (see [`config::api_key`]).
+pub fn provider_from_config(
+    cfg: &AiConfig,
+    key: Option<crate::environment::Secret>,
+    tools: ClientTools,
+) -> Result<Arc<dyn Provider>, AiConfigError> {
     cfg.validate()?;
     Ok(match cfg.provider {
         ProviderKind::Echo => Arc::new(Echo::new(cfg.echo.clone(), cfg.chunk_ms)?),

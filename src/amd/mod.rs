@@ -5,15 +5,14 @@
 //! answer. Modules: `config` (every parameter, the `[amd]` section), `vad`
 //! (high-pass, level, noise floor, voice activity), `tone` (Goertzel bank,
 //! beeps, SIT), `detector` (the first utterance and the rules), `verdict` (the
-//! answer), `cli` (`cap4 amd FILE.wav`), `early` (what early media before the
+//! answer), `early` (what early media before the
 //! answer was: ringback, busy, SIT, announcement, silence; for the call record). How it was tuned and measured:
 //! `docs/amd.md` and `examples/amd_corpus.rs`.
 //!
-//! Promises: the offline command and a live call run the same code
+//! Promises: the offline command (`cli/amd.rs`) and a live call run the same code
 //! ([`classify`] feeds [`Amd::push`] 20 ms frames, as a call does); the
 //! detector allocates nothing per frame.
 
-pub mod cli;
 pub mod config;
 pub mod detector;
 pub mod early;

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use super::netstring::{self, Decoder};
 use super::protocol::{self, Command, CommandName, Event, Inbound, Response, parse_callstat_id, parse_listcalls};
-use crate::call::machine::{CommandError, CommandTag, Resync};
+use crate::baresip::link::{CommandError, CommandTag, Resync};
 
 /// Settings for the connection.
 #[derive(Debug, Clone)]

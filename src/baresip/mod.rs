@@ -2,5 +2,6 @@
 //! one client connection that the daemon keeps (the only code that talks to Baresip).
 
 pub mod client;
+pub mod link;
 pub mod netstring;
 pub mod protocol;

@@ -16,8 +16,9 @@
 
 use std::collections::VecDeque;
 
+use crate::baresip::link::{CommandError, CommandTag, Resync};
 use crate::baresip::protocol::{
-    CloseCause, Command, CommandName, Direction, Event, EventKind, ListedCall, Response, call_id_from_dial_data, classify_close,
+    CloseCause, Command, CommandName, Direction, Event, EventKind, Response, call_id_from_dial_data, classify_close,
 };
 use crate::call::record::{CallRecord, Outcome, Speaker, Status, TimelineEntry};
 use crate::clock::{Now, rfc3339};
@@ -34,38 +35,6 @@ pub struct Timeouts {
     pub hangup_confirm_ms: u64,
     /// How long a call survives a lost Baresip link before it ends `failed`.
     pub link_grace_ms: u64,
-}
-
-/// Which of our commands a response belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommandTag {
-    Dial,
-    Hangup,
-    /// Hanging up a call we found in Baresip but do not own (left from a crash).
-    OrphanHangup,
-}
-
-/// Why a command got no response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommandError {
-    /// Baresip did not answer in time (it does not answer input it rejects).
-    Timeout,
-    /// There was no connection, so it was never sent.
-    NotConnected,
-    /// The connection dropped before the response came.
-    LinkLost,
-    /// The controller did not send it (the call record could not be saved).
-    NotSent,
-}
-
-/// What Baresip reported right after we (re)connected.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Resync {
-    pub calls: Vec<ListedCall>,
-    /// The current call's id from `callstat`, if any.
-    pub current_call_id: Option<String>,
-    /// `listcalls` could not be read; `calls` then comes from `callstat` alone.
-    pub calls_unknown: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -2,6 +2,7 @@
 //! Baresip traces are replayed through it in `tests/trace_replay.rs`.
 
 use super::*;
+use crate::baresip::protocol::ListedCall;
 
 const T: Timeouts = Timeouts { ring_ms: 30_000, max_call_ms: 600_000, hangup_confirm_ms: 5_000, link_grace_ms: 10_000 };
 

@@ -43,7 +43,7 @@ pub fn main(args: &[String]) -> i32 {
     };
     match classify(&config, &samples) {
         Ok(verdict) => match serde_json::to_string(&verdict) {
-            Ok(line) => match crate::cli::emit(&format!("{line}\n")) {
+            Ok(line) => match super::emit(&format!("{line}\n")) {
                 Ok(()) => exit::OK,
                 Err(e) => {
                     eprintln!("cap4 amd: writing to standard output: {e}");

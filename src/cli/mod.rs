@@ -1,5 +1,6 @@
-//! The command line: `cap4 run`, `cap4 check-config`, and thin clients of the
-//! daemon's HTTP API (`dial`, `calls`, `show`, `hangup`). Returns exit codes from
+//! The command line: `cap4 run`, `cap4 check-config`, `cap4 amd FILE` (`amd.rs`)
+//! and thin clients of the daemon's HTTP API (`dial`, `calls`, `show`,
+//! `hangup`; `api_client.rs` is their HTTP client). Returns exit codes from
 //! [`crate::exit`]; never talks to Baresip itself.
 
 use std::path::PathBuf;
@@ -7,9 +8,13 @@ use std::path::PathBuf;
 use hyper::Method;
 use serde_json::{Value, json};
 
-use crate::client_http::{self, HttpError};
-use crate::config::{API_TOKEN_ENV, Config, ProcessEnv};
+use crate::config::{API_TOKEN_ENV, Config};
+use crate::environment::ProcessEnv;
 use crate::exit;
+use api_client::HttpError;
+
+mod amd;
+mod api_client;
 
 const USAGE: &str = "\
 usage:
@@ -44,7 +49,7 @@ pub fn main(args: Vec<String>) -> i32 {
             _ => Err(usage("check-config needs PATH")),
         },
         "dial" | "calls" | "show" | "hangup" | "health" => api_command(&command, args),
-        "amd" => return crate::amd::cli::main(&args.0),
+        "amd" => return amd::main(&args.0),
         "--version" | "-V" | "version" => {
             let _ = emit(&format!("cap4 {}\n", env!("CARGO_PKG_VERSION")));
             return exit::OK;
@@ -188,7 +193,7 @@ pub(crate) fn emit(text: &str) -> std::io::Result<()> {
 
 fn request(addr: &str, method: Method, path: &str, body: Option<Value>, token: Option<&str>) -> Result<Value, Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Failure(exit::FAILURE, e.to_string()))?;
-    let (status, bytes) = runtime.block_on(client_http::call(addr, method, path, body, token)).map_err(|e| match e {
+    let (status, bytes) = runtime.block_on(api_client::call(addr, method, path, body, token)).map_err(|e| match e {
         HttpError::Connect(_) => Failure(exit::UNAVAILABLE, format!("{e} (is `cap4 run` running? use --api HOST:PORT)")),
         HttpError::Protocol(_) => Failure(exit::FAILURE, e.to_string()),
     })?;
