@@ -19,12 +19,15 @@
 //! sends one agent frame per 100 ms, so each finds the playback ring empty:
 //! the delay the box itself adds, without audio queued ahead of it.
 
+#[path = "../tests/sim_pcm/mod.rs"]
+mod sim_pcm;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use cap4::audio::g711::{ulaw_decode_slice, ulaw_encode_slice};
-use cap4::audio::sim::SimPcm;
 use cap4::audio::{AudioConfig, AudioEngine, RateConverter, RtHooks};
+use sim_pcm::SimPcm;
 
 const FRAME_NS: f64 = 20_000_000.0;
 
@@ -100,7 +103,7 @@ fn cost() {
     let fill = period * cfg.playback_fill_periods as usize;
     let buffer = period * cfg.buffer_periods as usize;
     let (sim, mut heard) = SimPcm::new(period, buffer, fill, None, |i| (i % 1000) as i16, 1 << 16);
-    let mut engine = AudioEngine::start_with(&cfg, RtHooks::default(), move || Ok((sim, buffer))).unwrap();
+    let mut engine = AudioEngine::start_with(&cfg, RtHooks::default(), move || Ok::<_, std::convert::Infallible>((sim, buffer))).unwrap();
     let frame = vec![1000i16; engine.frame_len()];
     let mut buf = vec![0i16; engine.frame_len()];
     let start = Instant::now();

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use crate::environment::{Environment, ProcessEnv, Secret};
+use crate::section::SectionError;
 
 /// Environment variable with the API token (also accepted as a systemd credential).
 pub const API_TOKEN_ENV: &str = "CAP4_API_TOKEN";
@@ -284,32 +285,32 @@ impl Config {
         let button = ButtonConfig { phone_number, long_press: Duration::from_millis(long_press_ms), during_call: raw.button.during_call };
 
         // These sections validate themselves; their errors name the key.
-        raw.audio.validate().map_err(|message| section_error(path, text, "audio", &message))?;
-        raw.amd.validate().map_err(|e| section_error(path, text, "amd", &format!("{}: {}", e.key, e.message)))?;
+        raw.audio.validate().map_err(|e| section_error(path, text, &e))?;
+        raw.amd.validate().map_err(|e| section_error(path, text, &e))?;
         if raw.amd.enabled && raw.audio.rate != 8000 {
             // The classifier, the early-media analyser and the voicemail drop
             // read 8 kHz frames (the telephone band has nothing above 4 kHz).
-            let message = format!("rate: {} Hz, but answer classification needs 8000 (or [amd] enabled = false)", raw.audio.rate);
-            return Err(section_error(path, text, "audio", &message));
+            let message = format!("{} Hz, but answer classification needs 8000 (or [amd] enabled = false)", raw.audio.rate);
+            return Err(section_error(path, text, &SectionError::new("audio", "rate", message)));
         }
-        raw.ai.validate().map_err(|e| section_error(path, text, "ai", &format!("{}: {}", e.key, e.message)))?;
+        raw.ai.validate().map_err(|e| section_error(path, text, &e))?;
         // A relative message path is relative to this file.
         if let (Some(wav), Some(dir)) = (raw.voicemail.drop_wav.as_mut(), path.parent()) {
             if wav.is_relative() {
                 *wav = dir.join(&*wav);
             }
         }
-        let voicemail_message = raw.voicemail.load().map_err(|m| section_error(path, text, "voicemail", &m))?.map(std::sync::Arc::new);
+        let voicemail_message = raw.voicemail.load().map_err(|e| section_error(path, text, &e))?.map(std::sync::Arc::new);
         // A private agent cannot be reached without the key: say so now, not at the first call.
         let ai_needs_key = raw.ai.enabled && raw.ai.provider == crate::ai::ProviderKind::Elevenlabs && raw.ai.signed_url;
         let ai_key = if ai_needs_key { crate::ai::config::api_key(env) } else { None };
         if ai_needs_key && ai_key.is_none() {
             let message = format!(
-                "signed_url: a private agent needs the ElevenLabs API key: set {} or the {} systemd credential (or signed_url = false for a public agent)",
+                "a private agent needs the ElevenLabs API key: set {} or the {} systemd credential (or signed_url = false for a public agent)",
                 crate::ai::config::API_KEY_ENV,
                 crate::ai::config::API_KEY_CREDENTIAL
             );
-            return Err(section_error(path, text, "ai", &message));
+            return Err(section_error(path, text, &SectionError::new("ai", "signed_url", message)));
         }
 
         Ok(Config {
@@ -407,11 +408,10 @@ impl Validator<'_> {
 
 /// An error from a section's own validation (`"key: message"`), placed on the
 /// line where that key is written, if it is.
-fn section_error(path: &Path, text: &str, section: &str, message: &str) -> ConfigError {
-    let (key, message) = message.split_once(": ").unwrap_or(("", message));
-    let full = if key.is_empty() { section.to_string() } else { format!("{section}.{key}") };
-    let line = (1..=text.lines().count()).find(|&l| key_on_line(text, l).as_deref() == Some(full.as_str()));
-    ConfigError::Invalid { path: path.to_path_buf(), key: full, line, message: message.to_string() }
+fn section_error(path: &Path, text: &str, err: &SectionError) -> ConfigError {
+    let key = err.path();
+    let line = (1..=text.lines().count()).find(|&l| key_on_line(text, l).as_deref() == Some(key.as_str()));
+    ConfigError::Invalid { path: path.to_path_buf(), key, line, message: err.message.clone() }
 }
 
 /// 1-based line number of byte offset `at`.

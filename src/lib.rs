@@ -20,6 +20,7 @@ pub mod logging;
 pub mod media;
 pub mod phone;
 pub mod sd_notify;
+pub mod section;
 pub mod session;
 pub mod store;
 pub mod voicemail;

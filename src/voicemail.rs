@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::amd::AmdConfig;
 use crate::amd::vad::{FRAME_MS, FrontEnd};
+use crate::section::SectionError;
 
 /// `[voicemail]` as written in the TOML.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -37,22 +38,22 @@ impl Default for VoicemailConfig {
 }
 
 impl VoicemailConfig {
-    /// Checks the values and loads the message (as 8 kHz mono). `Err` is
-    /// `"key: message"`.
-    pub fn load(&self) -> Result<Option<Vec<i16>>, String> {
+    /// Checks the values and loads the message (as 8 kHz mono).
+    pub fn load(&self) -> Result<Option<Vec<i16>>, SectionError> {
         if !(300..=10_000).contains(&self.quiet_ms) {
-            return Err("quiet_ms: must be 300 to 10000".into());
+            return Err(SectionError::new("voicemail", "quiet_ms", "must be 300 to 10000"));
         }
         if !(1_000..=120_000).contains(&self.max_wait_ms) {
-            return Err("max_wait_ms: must be 1000 to 120000".into());
+            return Err(SectionError::new("voicemail", "max_wait_ms", "must be 1000 to 120000"));
         }
         let Some(path) = &self.drop_wav else { return Ok(None) };
-        let samples = crate::wav::read_8k_mono(path).map_err(|e| format!("drop_wav: {}: {e}", path.display()))?;
+        let samples =
+            crate::wav::read_8k_mono(path).map_err(|e| SectionError::new("voicemail", "drop_wav", format!("{}: {e}", path.display())))?;
         if samples.len() < 8_000 / 10 {
-            return Err(format!("drop_wav: {}: shorter than 100 ms", path.display()));
+            return Err(SectionError::new("voicemail", "drop_wav", format!("{}: shorter than 100 ms", path.display())));
         }
         if samples.len() > 8_000 * 120 {
-            return Err(format!("drop_wav: {}: longer than 2 minutes", path.display()));
+            return Err(SectionError::new("voicemail", "drop_wav", format!("{}: longer than 2 minutes", path.display())));
         }
         Ok(Some(samples))
     }
@@ -176,8 +177,10 @@ mod tests {
     fn the_config_loads_the_message_and_names_bad_keys() {
         assert_eq!(VoicemailConfig::default().load(), Ok(None));
         let bad = VoicemailConfig { quiet_ms: 10, ..VoicemailConfig::default() };
-        assert!(bad.load().unwrap_err().starts_with("quiet_ms:"));
+        assert_eq!(bad.load().unwrap_err().key, "quiet_ms");
         let missing = VoicemailConfig { drop_wav: Some("/nonexistent/msg.wav".into()), ..VoicemailConfig::default() };
-        assert!(missing.load().unwrap_err().starts_with("drop_wav: /nonexistent/msg.wav"));
+        let err = missing.load().unwrap_err();
+        assert_eq!(err.key, "drop_wav");
+        assert!(err.message.starts_with("/nonexistent/msg.wav"), "{err}");
     }
 }

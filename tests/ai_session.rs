@@ -9,17 +9,18 @@
 //! reported, not hung.
 
 mod fake_agent;
+mod sim_pcm;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cap4::ai::{ClientTools, provider_from_config};
-use cap4::audio::sim::SimPcm;
 use cap4::audio::{AudioConfig, AudioEngine, RtHooks};
 use cap4::call::machine::AiInput;
 use cap4::call::record::Speaker;
 use cap4::session::{self, SessionMsg, SessionParams};
 use fake_agent::{FakeAgent, FakeConfig, Step, marker};
+use sim_pcm::SimPcm;
 use tokio::sync::mpsc;
 
 const RATE: u64 = 8000;
@@ -42,7 +43,7 @@ fn open_sim(heard: Heard) -> session::OpenEngine {
         let cfg = AudioConfig { realtime_priority: 0, lock_memory: false, playback_ring_ms: 10_000, ..AudioConfig::default() };
         let (sim, rx) = SimPcm::new(PERIOD, BUFFER, FILL, Some(Duration::from_millis(10)), caller, 8000 * 120);
         *heard.lock().expect("lock") = Some(rx);
-        AudioEngine::start_with(&cfg, RtHooks::default(), move || Ok((sim, BUFFER)))
+        AudioEngine::start_with(&cfg, RtHooks::default(), move || Ok::<_, std::convert::Infallible>((sim, BUFFER)))
     })
 }
 

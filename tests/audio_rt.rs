@@ -4,13 +4,15 @@
 //! sample-exact, recovers and counts xruns, plays silence without clicks when
 //! the agent's audio runs dry, and a flush silences the output within a period.
 
+mod sim_pcm;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cap4::audio::sim::SimPcm;
 use cap4::audio::{AudioConfig, AudioEngine, RtHooks};
+use sim_pcm::SimPcm;
 
 struct Counting;
 
@@ -71,7 +73,8 @@ const BUFFER: usize = 320;
 fn start(pace: Duration, hooks: RtHooks, capture_xruns: Vec<u64>, playback_xruns: Vec<u64>) -> (AudioEngine, rtrb::Consumer<i16>) {
     let (sim, heard) = SimPcm::new(PERIOD, BUFFER, FILL, Some(pace), caller, 8000 * 600);
     let sim = sim.with_capture_xruns(capture_xruns).with_playback_xruns(playback_xruns);
-    let engine = AudioEngine::start_with(&config(), hooks, move || Ok((sim, BUFFER))).expect("engine starts");
+    let engine =
+        AudioEngine::start_with(&config(), hooks, move || Ok::<_, std::convert::Infallible>((sim, BUFFER))).expect("engine starts");
     (engine, heard)
 }
 
@@ -248,7 +251,8 @@ fn the_box_added_playback_delay_leaves_out_the_audio_queued_ahead() {
 fn a_stalled_real_time_thread_shows_in_the_call_figures() {
     let (sim, _heard) = SimPcm::new(PERIOD, BUFFER, FILL, Some(Duration::from_millis(10)), caller, 8000 * 10);
     let sim = sim.with_stall(50, Duration::from_millis(80));
-    let mut engine = AudioEngine::start_with(&config(), RtHooks::default(), move || Ok((sim, BUFFER))).expect("engine starts");
+    let mut engine = AudioEngine::start_with(&config(), RtHooks::default(), move || Ok::<_, std::convert::Infallible>((sim, BUFFER)))
+        .expect("engine starts");
     let mut buf = vec![0i16; engine.frame_len()];
     let until = Instant::now() + Duration::from_millis(1200);
     while Instant::now() < until {
@@ -262,7 +266,8 @@ fn a_stalled_real_time_thread_shows_in_the_call_figures() {
 
 #[test]
 fn a_device_that_cannot_open_is_reported() {
-    let err = AudioEngine::start_with::<SimPcm, _>(&config(), RtHooks::default(), || Err("no such card".into())).unwrap_err();
+    let err =
+        AudioEngine::start_with::<SimPcm, _, _>(&config(), RtHooks::default(), || Err(std::io::Error::other("no such card"))).unwrap_err();
     assert!(err.to_string().contains("no such card"), "{err}");
     let bad = AudioConfig { period_ms: 20, ..config() };
     assert!(AudioEngine::start(&bad).unwrap_err().to_string().contains("period_ms"));

@@ -17,6 +17,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::environment::{Environment, Secret};
+use crate::section::SectionError;
 
 /// Environment variable holding the ElevenLabs API key.
 pub const API_KEY_ENV: &str = "ELEVENLABS_API_KEY";
@@ -273,27 +274,12 @@ impl Default for AiConfig {
     }
 }
 
-/// Why an `[ai]` section cannot be used. `key` is the offending key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AiConfigError {
-    pub key: &'static str,
-    pub message: String,
-}
-
-impl fmt::Display for AiConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ai.{}: {}", self.key, self.message)
-    }
-}
-
-impl std::error::Error for AiConfigError {}
-
-fn err(key: &'static str, message: impl Into<String>) -> AiConfigError {
-    AiConfigError { key, message: message.into() }
+fn err(key: &'static str, message: impl Into<String>) -> SectionError {
+    SectionError::new("ai", key, message)
 }
 
 impl AiConfig {
-    pub fn validate(&self) -> Result<(), AiConfigError> {
+    pub fn validate(&self) -> Result<(), SectionError> {
         if self.provider == ProviderKind::Elevenlabs {
             let Some(id) = &self.agent_id else {
                 return Err(err("agent_id", "required for provider \"elevenlabs\""));

@@ -9,8 +9,9 @@
 //! given input; each reply is one new `event_id`; the session never ends by
 //! itself (the call does).
 
-use super::config::{AiConfigError, AudioFormat, EchoConfig, PCM_RATES};
+use super::config::{AudioFormat, EchoConfig, PCM_RATES};
 use super::{AiEvent, AiSession, CallContext, Provider, SessionInfo, SessionIo, StartError, StartFuture};
+use crate::section::SectionError;
 
 #[derive(Debug, Clone)]
 pub struct Echo {
@@ -19,9 +20,9 @@ pub struct Echo {
 }
 
 impl Echo {
-    pub fn new(cfg: EchoConfig, chunk_ms: u32) -> Result<Echo, AiConfigError> {
+    pub fn new(cfg: EchoConfig, chunk_ms: u32) -> Result<Echo, SectionError> {
         if !PCM_RATES.contains(&cfg.rate) {
-            return Err(AiConfigError { key: "echo.rate", message: format!("must be one of {PCM_RATES:?}") });
+            return Err(SectionError::new("ai", "echo.rate", format!("must be one of {PCM_RATES:?}")));
         }
         Ok(Echo { cfg, chunk_ms: chunk_ms.clamp(10, 250) })
     }

@@ -31,12 +31,13 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig, fram
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, warn};
 
-use super::config::{AiConfig, AiConfigError, AudioFormat};
+use super::config::{AiConfig, AudioFormat};
 use super::protocol::{self, ServerError, ServerMsg};
 use super::{
     AiEvent, AiSession, CallContext, ClientTools, EndReason, Provider, SessionInfo, SessionIo, StartError, StartFuture, ToolResult,
 };
 use crate::environment::Secret;
+use crate::section::SectionError;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -81,10 +82,9 @@ pub fn tls_config() -> Arc<rustls::ClientConfig> {
 impl ElevenLabs {
     /// `key` is needed when `cfg.signed_url` (a private agent); without it
     /// every start fails with [`StartError::MissingApiKey`].
-    pub fn new(cfg: AiConfig, key: Option<Secret>, tools: ClientTools) -> Result<ElevenLabs, AiConfigError> {
+    pub fn new(cfg: AiConfig, key: Option<Secret>, tools: ClientTools) -> Result<ElevenLabs, SectionError> {
         cfg.validate()?;
-        let agent_id =
-            cfg.agent_id.clone().ok_or(AiConfigError { key: "agent_id", message: "required for provider \"elevenlabs\"".into() })?;
+        let agent_id = cfg.agent_id.clone().ok_or(SectionError::new("ai", "agent_id", "required for provider \"elevenlabs\""))?;
         Ok(ElevenLabs { cfg, agent_id, key, tools, tls: tls_config() })
     }
 

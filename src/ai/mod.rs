@@ -38,7 +38,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use config::{AiConfig, AiConfigError, AudioFormat, DynamicValue, EchoConfig, Overrides, ProviderKind};
+pub use config::{AiConfig, AudioFormat, DynamicValue, EchoConfig, Overrides, ProviderKind};
 pub use echo::Echo;
 pub use elevenlabs::ElevenLabs;
 pub use playout::Playout;
@@ -254,7 +254,7 @@ pub fn provider_from_config(
     cfg: &AiConfig,
     key: Option<crate::environment::Secret>,
     tools: ClientTools,
-) -> Result<Arc<dyn Provider>, AiConfigError> {
+) -> Result<Arc<dyn Provider>, crate::section::SectionError> {
     cfg.validate()?;
     Ok(match cfg.provider {
         ProviderKind::Echo => Arc::new(Echo::new(cfg.echo.clone(), cfg.chunk_ms)?),

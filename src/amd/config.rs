@@ -6,8 +6,7 @@
 //! missing key takes its default; [`AmdConfig::validate`] refuses values the
 //! detector cannot run with and names the key.
 
-use std::fmt;
-
+use crate::section::SectionError;
 use serde::Deserialize;
 
 /// What the call should do when the detector answers `unknown`.
@@ -112,29 +111,13 @@ impl Default for AmdConfig {
     }
 }
 
-/// A parameter the detector cannot run with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConfigError {
-    /// The `[amd]` key at fault.
-    pub key: &'static str,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "amd.{}: {}", self.key, self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-fn bad(key: &'static str, message: impl Into<String>) -> Result<(), ConfigError> {
-    Err(ConfigError { key, message: message.into() })
+fn bad(key: &'static str, message: impl Into<String>) -> Result<(), SectionError> {
+    Err(SectionError::new("amd", key, message))
 }
 
 impl AmdConfig {
     /// Checks ranges and the relations between keys.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), SectionError> {
         let finite = [
             ("highpass_hz", self.highpass_hz),
             ("vad_on_db", self.vad_on_db),

@@ -17,10 +17,11 @@
 //! the tone tracker keeps running so [`Amd::beep_start_ms`] reports a beep that
 //! comes later (for a voicemail drop).
 
-use super::config::{AmdConfig, ConfigError};
+use super::config::AmdConfig;
 use super::tone::{ToneAnalyzer, ToneEvent, ToneTracker};
 use super::vad::{FRAME_MS, FrameActivity, FrontEnd};
 use super::verdict::{Cause, Verdict};
+use crate::section::SectionError;
 
 /// How much earlier than a tone the VAD may hear it start.
 const TONE_ONSET_MS: u32 = 100;
@@ -55,7 +56,7 @@ struct Speech {
 }
 
 impl Amd {
-    pub fn new(config: &AmdConfig) -> Result<Amd, ConfigError> {
+    pub fn new(config: &AmdConfig) -> Result<Amd, SectionError> {
         config.validate()?;
         Ok(Amd {
             config: config.clone(),

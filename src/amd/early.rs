@@ -17,9 +17,10 @@
 
 use serde::Serialize;
 
-use super::config::{AmdConfig, ConfigError};
+use super::config::AmdConfig;
 use super::tone::{Tonal, ToneAnalyzer};
 use super::vad::{FRAME_MS, FrontEnd};
+use crate::section::SectionError;
 
 /// The bank searched for call-progress tones (dial/ringback 350–480 Hz, busy
 /// 480+620 Hz, SIT up to 1850 Hz).
@@ -383,7 +384,7 @@ impl EarlyMedia {
     /// Uses the `[amd]` front-end keys (`highpass_hz`, `vad_*`,
     /// `noise_window_ms`, `min_speech_ms`, `tone_purity`, `tone_min_dbfs`); the
     /// tone plans are fixed by the standards.
-    pub fn new(config: &AmdConfig) -> Result<EarlyMedia, ConfigError> {
+    pub fn new(config: &AmdConfig) -> Result<EarlyMedia, SectionError> {
         config.validate()?;
         let bank = AmdConfig { tone_min_hz: BANK_MIN_HZ, tone_max_hz: BANK_MAX_HZ, ..config.clone() };
         Ok(EarlyMedia {
@@ -506,7 +507,7 @@ impl EarlyMedia {
 
 /// Analyses a whole recording of early media (8 kHz mono) in 20 ms frames, as
 /// a call would feed it.
-pub fn analyse(config: &AmdConfig, samples: &[i16]) -> Result<EarlyMediaReport, ConfigError> {
+pub fn analyse(config: &AmdConfig, samples: &[i16]) -> Result<EarlyMediaReport, SectionError> {
     let mut early = EarlyMedia::new(config)?;
     for frame in samples.chunks(super::CALL_FRAME) {
         early.push(frame);

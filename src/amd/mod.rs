@@ -20,7 +20,8 @@ pub mod tone;
 pub mod vad;
 pub mod verdict;
 
-pub use config::{AmdConfig, ConfigError, OnUnknown};
+pub use crate::section::SectionError;
+pub use config::{AmdConfig, OnUnknown};
 pub use detector::Amd;
 pub use early::{EarlyKind, EarlyMedia, EarlyMediaReport, SitCode, SitReport, ToneSummary};
 pub use verdict::{Cause, Kind, Verdict};
@@ -30,7 +31,7 @@ pub const CALL_FRAME: usize = 160;
 
 /// Classifies a whole recording (8 kHz mono, from the moment of answer) by
 /// feeding it to [`Amd`] in 20 ms frames, as a live call would.
-pub fn classify(config: &AmdConfig, samples: &[i16]) -> Result<Verdict, ConfigError> {
+pub fn classify(config: &AmdConfig, samples: &[i16]) -> Result<Verdict, SectionError> {
     let mut amd = Amd::new(config)?;
     for frame in samples.chunks(CALL_FRAME) {
         if let Some(verdict) = amd.push(frame) {

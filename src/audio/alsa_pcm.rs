@@ -32,57 +32,113 @@ pub struct AlsaSetup {
     pub playback_buffer: usize,
 }
 
+/// Why the devices could not be opened for a call.
+#[derive(Debug)]
+pub enum AlsaError {
+    /// A device refused a step of its setup (`step` says which).
+    Device { device: String, step: String, source: alsa::Error },
+    /// The device runs at another rate: its loopback cable was locked by its
+    /// first opener.
+    WrongRate { device: String, wanted: u32, got: u32 },
+    /// The two devices negotiated different periods (the loop needs one).
+    PeriodsDiffer { capture: usize, playback: usize },
+    /// The playback buffer cannot hold the fill plus a period.
+    BufferTooSmall { buffer: usize, fill: usize },
+}
+
+impl std::fmt::Display for AlsaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AlsaError::Device { device, step, source } => write!(f, "{device}: {step}: {source}"),
+            AlsaError::WrongRate { device, wanted, got } => {
+                write!(f, "{device}: runs at {got} Hz, not {wanted} Hz (its first opener locked the loopback cable)")
+            }
+            AlsaError::PeriodsDiffer { capture, playback } => {
+                write!(f, "capture period {capture} and playback period {playback} frames differ")
+            }
+            AlsaError::BufferTooSmall { buffer, fill } => {
+                write!(f, "playback buffer of {buffer} frames cannot hold {fill} frames ahead plus a period")
+            }
+        }
+    }
+}
+
+impl std::error::Error for AlsaError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AlsaError::Device { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
 impl AlsaPcm {
     /// Opens and configures both devices. `fill` is the playback start
     /// threshold (frames written ahead).
-    pub fn open(cfg: &AudioConfig, fill: usize) -> Result<(AlsaPcm, AlsaSetup), String> {
+    pub fn open(cfg: &AudioConfig, fill: usize) -> Result<(AlsaPcm, AlsaSetup), AlsaError> {
         let period = cfg.period_frames();
         let buffer = period * cfg.buffer_periods as usize;
-        let capture =
-            PCM::new(&cfg.capture_device, Direction::Capture, false).map_err(|e| format!("capture device {}: {e}", cfg.capture_device))?;
-        let (cp, cb) =
-            configure(&capture, cfg.rate, period, buffer, None).map_err(|e| format!("capture device {}: {e}", cfg.capture_device))?;
-        let playback = PCM::new(&cfg.playback_device, Direction::Playback, false)
-            .map_err(|e| format!("playback device {}: {e}", cfg.playback_device))?;
-        let (pp, pb) = configure(&playback, cfg.rate, period, buffer, Some(fill))
-            .map_err(|e| format!("playback device {}: {e}", cfg.playback_device))?;
+        let open = |name: &str, direction| {
+            let device = format!("{} device {name}", if direction == Direction::Capture { "capture" } else { "playback" });
+            let pcm = PCM::new(name, direction, false).map_err(|source| AlsaError::Device {
+                device: device.clone(),
+                step: "open".into(),
+                source,
+            })?;
+            Ok::<_, AlsaError>((pcm, device))
+        };
+        let (capture, capture_name) = open(&cfg.capture_device, Direction::Capture)?;
+        let (cp, cb) = configure(&capture, &capture_name, cfg.rate, period, buffer, None)?;
+        let (playback, playback_name) = open(&cfg.playback_device, Direction::Playback)?;
+        let (pp, pb) = configure(&playback, &playback_name, cfg.rate, period, buffer, Some(fill))?;
         if cp != pp {
-            return Err(format!("capture period {cp} and playback period {pp} frames differ"));
+            return Err(AlsaError::PeriodsDiffer { capture: cp, playback: pp });
         }
         if pb < fill + pp {
-            return Err(format!("playback buffer of {pb} frames cannot hold {fill} frames ahead plus a period"));
+            return Err(AlsaError::BufferTooSmall { buffer: pb, fill });
         }
         let setup = AlsaSetup { capture_period: cp, capture_buffer: cb, playback_period: pp, playback_buffer: pb };
         Ok((AlsaPcm { capture, playback, period: cp, buffer: pb }, setup))
     }
 }
 
-fn configure(pcm: &PCM, rate: u32, period: usize, buffer: usize, start_at: Option<usize>) -> Result<(usize, usize), String> {
-    let e = |what: &str, err: alsa::Error| format!("{what}: {err}");
+fn configure(
+    pcm: &PCM,
+    device: &str,
+    rate: u32,
+    period: usize,
+    buffer: usize,
+    start_at: Option<usize>,
+) -> Result<(usize, usize), AlsaError> {
+    let e = |step: &str| {
+        let device = device.to_string();
+        let step = step.to_string();
+        move |source| AlsaError::Device { device, step, source }
+    };
     {
-        let hw = HwParams::any(pcm).map_err(|x| e("hw params", x))?;
-        hw.set_access(Access::RWInterleaved).map_err(|x| e("interleaved access", x))?;
-        hw.set_format(Format::s16()).map_err(|x| e("S16 format", x))?;
-        hw.set_channels(1).map_err(|x| e("1 channel (the cable may be locked by another format)", x))?;
-        hw.set_rate_resample(false).map_err(|x| e("rate resample", x))?;
-        hw.set_rate(rate, ValueOr::Nearest).map_err(|x| e(&format!("rate {rate} Hz"), x))?;
-        let got = hw.get_rate().map_err(|x| e("rate", x))?;
+        let hw = HwParams::any(pcm).map_err(e("hw params"))?;
+        hw.set_access(Access::RWInterleaved).map_err(e("interleaved access"))?;
+        hw.set_format(Format::s16()).map_err(e("S16 format"))?;
+        hw.set_channels(1).map_err(e("1 channel (the cable may be locked by another format)"))?;
+        hw.set_rate_resample(false).map_err(e("rate resample"))?;
+        hw.set_rate(rate, ValueOr::Nearest).map_err(e(&format!("rate {rate} Hz")))?;
+        let got = hw.get_rate().map_err(e("rate"))?;
         if got != rate {
-            return Err(format!("runs at {got} Hz, not {rate} Hz (its first opener locked the loopback cable)"));
+            return Err(AlsaError::WrongRate { device: device.to_string(), wanted: rate, got });
         }
-        hw.set_period_size_near(period as alsa::pcm::Frames, ValueOr::Nearest).map_err(|x| e("period size", x))?;
-        hw.set_buffer_size_near(buffer as alsa::pcm::Frames).map_err(|x| e("buffer size", x))?;
-        pcm.hw_params(&hw).map_err(|x| e("apply hw params", x))?;
+        hw.set_period_size_near(period as alsa::pcm::Frames, ValueOr::Nearest).map_err(e("period size"))?;
+        hw.set_buffer_size_near(buffer as alsa::pcm::Frames).map_err(e("buffer size"))?;
+        pcm.hw_params(&hw).map_err(e("apply hw params"))?;
     }
-    let hw = pcm.hw_params_current().map_err(|x| e("read hw params", x))?;
-    let got_period = hw.get_period_size().map_err(|x| e("period", x))? as usize;
-    let got_buffer = hw.get_buffer_size().map_err(|x| e("buffer", x))? as usize;
-    let sw = pcm.sw_params_current().map_err(|x| e("sw params", x))?;
-    sw.set_avail_min(got_period as alsa::pcm::Frames).map_err(|x| e("avail min", x))?;
+    let hw = pcm.hw_params_current().map_err(e("read hw params"))?;
+    let got_period = hw.get_period_size().map_err(e("period"))? as usize;
+    let got_buffer = hw.get_buffer_size().map_err(e("buffer"))? as usize;
+    let sw = pcm.sw_params_current().map_err(e("sw params"))?;
+    sw.set_avail_min(got_period as alsa::pcm::Frames).map_err(e("avail min"))?;
     if let Some(start) = start_at {
-        sw.set_start_threshold(start.min(got_buffer) as alsa::pcm::Frames).map_err(|x| e("start threshold", x))?;
+        sw.set_start_threshold(start.min(got_buffer) as alsa::pcm::Frames).map_err(e("start threshold"))?;
     }
-    pcm.sw_params(&sw).map_err(|x| e("apply sw params", x))?;
+    pcm.sw_params(&sw).map_err(e("apply sw params"))?;
     Ok((got_period, got_buffer))
 }
 

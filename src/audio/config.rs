@@ -6,6 +6,7 @@
 //! caller into `hw:Loopback,0,0`, so cap4 captures `hw:Loopback,1,0`; cap4 plays
 //! into `hw:Loopback,0,1`, which Baresip records from `hw:Loopback,1,1`.
 
+use crate::section::SectionError;
 use serde::Deserialize;
 
 /// The `[audio]` section. Every key is optional.
@@ -63,40 +64,40 @@ pub const DEVICE_RATES: [u32; 5] = [8000, 16000, 24000, 32000, 48000];
 
 impl AudioConfig {
     /// Checks the values; the error names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SectionError> {
+        let bad = |key, message: String| Err(SectionError::new("audio", key, message));
         if self.capture_device.trim().is_empty() {
-            return Err("capture_device: must not be empty".into());
+            return bad("capture_device", "must not be empty".into());
         }
         if self.playback_device.trim().is_empty() {
-            return Err("playback_device: must not be empty".into());
+            return bad("playback_device", "must not be empty".into());
         }
         if !DEVICE_RATES.contains(&self.rate) {
-            return Err(format!("rate: {} is not one of {DEVICE_RATES:?}", self.rate));
+            return bad("rate", format!("{} is not one of {DEVICE_RATES:?}", self.rate));
         }
         if !(1..=10).contains(&self.period_ms) {
-            return Err(format!("period_ms: {} is not within 1..=10", self.period_ms));
+            return bad("period_ms", format!("{} is not within 1..=10", self.period_ms));
         }
         if (self.rate * self.period_ms) % 1000 != 0 {
-            return Err(format!("period_ms: {} ms is not a whole number of samples at {} Hz", self.period_ms, self.rate));
+            return bad("period_ms", format!("{} ms is not a whole number of samples at {} Hz", self.period_ms, self.rate));
         }
         if self.playback_fill_periods < 1 {
-            return Err("playback_fill_periods: must be at least 1".into());
+            return bad("playback_fill_periods", "must be at least 1".into());
         }
         if self.buffer_periods < self.playback_fill_periods + 1 || self.buffer_periods > 32 {
-            return Err(format!(
-                "buffer_periods: {} must be within playback_fill_periods + 1 ({}) and 32",
-                self.buffer_periods,
-                self.playback_fill_periods + 1
-            ));
+            return bad(
+                "buffer_periods",
+                format!("{} must be within playback_fill_periods + 1 ({}) and 32", self.buffer_periods, self.playback_fill_periods + 1),
+            );
         }
         if !(100..=10_000).contains(&self.capture_ring_ms) {
-            return Err(format!("capture_ring_ms: {} is not within 100..=10000", self.capture_ring_ms));
+            return bad("capture_ring_ms", format!("{} is not within 100..=10000", self.capture_ring_ms));
         }
         if !(100..=600_000).contains(&self.playback_ring_ms) {
-            return Err(format!("playback_ring_ms: {} is not within 100..=600000", self.playback_ring_ms));
+            return bad("playback_ring_ms", format!("{} is not within 100..=600000", self.playback_ring_ms));
         }
         if self.realtime_priority > 99 {
-            return Err(format!("realtime_priority: {} is not within 0..=99", self.realtime_priority));
+            return bad("realtime_priority", format!("{} is not within 0..=99", self.realtime_priority));
         }
         Ok(())
     }
@@ -144,11 +145,11 @@ mod tests {
             f(&mut c);
             c.validate().unwrap_err()
         };
-        assert!(bad(|c| c.period_ms = 20).starts_with("period_ms"));
-        assert!(bad(|c| c.rate = 44100).starts_with("rate"));
-        assert!(bad(|c| c.buffer_periods = 2).starts_with("buffer_periods"));
-        assert!(bad(|c| c.playback_fill_periods = 0).starts_with("playback_fill_periods"));
-        assert!(bad(|c| c.capture_device.clear()).starts_with("capture_device"));
-        assert!(bad(|c| c.realtime_priority = 100).starts_with("realtime_priority"));
+        assert_eq!(bad(|c| c.period_ms = 20).key, "period_ms");
+        assert_eq!(bad(|c| c.rate = 44100).key, "rate");
+        assert_eq!(bad(|c| c.buffer_periods = 2).key, "buffer_periods");
+        assert_eq!(bad(|c| c.playback_fill_periods = 0).key, "playback_fill_periods");
+        assert_eq!(bad(|c| c.capture_device.clear()).key, "capture_device");
+        assert_eq!(bad(|c| c.realtime_priority = 100).key, "realtime_priority");
     }
 }

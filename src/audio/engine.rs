@@ -10,6 +10,7 @@
 //! nothing here blocks for longer than a period (`stop` joins a thread that
 //! wakes every period); dropping the engine stops the thread.
 
+use crate::section::SectionError;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
@@ -21,17 +22,18 @@ use std::time::Duration;
 use rtrb::{Consumer, Producer, RingBuffer};
 use serde::{Deserialize, Serialize};
 
-use super::alsa_pcm::AlsaPcm;
+use super::alsa_pcm::{AlsaError, AlsaPcm};
 use super::config::AudioConfig;
-use super::rt::{self, Mark, PcmBackend, PcmError, RtHooks, RtLoop, RtRings, RtSizes, Shared};
+use super::rt::{self, Grant, Mark, PcmBackend, PcmError, RtHooks, RtLoop, RtRings, RtSizes, Shared};
 
 /// Why the engine could not start or stopped.
 #[derive(Debug)]
 pub enum AudioError {
     /// The `[audio]` config is invalid (the message names the key).
-    Config(String),
-    /// A device could not be opened or configured.
-    Open(String),
+    Config(SectionError),
+    /// A device could not be opened or configured: the backend's own error
+    /// ([`AlsaError`](super::alsa_pcm::AlsaError) for ALSA).
+    Open(Box<dyn std::error::Error + Send + Sync>),
     /// The real-time thread could not be created.
     Spawn(std::io::Error),
     /// ALSA failed in a way recovery cannot fix (errno).
@@ -113,9 +115,10 @@ pub struct RtReport {
     pub period_frames: usize,
     pub buffer_frames: usize,
     pub fill_frames: usize,
-    /// `Ok` or the errno SCHED_FIFO was refused with (0: not asked for).
-    pub realtime: Result<(), i32>,
-    pub memory_locked: Result<(), i32>,
+    /// SCHED_FIFO for the thread.
+    pub realtime: Grant,
+    /// `mlockall` of the pages mapped at the start.
+    pub memory_locked: Grant,
 }
 
 /// Flushes the agent audio queued so far, from any task (cheap to clone).
@@ -217,7 +220,7 @@ impl AudioEngine {
             let (pcm, setup) = AlsaPcm::open(&c, fill)?;
             let buffer = pcm.buffer;
             let _ = setup;
-            Ok((pcm, buffer))
+            Ok::<_, AlsaError>((pcm, buffer))
         })?;
         engine.log_setup(cfg);
         Ok(engine)
@@ -226,10 +229,11 @@ impl AudioEngine {
     /// Starts the real-time thread on any backend. `open` runs on that thread
     /// (the thread owns the devices) and returns the backend and its playback
     /// buffer size in frames.
-    pub fn start_with<B, F>(cfg: &AudioConfig, hooks: RtHooks, open: F) -> Result<AudioEngine, AudioError>
+    pub fn start_with<B, E, F>(cfg: &AudioConfig, hooks: RtHooks, open: F) -> Result<AudioEngine, AudioError>
     where
         B: PcmBackend + 'static,
-        F: FnOnce() -> Result<(B, usize), String> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+        F: FnOnce() -> Result<(B, usize), E> + Send + 'static,
     {
         cfg.validate().map_err(AudioError::Config)?;
         let shared = Arc::new(Shared::new());
@@ -244,7 +248,7 @@ impl AudioEngine {
         let ramp = (cfg.rate as usize / 500).min(period); // 2 ms
         let priority = cfg.realtime_priority;
         let lock = cfg.lock_memory;
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<RtReport, String>>(1);
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<RtReport, E>>(1);
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("cap4-audio-rt".into())
@@ -270,7 +274,7 @@ impl AudioEngine {
                     RtRings { capture_tx, playback_rx, capture_marks: cmarks_tx, playback_marks: pmarks_tx, utterance_ends: ends_rx };
                 let mut lp = RtLoop::new(backend, shared.clone(), rings, sizes);
                 rt::prefault_stack();
-                let memory_locked = if lock { rt::lock_memory() } else { Err(0) };
+                let memory_locked = if lock { rt::lock_memory() } else { Grant::NotAsked };
                 let report = RtReport { period_frames: period, buffer_frames: buffer, fill_frames: fill, realtime, memory_locked };
                 let _ = ready_tx.send(Ok(report));
                 (hooks.on_loop_enter)();
@@ -284,7 +288,7 @@ impl AudioEngine {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 let _ = thread.join();
-                return Err(AudioError::Open(e));
+                return Err(AudioError::Open(Box::new(e)));
             }
             Err(_) => {
                 let _ = thread.join();
@@ -325,9 +329,9 @@ impl AudioEngine {
             "audio engine started"
         );
         match r.realtime {
-            Ok(()) => tracing::info!(priority = cfg.realtime_priority, "audio thread runs SCHED_FIFO"),
-            Err(0) => tracing::info!("audio thread at normal priority (realtime_priority = 0)"),
-            Err(n) => tracing::warn!(
+            Grant::Granted => tracing::info!(priority = cfg.realtime_priority, "audio thread runs SCHED_FIFO"),
+            Grant::NotAsked => tracing::info!("audio thread at normal priority (realtime_priority = 0)"),
+            Grant::Refused(n) => tracing::warn!(
                 priority = cfg.realtime_priority,
                 error = %std::io::Error::from_raw_os_error(n),
                 "SCHED_FIFO refused: the audio thread runs at normal priority and may glitch under load \
@@ -335,8 +339,10 @@ impl AudioEngine {
             ),
         }
         match r.memory_locked {
-            Ok(()) | Err(0) => {}
-            Err(n) => tracing::warn!(error = %std::io::Error::from_raw_os_error(n), "mlockall refused: audio memory may be paged out"),
+            Grant::Granted | Grant::NotAsked => {}
+            Grant::Refused(n) => {
+                tracing::warn!(error = %std::io::Error::from_raw_os_error(n), "mlockall refused: audio memory may be paged out")
+            }
         }
     }
 
@@ -497,8 +503,8 @@ impl AudioEngine {
             captured_ms: ms(s.captured.load(Ordering::Relaxed)),
             played_ms: ms(s.played.load(Ordering::Relaxed)),
             longest_wakeup_gap_ms: (s.longest_gap_ns.load(Ordering::Relaxed) / 1_000_000) as u32,
-            realtime: self.report.realtime.is_ok(),
-            memory_locked: self.report.memory_locked.is_ok(),
+            realtime: self.report.realtime.is_granted(),
+            memory_locked: self.report.memory_locked.is_granted(),
         }
     }
 

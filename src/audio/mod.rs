@@ -12,7 +12,8 @@
 //!
 //! - `config.rs`: `[audio]` (devices, rate, periods, rings, priority).
 //! - `rt.rs`: the loop and the [`PcmBackend`] trait it runs on.
-//! - `alsa_pcm.rs`: the ALSA backend; `sim.rs`: a simulated one for tests.
+//! - `alsa_pcm.rs`: the ALSA backend (a simulated one for tests is
+//!   `tests/sim_pcm/`).
 //! - `engine.rs`: the handle: start/stop per call, frames, flush, stats.
 //! - `g711.rs`: µ-law / A-law; `resample.rs`: rubato rate conversion.
 
@@ -22,9 +23,8 @@ pub mod engine;
 pub mod g711;
 pub mod resample;
 pub mod rt;
-pub mod sim;
 
 pub use config::AudioConfig;
 pub use engine::{AudioEngine, AudioError, AudioStats, FlushHandle, LatencyReport, RtReport};
-pub use resample::RateConverter;
-pub use rt::{PcmBackend, PcmError, RtHooks, Stream};
+pub use resample::{RateConverter, ResampleError};
+pub use rt::{Grant, PcmBackend, PcmError, RtHooks, Stream};

@@ -32,12 +32,32 @@ impl std::fmt::Debug for RateConverter {
     }
 }
 
+/// Why a converter cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResampleError {
+    /// Not one of [`RATES`].
+    UnsupportedRate(u32),
+    /// rubato refused the ratio or the block size.
+    Rubato(String),
+}
+
+impl std::fmt::Display for ResampleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResampleError::UnsupportedRate(r) => write!(f, "unsupported rate {r} Hz (supported: {RATES:?})"),
+            ResampleError::Rubato(e) => write!(f, "resampler: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ResampleError {}
+
 impl RateConverter {
     /// A converter from `from` Hz to `to` Hz (equal rates pass through).
-    pub fn new(from: u32, to: u32) -> Result<Self, String> {
+    pub fn new(from: u32, to: u32) -> Result<Self, ResampleError> {
         for r in [from, to] {
             if !RATES.contains(&r) {
-                return Err(format!("unsupported rate {r} Hz (supported: {RATES:?})"));
+                return Err(ResampleError::UnsupportedRate(r));
             }
         }
         let chunk = (from / 50) as usize;
@@ -56,7 +76,7 @@ impl RateConverter {
                 window,
             };
             let r = Async::<f32>::new_sinc(f64::from(to) / f64::from(from), 1.0, &params, chunk, 1, FixedAsync::Input)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| ResampleError::Rubato(e.to_string()))?;
             Some(r)
         };
         let max_out = resampler.as_ref().map_or(chunk, |r| r.output_frames_max());

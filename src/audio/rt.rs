@@ -429,25 +429,41 @@ impl<B: PcmBackend> RtLoop<B> {
     }
 }
 
-/// SCHED_FIFO for the calling thread; the errno when refused.
-pub(crate) fn set_realtime(priority: u8) -> Result<(), i32> {
+/// What the setup phase asked the kernel for, and got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    Granted,
+    /// Not asked for (`realtime_priority = 0`, `lock_memory = false`).
+    NotAsked,
+    /// Refused, with the errno.
+    Refused(i32),
+}
+
+impl Grant {
+    pub fn is_granted(self) -> bool {
+        self == Grant::Granted
+    }
+}
+
+/// SCHED_FIFO for the calling thread at `priority` (0: not asked for).
+pub(crate) fn set_realtime(priority: u8) -> Grant {
     if priority == 0 {
-        return Err(0);
+        return Grant::NotAsked;
     }
     let param = libc::sched_param { sched_priority: i32::from(priority) };
     // SAFETY: plain FFI call on the current thread with a valid parameter.
     let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
-    if rc == 0 { Ok(()) } else { Err(rc) }
+    if rc == 0 { Grant::Granted } else { Grant::Refused(rc) }
 }
 
 /// Locks the pages mapped now (the real-time thread's buffers and stack are,
 /// by then) so they cannot be paged out. `MCL_FUTURE` is left out on purpose:
 /// under a small `RLIMIT_MEMLOCK` it would make later allocations elsewhere in
 /// the daemon fail.
-pub(crate) fn lock_memory() -> Result<(), i32> {
+pub(crate) fn lock_memory() -> Grant {
     // SAFETY: plain FFI call.
     let rc = unsafe { libc::mlockall(libc::MCL_CURRENT) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)) }
+    if rc == 0 { Grant::Granted } else { Grant::Refused(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)) }
 }
 
 /// Touches the stack the loop will use so its pages are mapped (and locked).

@@ -168,20 +168,28 @@ fn log_connect_failure(addr: &str, err: &str, retry_in: Duration, warned: &mut b
     }
 }
 
-async fn refuse(reports: &mpsc::Sender<Report>, req: Request, err: CommandError) -> Result<(), ()> {
+/// The controller dropped its end: the client task has no one to work for.
+#[derive(Debug)]
+struct ControllerGone;
+
+async fn refuse(reports: &mpsc::Sender<Report>, req: Request, err: CommandError) -> Result<(), ControllerGone> {
     debug!(command = req.command.name.as_str(), ?err, "command not sent");
-    reports.send(Report::CommandDone { tag: req.tag, result: Err(err) }).await.map_err(|_| ())
+    reports.send(Report::CommandDone { tag: req.tag, result: Err(err) }).await.map_err(|_| ControllerGone)
 }
 
 /// Sleeps for `delay`, answering requests with `NotConnected` meanwhile.
-async fn wait_refusing(requests: &mut mpsc::UnboundedReceiver<Request>, reports: &mpsc::Sender<Report>, delay: Duration) -> Result<(), ()> {
+async fn wait_refusing(
+    requests: &mut mpsc::UnboundedReceiver<Request>,
+    reports: &mpsc::Sender<Report>,
+    delay: Duration,
+) -> Result<(), ControllerGone> {
     let until = Instant::now() + delay;
     loop {
         tokio::select! {
             () = sleep_until(until) => return Ok(()),
             req = requests.recv() => match req {
                 Some(req) => refuse(reports, req, CommandError::NotConnected).await?,
-                None => return Err(()),
+                None => return Err(ControllerGone),
             },
         }
     }

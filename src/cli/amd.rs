@@ -3,7 +3,7 @@
 //!
 //! Promises: exit 0 with the verdict on stdout; 65 (data error) with a message
 //! on stderr naming the file and what is wrong with it; 64 for bad usage; 78
-//! when `--config` names an `[amd]` section that is invalid.
+//! when `--amd-config` names an `[amd]` section that is invalid.
 
 use std::path::Path;
 
@@ -14,27 +14,20 @@ use crate::wav;
 /// sysexits.h EX_DATAERR: the input file is not usable.
 pub const DATA_ERROR: i32 = 65;
 
-/// Runs `cap4 amd` with the arguments after `amd`; returns the exit code.
-pub fn main(args: &[String]) -> i32 {
-    let (path, config_path) = match args {
-        [path] if !path.starts_with('-') => (path, None),
-        [flag, config, path] | [path, flag, config] if flag == "--amd-config" => (path, Some(config)),
-        _ => {
-            eprintln!("usage: cap4 amd [--amd-config AMD.toml] FILE.wav");
-            return exit::USAGE;
-        }
-    };
+/// Runs `cap4 amd FILE [--amd-config AMD.toml]`; returns the exit code.
+pub fn run(file: &Path, config_path: Option<&Path>) -> i32 {
+    let path = file.display();
     let config = match config_path {
         None => AmdConfig::default(),
-        Some(p) => match load_config(Path::new(p)) {
+        Some(p) => match load_config(p) {
             Ok(c) => c,
             Err(message) => {
-                eprintln!("cap4 amd: {p}: {message}");
+                eprintln!("cap4 amd: {}: {message}", p.display());
                 return exit::CONFIG;
             }
         },
     };
-    let samples = match wav::read_8k_mono(Path::new(path)) {
+    let samples = match wav::read_8k_mono(file) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("cap4 amd: {path}: {e}");

@@ -32,33 +32,105 @@ usage:
 API client options: --api HOST:PORT (default: $CAP4_API or 127.0.0.1:8000);
 the bearer token, if the daemon needs one, comes from $CAP4_API_TOKEN.";
 
+/// What the command line asks for, parsed once (pure: no environment read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run {
+        config: PathBuf,
+    },
+    CheckConfig {
+        config: PathBuf,
+    },
+    /// A request to the daemon's HTTP API. `api`: `--api HOST:PORT`, if given.
+    Api {
+        call: ApiCall,
+        api: Option<String>,
+        json: bool,
+    },
+    Amd {
+        file: PathBuf,
+        amd_config: Option<PathBuf>,
+    },
+    Version,
+    Help,
+}
+
+/// The API commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiCall {
+    Dial {
+        number: String,
+    },
+    Calls {
+        limit: Option<String>,
+        before: Option<String>,
+    },
+    Show {
+        id: String,
+    },
+    /// `None`: the active call.
+    Hangup {
+        id: Option<String>,
+    },
+    Health,
+}
+
+/// A command line that could not be carried out: the exit code and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure(i32, String);
+
+fn usage(message: &str) -> Failure {
+    Failure(exit::USAGE, message.to_string())
+}
+
+/// Parses `args` (without the program name).
+pub fn parse(args: Vec<String>) -> Result<Command, Failure> {
+    let mut args = Args(args);
+    let Some(command) = args.next_positional() else { return Err(usage("no command")) };
+    let parsed = match command.as_str() {
+        "run" => Command::Run {
+            config: args.option("--config").or_else(|| args.next_positional()).ok_or_else(|| usage("run needs --config PATH"))?.into(),
+        },
+        "check-config" => Command::CheckConfig {
+            config: args.next_positional().or_else(|| args.option("--config")).ok_or_else(|| usage("check-config needs PATH"))?.into(),
+        },
+        "amd" => {
+            let amd_config = args.option("--amd-config").map(PathBuf::from);
+            let file = args.next_positional().ok_or_else(|| usage("amd needs FILE.wav"))?;
+            Command::Amd { file: file.into(), amd_config }
+        }
+        "dial" | "calls" | "show" | "hangup" | "health" => {
+            let api = args.option("--api");
+            let json = args.flag("--json");
+            let call = match command.as_str() {
+                "dial" => ApiCall::Dial { number: args.next_positional().ok_or_else(|| usage("dial needs NUMBER"))? },
+                "calls" => ApiCall::Calls { limit: args.option("--limit"), before: args.option("--before") },
+                "show" => ApiCall::Show { id: args.next_positional().ok_or_else(|| usage("show needs ID"))? },
+                "hangup" => ApiCall::Hangup { id: args.next_positional() },
+                _ => ApiCall::Health,
+            };
+            Command::Api { call, api, json }
+        }
+        "--version" | "-V" | "version" => Command::Version,
+        "--help" | "-h" | "help" => Command::Help,
+        other => return Err(usage(&format!("unknown command `{other}`"))),
+    };
+    if !args.done() {
+        return Err(usage(&format!("unexpected arguments: {}", args.0.join(" "))));
+    }
+    Ok(parsed)
+}
+
 /// Runs the command in `args` (without the program name) and returns the exit code.
 pub fn main(args: Vec<String>) -> i32 {
-    let mut args = Args(args);
-    let Some(command) = args.next_positional() else {
-        eprintln!("{USAGE}");
-        return exit::USAGE;
-    };
-    let result = match command.as_str() {
-        "run" => match args.option("--config").or_else(|| args.next_positional()) {
-            Some(path) if args.done() => return crate::daemon::run(&PathBuf::from(path)),
-            _ => Err(usage("run needs --config PATH")),
-        },
-        "check-config" => match args.next_positional().or_else(|| args.option("--config")) {
-            Some(path) if args.done() => return check_config(&PathBuf::from(path)),
-            _ => Err(usage("check-config needs PATH")),
-        },
-        "dial" | "calls" | "show" | "hangup" | "health" => api_command(&command, args),
-        "amd" => return amd::main(&args.0),
-        "--version" | "-V" | "version" => {
-            let _ = emit(&format!("cap4 {}\n", env!("CARGO_PKG_VERSION")));
-            return exit::OK;
-        }
-        "--help" | "-h" | "help" => {
-            let _ = emit(&format!("{USAGE}\n"));
-            return exit::OK;
-        }
-        other => Err(usage(&format!("unknown command `{other}`"))),
+    let result = match parse(args) {
+        Ok(Command::Run { config }) => return crate::daemon::run(&config),
+        Ok(Command::CheckConfig { config }) => return check_config(&config),
+        Ok(Command::Amd { file, amd_config }) => return amd::run(&file, amd_config.as_deref()),
+        Ok(Command::Api { call, api, json }) => api_command(call, api, json),
+        Ok(Command::Version) => emit(&format!("cap4 {}\n", env!("CARGO_PKG_VERSION"))).map_err(stdout_failure),
+        Ok(Command::Help) => emit(&format!("{USAGE}\n")).map_err(stdout_failure),
+        Err(failure) => Err(failure),
     };
     match result {
         Ok(()) => exit::OK,
@@ -72,10 +144,8 @@ pub fn main(args: Vec<String>) -> i32 {
     }
 }
 
-struct Failure(i32, String);
-
-fn usage(message: &str) -> Failure {
-    Failure(exit::USAGE, message.to_string())
+fn stdout_failure(e: std::io::Error) -> Failure {
+    Failure(exit::FAILURE, format!("writing to standard output: {e}"))
 }
 
 /// A tiny argument reader: `--name value` options and positionals, in any order.
@@ -131,52 +201,39 @@ fn check_config(path: &std::path::Path) -> i32 {
     }
 }
 
-fn api_command(command: &str, mut args: Args) -> Result<(), Failure> {
-    let addr = args
-        .option("--api")
-        .or_else(|| std::env::var("CAP4_API").ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| "127.0.0.1:8000".into());
+fn api_command(call: ApiCall, api: Option<String>, json_out: bool) -> Result<(), Failure> {
+    let addr = api.or_else(|| std::env::var("CAP4_API").ok().filter(|v| !v.is_empty())).unwrap_or_else(|| "127.0.0.1:8000".into());
     let token = std::env::var(API_TOKEN_ENV).ok().filter(|v| !v.is_empty());
-    let json_out = args.flag("--json");
-    let (method, path, body) = match command {
-        "dial" => {
-            let number = args.next_positional().ok_or_else(|| usage("dial needs NUMBER"))?;
-            (Method::POST, "/api/calls/dial".to_string(), Some(json!({ "phone_number": number })))
-        }
-        "calls" => {
+    let (method, path, body) = match &call {
+        ApiCall::Dial { number } => (Method::POST, "/api/calls/dial".to_string(), Some(json!({ "phone_number": number }))),
+        ApiCall::Calls { limit, before } => {
             let mut query = Vec::new();
-            if let Some(limit) = args.option("--limit") {
-                query.push(format!("limit={}", encode_query(&limit)));
+            if let Some(limit) = limit {
+                query.push(format!("limit={}", encode_query(limit)));
             }
-            if let Some(before) = args.option("--before") {
-                query.push(format!("before={}", encode_query(&before)));
+            if let Some(before) = before {
+                query.push(format!("before={}", encode_query(before)));
             }
             let path = if query.is_empty() { "/api/calls".to_string() } else { format!("/api/calls?{}", query.join("&")) };
             (Method::GET, path, None)
         }
-        "show" => {
-            let id = args.next_positional().ok_or_else(|| usage("show needs ID"))?;
-            (Method::GET, format!("/api/calls/{}", encode_path(&id)), None)
-        }
-        "health" => (Method::GET, "/api/health".to_string(), None),
-        _ => {
-            let id = match args.next_positional() {
-                Some(id) => id,
+        ApiCall::Show { id } => (Method::GET, format!("/api/calls/{}", encode_path(id)), None),
+        ApiCall::Health => (Method::GET, "/api/health".to_string(), None),
+        ApiCall::Hangup { id } => {
+            let id = match id {
+                Some(id) => id.clone(),
                 None => active_call(&addr, token.as_deref())?,
             };
             (Method::POST, format!("/api/calls/{}/hangup", encode_path(&id)), None)
         }
     };
-    if !args.done() {
-        return Err(usage(&format!("unexpected arguments: {}", args.0.join(" "))));
-    }
     let value = request(&addr, method, &path, body, token.as_deref())?;
-    let output = match command {
-        "calls" if !json_out => format_calls(&value),
-        "show" if !json_out => format_call(&value),
+    let output = match call {
+        ApiCall::Calls { .. } if !json_out => format_calls(&value),
+        ApiCall::Show { .. } if !json_out => format_call(&value),
         _ => format!("{}\n", serde_json::to_string_pretty(&value).unwrap_or_default()),
     };
-    emit(&output).map_err(|e| Failure(exit::FAILURE, format!("writing to standard output: {e}")))
+    emit(&output).map_err(stdout_failure)
 }
 
 /// Writes `text` to standard output. A reader that stops early (`cap4 show ID |
@@ -306,6 +363,43 @@ fn encode_path(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parsed(line: &str) -> Result<Command, Failure> {
+        parse(line.split_whitespace().map(str::to_owned).collect())
+    }
+
+    #[test]
+    fn the_command_line_is_parsed_once_into_a_command() {
+        assert_eq!(parsed("run --config /etc/cap4/cap4.toml"), Ok(Command::Run { config: "/etc/cap4/cap4.toml".into() }));
+        assert_eq!(parsed("check-config x.toml"), Ok(Command::CheckConfig { config: "x.toml".into() }));
+        assert_eq!(
+            parsed("dial +15550100 --api 127.0.0.1:9000"),
+            Ok(Command::Api { call: ApiCall::Dial { number: "+15550100".into() }, api: Some("127.0.0.1:9000".into()), json: false })
+        );
+        assert_eq!(
+            parsed("calls --limit 5"),
+            Ok(Command::Api { call: ApiCall::Calls { limit: Some("5".into()), before: None }, api: None, json: false })
+        );
+        assert_eq!(parsed("show --json c1"), Ok(Command::Api { call: ApiCall::Show { id: "c1".into() }, api: None, json: true }));
+        assert_eq!(parsed("hangup"), Ok(Command::Api { call: ApiCall::Hangup { id: None }, api: None, json: false }));
+        assert_eq!(parsed("amd --amd-config t.toml a.wav"), Ok(Command::Amd { file: "a.wav".into(), amd_config: Some("t.toml".into()) }));
+        assert_eq!(parsed("--version"), Ok(Command::Version));
+    }
+
+    #[test]
+    fn bad_command_lines_are_usage_errors_naming_what_is_wrong() {
+        for (line, says) in [
+            ("", "no command"),
+            ("frobnicate", "unknown command `frobnicate`"),
+            ("dial", "dial needs NUMBER"),
+            ("run", "run needs --config PATH"),
+            ("amd", "amd needs FILE.wav"),
+            ("show c1 c2", "unexpected arguments: c2"),
+            ("health --bogus", "unexpected arguments: --bogus"),
+        ] {
+            assert_eq!(parsed(line), Err(Failure(exit::USAGE, says.into())), "{line:?}");
+        }
+    }
 
     #[test]
     fn show_prints_the_audio_figures_when_the_call_had_audio() {

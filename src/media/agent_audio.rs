@@ -8,8 +8,8 @@
 //! [`MediaEffect::Flush`], [`MediaEffect::EndUtterance`]) in the order the
 //! driver must carry them out.
 
-use crate::ai::{AiEvent, Playout, SessionInfo};
-use crate::audio::RateConverter;
+use crate::ai::{AiEvent, AudioFormat, Playout, SessionInfo};
+use crate::audio::{RateConverter, ResampleError};
 use crate::call::machine::AiInput;
 use crate::call::record::Speaker;
 
@@ -21,6 +21,23 @@ pub const FAREWELL_LIMIT_MS: u64 = 30_000;
 
 /// Most agent samples moved to the engine in one [`MediaEffect::Play`].
 const PLAY_CHUNK: usize = 1_600;
+
+/// The agent's audio format cannot be bridged to the engine's rate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatError {
+    /// `input` (what the agent takes) or `output` (what it sends).
+    pub side: &'static str,
+    pub format: AudioFormat,
+    pub source: ResampleError,
+}
+
+impl std::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "agent {} format {}: {}", self.side, self.format, self.source)
+    }
+}
+
+impl std::error::Error for FormatError {}
 
 /// The running conversation's audio path.
 pub struct AgentAudio {
@@ -50,11 +67,17 @@ struct Farewell {
 impl AgentAudio {
     /// The path between an engine at `rate` and a conversation described by
     /// `info`, asked for at `requested_at_ms`.
-    pub fn new(info: &SessionInfo, chunk_samples: usize, rate: u32, requested_at_ms: u64) -> Result<AgentAudio, String> {
-        let to_agent =
-            RateConverter::new(rate, info.input_format.rate()).map_err(|e| format!("agent input format {}: {e}", info.input_format))?;
-        let to_device =
-            RateConverter::new(info.output_format.rate(), rate).map_err(|e| format!("agent output format {}: {e}", info.output_format))?;
+    pub fn new(info: &SessionInfo, chunk_samples: usize, rate: u32, requested_at_ms: u64) -> Result<AgentAudio, FormatError> {
+        let to_agent = RateConverter::new(rate, info.input_format.rate()).map_err(|source| FormatError {
+            side: "input",
+            format: info.input_format,
+            source,
+        })?;
+        let to_device = RateConverter::new(info.output_format.rate(), rate).map_err(|source| FormatError {
+            side: "output",
+            format: info.output_format,
+            source,
+        })?;
         Ok(AgentAudio {
             to_agent,
             to_device,

@@ -238,7 +238,7 @@ impl MediaMachine {
         if let (Some((message, cfg)), Some(amd)) = (&self.setup.voicemail, &self.setup.amd) {
             match VoicemailDrop::new(amd, cfg, message, rate) {
                 Ok(drop) => self.voicemail = Some(drop),
-                Err(reason) => out.push(MediaEffect::Note(Note::VoicemailUnusable { reason })),
+                Err(err) => out.push(MediaEffect::Note(Note::VoicemailUnusable { reason: err.to_string() })),
             }
         }
     }
@@ -320,8 +320,8 @@ impl MediaMachine {
     fn on_agent_connected(&mut self, info: &SessionInfo, chunk_samples: usize, now_ms: u64, out: &mut Vec<MediaEffect>) {
         let requested_at_ms = self.ai_requested_at_ms.unwrap_or(now_ms);
         let bridged = match self.engine {
-            Engine::Running { rate } => AgentAudio::new(info, chunk_samples, rate, requested_at_ms),
-            _ => Err("no audio (the audio engine stopped)".into()),
+            Engine::Running { rate } => AgentAudio::new(info, chunk_samples, rate, requested_at_ms).map_err(|e| e.to_string()),
+            _ => Err("no audio (the audio engine stopped)".to_string()),
         };
         match bridged {
             Ok(agent) => {

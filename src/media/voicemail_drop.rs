@@ -4,7 +4,7 @@
 //! when it has been heard. Pure: samples in, samples to play out.
 
 use crate::amd::AmdConfig;
-use crate::audio::RateConverter;
+use crate::audio::{RateConverter, ResampleError};
 use crate::voicemail::{GreetingEnd, VoicemailConfig};
 
 use super::machine::Playback;
@@ -38,7 +38,7 @@ pub struct DropStep {
 
 impl VoicemailDrop {
     /// `message` at 8 kHz; `rate`: the engine's rate.
-    pub fn new(amd: &AmdConfig, cfg: &VoicemailConfig, message: &[i16], rate: u32) -> Result<VoicemailDrop, String> {
+    pub fn new(amd: &AmdConfig, cfg: &VoicemailConfig, message: &[i16], rate: u32) -> Result<VoicemailDrop, ResampleError> {
         let mut converted = Vec::with_capacity(message.len() * rate as usize / 8000 + 320);
         let mut converter = RateConverter::new(8000, rate)?;
         converter.push(message, |pcm| converted.extend_from_slice(pcm));
