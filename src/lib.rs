@@ -15,6 +15,7 @@ pub mod controller;
 pub mod daemon;
 pub mod environment;
 pub mod gpio;
+pub mod http_client;
 pub mod leds;
 pub mod logging;
 pub mod media;

@@ -9,8 +9,8 @@
 use std::fmt;
 use std::path::Path;
 
-use rubato::audioadapter_buffers::direct::InterleavedSlice;
-use rubato::{Async, FixedAsync, Resampler, SincInterpolationParameters, WindowFunction};
+use crate::audio::g711::{alaw_decode, ulaw_decode};
+use crate::audio::resample::resample_all;
 
 /// The rate the classifier runs at.
 pub const TARGET_RATE: u32 = 8000;
@@ -33,7 +33,7 @@ pub enum WavError {
         format_tag: u16,
         bits: u16,
     },
-    Resample(String),
+    Resample(crate::audio::ResampleError),
 }
 
 impl fmt::Display for WavError {
@@ -98,7 +98,7 @@ pub fn parse_8k_mono(bytes: &[u8]) -> Result<Vec<i16>, WavError> {
     if format.rate == TARGET_RATE {
         return Ok(mono.iter().map(|&x| to_i16(x)).collect());
     }
-    let out = resample(&mono, format.rate, TARGET_RATE)?;
+    let out = resample_all(&mono, format.rate, TARGET_RATE).map_err(WavError::Resample)?;
     Ok(out.iter().map(|&x| to_i16(x)).collect())
 }
 
@@ -202,48 +202,14 @@ fn sample(encoding: Encoding, s: &[u8]) -> f32 {
         (Encoding::Pcm, 4) => i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as f32 / 65536.0,
         (Encoding::Float, 4) => f32::from_le_bytes([s[0], s[1], s[2], s[3]]) * 32768.0,
         (Encoding::Float, 8) => (f64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]) * 32768.0) as f32,
-        (Encoding::MuLaw, 1) => f32::from(mulaw(s[0])),
-        (Encoding::ALaw, 1) => f32::from(alaw(s[0])),
+        (Encoding::MuLaw, 1) => f32::from(ulaw_decode(s[0])),
+        (Encoding::ALaw, 1) => f32::from(alaw_decode(s[0])),
         _ => 0.0,
     }
 }
 
-/// G.711 µ-law to linear (16-bit scale).
-fn mulaw(byte: u8) -> i16 {
-    let u = !byte;
-    let exponent = (u >> 4) & 0x07;
-    let mantissa = i32::from(u & 0x0F);
-    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
-    (if u & 0x80 != 0 { -magnitude } else { magnitude }) as i16
-}
-
-/// G.711 A-law to linear (16-bit scale).
-fn alaw(byte: u8) -> i16 {
-    let a = byte ^ 0x55;
-    let exponent = (a >> 4) & 0x07;
-    let mantissa = i32::from(a & 0x0F);
-    let magnitude = if exponent == 0 { (mantissa << 4) + 8 } else { ((mantissa << 4) + 0x108) << (exponent - 1) };
-    (if a & 0x80 != 0 { magnitude } else { -magnitude }) as i16
-}
-
 fn to_i16(x: f32) -> i16 {
     x.round().clamp(-32768.0, 32767.0) as i16
-}
-
-/// Resamples mono audio with rubato's asynchronous sinc resampler at a fixed
-/// ratio (128-tap Blackman-Harris windowed sinc; its cutoff sits below the
-/// lower Nyquist frequency, so downsampling does not alias).
-pub fn resample(input: &[f32], from: u32, to: u32) -> Result<Vec<f32>, WavError> {
-    if input.is_empty() {
-        return Ok(Vec::new());
-    }
-    let err = |e: &dyn fmt::Display| WavError::Resample(e.to_string());
-    let params = SincInterpolationParameters::new(128, WindowFunction::BlackmanHarris2);
-    let mut resampler =
-        Async::<f32>::new_sinc(f64::from(to) / f64::from(from), 1.0, &params, 1024, 1, FixedAsync::Input).map_err(|e| err(&e))?;
-    let adapter = InterleavedSlice::new(input, 1, input.len()).map_err(|e| err(&e))?;
-    let out = resampler.process_all(&adapter, input.len(), None).map_err(|e| err(&e))?;
-    Ok(out.take_data())
 }
 
 #[cfg(test)]

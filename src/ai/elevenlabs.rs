@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -37,6 +36,7 @@ use super::{
     AiEvent, AiSession, CallContext, ClientTools, EndReason, Provider, SessionInfo, SessionIo, StartError, StartFuture, ToolResult,
 };
 use crate::environment::Secret;
+use crate::http_client::{HttpError, Outgoing};
 use crate::section::SectionError;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -112,7 +112,7 @@ impl ElevenLabs {
         let uri: http::Uri =
             self.signed_url_request().parse().map_err(|e| StartError::SignedUrl { status: None, detail: format!("{e}") })?;
         let (status, body) =
-            http_get(&uri, key, self.tls.clone()).await.map_err(|detail| StartError::SignedUrl { status: None, detail })?;
+            http_get(&uri, key, self.tls.clone()).await.map_err(|e| StartError::SignedUrl { status: None, detail: e.to_string() })?;
         let text = String::from_utf8_lossy(&body);
         if status != 200 {
             let detail: String = text.chars().take(300).collect();
@@ -505,47 +505,16 @@ impl Reader {
 }
 
 /// A GET with the API key header; `(status, body)` or a reason without the key.
-async fn http_get(uri: &http::Uri, key: &Secret, tls: Arc<rustls::ClientConfig>) -> Result<(u16, Vec<u8>), String> {
-    let host = uri.host().ok_or("no host")?.trim_start_matches('[').trim_end_matches(']').to_string();
-    let https = uri.scheme_str() == Some("https");
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_else(|| host.clone());
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut key_value = http::HeaderValue::from_str(key.expose()).map_err(|_| "the API key is not a valid header value".to_string())?;
+async fn http_get(uri: &http::Uri, key: &Secret, tls: Arc<rustls::ClientConfig>) -> Result<(u16, Vec<u8>), HttpError> {
+    let mut key_value =
+        http::HeaderValue::from_str(key.expose()).map_err(|_| HttpError::BadRequest("the API key is not a valid header value".into()))?;
     key_value.set_sensitive(true);
-    let req = http::Request::get(path)
-        .header(http::header::HOST, authority)
-        .header("xi-api-key", key_value)
-        .header(http::header::ACCEPT, "application/json")
-        .header(http::header::USER_AGENT, concat!("cap4/", env!("CARGO_PKG_VERSION")))
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("connect {host}:{port}: {e}"))?;
-    let _ = tcp.set_nodelay(true);
-    if https {
-        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| format!("{host}: {e}"))?;
-        let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| format!("TLS with {host}: {e}"))?;
-        request(hyper_util::rt::TokioIo::new(stream), req).await
-    } else {
-        request(hyper_util::rt::TokioIo::new(tcp), req).await
-    }
-}
-
-async fn request<T>(io: T, req: http::Request<Empty<Bytes>>) -> Result<(u16, Vec<u8>), String>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
-    let conn = tokio::spawn(conn);
-    let result = async {
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let body = Limited::new(resp.into_body(), MAX_HTTP_BODY).collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok((status, body.to_vec()))
-    }
-    .await;
-    conn.abort();
-    result
+    let mut headers = http::HeaderMap::new();
+    headers.insert("xi-api-key", key_value);
+    headers.insert(http::header::ACCEPT, http::HeaderValue::from_static("application/json"));
+    headers.insert(http::header::USER_AGENT, http::HeaderValue::from_static(concat!("cap4/", env!("CARGO_PKG_VERSION"))));
+    let request = Outgoing { method: http::Method::GET, uri, headers, body: Bytes::new(), tls: Some(tls), max_body: MAX_HTTP_BODY };
+    crate::http_client::send(request).await
 }
 
 #[cfg(test)]

@@ -248,14 +248,13 @@ impl ClientTools {
     }
 }
 
-/// The provider `cfg` names (validated first). `key` is used only by a
-/// private ElevenLabs agent (see [`config::api_key`]).
+/// The provider `cfg` names (each provider's constructor validates what it
+/// uses). `key` is used only by a private ElevenLabs agent (see [`config::api_key`]).
 pub fn provider_from_config(
     cfg: &AiConfig,
     key: Option<crate::environment::Secret>,
     tools: ClientTools,
 ) -> Result<Arc<dyn Provider>, crate::section::SectionError> {
-    cfg.validate()?;
     Ok(match cfg.provider {
         ProviderKind::Echo => Arc::new(Echo::new(cfg.echo.clone(), cfg.chunk_ms)?),
         ProviderKind::Elevenlabs => Arc::new(ElevenLabs::new(cfg.clone(), key.filter(|_| cfg.signed_url), tools)?),

@@ -213,7 +213,6 @@ impl fmt::Debug for AudioEngine {
 impl AudioEngine {
     /// Opens the configured ALSA devices on a new real-time thread.
     pub fn start(cfg: &AudioConfig) -> Result<AudioEngine, AudioError> {
-        cfg.validate().map_err(AudioError::Config)?;
         let fill = cfg.period_frames() * cfg.playback_fill_periods as usize;
         let c = cfg.clone();
         let engine = Self::start_with(cfg, RtHooks::default(), move || {

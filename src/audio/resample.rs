@@ -1,6 +1,8 @@
-//! Sample-rate conversion between the device rate and the AI side (8 k ↔ 16 k,
-//! and the agent's 16 / 22.05 / 24 / 44.1 kHz output → the device rate), on
-//! rubato's asynchronous windowed-sinc resampler at a fixed ratio.
+//! Sample-rate conversion, the crate's one use of rubato (its asynchronous
+//! windowed-sinc resampler at a fixed ratio): [`RateConverter`], streaming,
+//! between the device rate and the AI side (8 k ↔ 16 k, and the agent's 16 /
+//! 22.05 / 24 / 44.1 kHz output → the device rate); and [`resample_all`], one
+//! whole recording at any rate (`cap4 amd FILE.wav`).
 //!
 //! Owns its resampler and every buffer; promises no allocation after
 //! [`RateConverter::new`] (buffers are sized for the largest chunk), any input
@@ -185,6 +187,24 @@ impl RateConverter {
         }
         produced
     }
+}
+
+/// Resamples a whole mono recording from `from` Hz (any rate) to `to` Hz,
+/// aligned with the input (the resampler's delay is removed). A longer,
+/// 128-tap Blackman-Harris sinc than [`RateConverter`]'s: this runs once per
+/// file, not per 20 ms, and its cutoff sits below the lower Nyquist
+/// frequency, so downsampling does not alias.
+pub fn resample_all(input: &[f32], from: u32, to: u32) -> Result<Vec<f32>, ResampleError> {
+    if input.is_empty() {
+        return Ok(Vec::new());
+    }
+    let err = |e: &dyn std::fmt::Display| ResampleError::Rubato(e.to_string());
+    let params = SincInterpolationParameters::new(128, WindowFunction::BlackmanHarris2);
+    let mut resampler =
+        Async::<f32>::new_sinc(f64::from(to) / f64::from(from), 1.0, &params, 1024, 1, FixedAsync::Input).map_err(|e| err(&e))?;
+    let adapter = InterleavedSlice::new(input, 1, input.len()).map_err(|e| err(&e))?;
+    let out = resampler.process_all(&adapter, input.len(), None).map_err(|e| err(&e))?;
+    Ok(out.take_data())
 }
 
 #[cfg(test)]

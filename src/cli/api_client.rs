@@ -1,33 +1,17 @@
-//! A minimal HTTP/1.1 client for the CLI commands that talk to the daemon's API
-//! (`cap4 dial`, `calls`, `show`, `hangup`). Loopback plain HTTP only.
+//! The CLI's requests to the daemon's API (`cap4 dial`, `calls`, `show`,
+//! `hangup`, `health`): plain HTTP to a loopback address, through the crate's
+//! one client (`http_client.rs`).
 
-use std::fmt;
-
-use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::{HeaderMap, Method, Uri};
 
-#[derive(Debug)]
-pub enum HttpError {
-    /// The daemon is not listening there.
-    Connect(String),
-    Protocol(String),
-}
+use crate::http_client::{self, HttpError, Outgoing};
 
-impl fmt::Display for HttpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Connect(m) => write!(f, "cannot reach the cap4 daemon: {m}"),
-            Self::Protocol(m) => write!(f, "HTTP error talking to the cap4 daemon: {m}"),
-        }
-    }
-}
+/// The largest answer read (a page of call records with transcripts).
+const MAX_BODY: usize = 16 << 20;
 
-impl std::error::Error for HttpError {}
-
-/// Sends one request and returns the status and the body.
+/// Sends one request to the daemon at `addr` (`HOST:PORT`); the status and the body.
 pub async fn call(
     addr: &str,
     method: Method,
@@ -35,21 +19,17 @@ pub async fn call(
     body: Option<serde_json::Value>,
     token: Option<&str>,
 ) -> Result<(u16, Vec<u8>), HttpError> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| HttpError::Connect(format!("{addr}: {e}")))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| HttpError::Protocol(e.to_string()))?;
-    tokio::spawn(conn);
+    let uri: Uri = format!("http://{addr}{path}").parse().map_err(|e| HttpError::BadRequest(format!("{addr}{path}: {e}")))?;
+    let mut headers = HeaderMap::new();
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut builder = Request::builder().method(method).uri(path).header("host", addr);
     if !payload.is_empty() {
-        builder = builder.header("content-type", "application/json");
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     if let Some(token) = token {
-        builder = builder.header("authorization", format!("Bearer {token}"));
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| HttpError::BadRequest("the API token is not a valid header value".into()))?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
     }
-    let request = builder.body(Full::new(Bytes::from(payload))).map_err(|e| HttpError::Protocol(e.to_string()))?;
-    let response = sender.send_request(request).await.map_err(|e| HttpError::Protocol(e.to_string()))?;
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.map_err(|e| HttpError::Protocol(e.to_string()))?.to_bytes();
-    Ok((status, bytes.to_vec()))
+    http_client::send(Outgoing { method, uri: &uri, headers, body: Bytes::from(payload), tls: None, max_body: MAX_BODY }).await
 }

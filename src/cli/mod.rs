@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::config::{API_TOKEN_ENV, Config};
 use crate::environment::ProcessEnv;
 use crate::exit;
-use api_client::HttpError;
+use crate::http_client::HttpError;
 
 mod amd;
 mod api_client;
@@ -26,7 +26,8 @@ usage:
   cap4 show ID [--json]          one call with its timeline
   cap4 hangup [ID]               hang up a call (default: the active one)
   cap4 health                    the daemon's state (Baresip link, active call)
-  cap4 amd FILE.wav              classify a recording: human or answering machine (JSON)
+  cap4 amd [--amd-config AMD.toml] FILE.wav
+                                 classify a recording: human or answering machine (JSON)
   cap4 --version
 
 API client options: --api HOST:PORT (default: $CAP4_API or 127.0.0.1:8000);
@@ -251,8 +252,10 @@ pub(crate) fn emit(text: &str) -> std::io::Result<()> {
 fn request(addr: &str, method: Method, path: &str, body: Option<Value>, token: Option<&str>) -> Result<Value, Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Failure(exit::FAILURE, e.to_string()))?;
     let (status, bytes) = runtime.block_on(api_client::call(addr, method, path, body, token)).map_err(|e| match e {
-        HttpError::Connect(_) => Failure(exit::UNAVAILABLE, format!("{e} (is `cap4 run` running? use --api HOST:PORT)")),
-        HttpError::Protocol(_) => Failure(exit::FAILURE, e.to_string()),
+        HttpError::Connect { .. } => {
+            Failure(exit::UNAVAILABLE, format!("cannot reach the cap4 daemon: {e} (is `cap4 run` running? use --api HOST:PORT)"))
+        }
+        _ => Failure(exit::FAILURE, format!("talking to the cap4 daemon: {e}")),
     })?;
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|_| Failure(exit::FAILURE, format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes))))?;
