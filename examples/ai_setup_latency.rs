@@ -6,7 +6,7 @@
 //!
 //! `cargo run --release --example ai_setup_latency [RUNS]`
 
-#[path = "../tests/fake_agent/mod.rs"]
+#[path = "../tests/support/fake_agent/mod.rs"]
 mod fake_agent;
 
 use std::time::{Duration, Instant};

@@ -19,7 +19,7 @@
 //! sends one agent frame per 100 ms, so each finds the playback ring empty:
 //! the delay the box itself adds, without audio queued ahead of it.
 
-#[path = "../tests/sim_pcm/mod.rs"]
+#[path = "../tests/support/sim_pcm.rs"]
 mod sim_pcm;
 
 use std::hint::black_box;

@@ -13,7 +13,7 @@
 //! - `config.rs`: `[audio]` (devices, rate, periods, rings, priority).
 //! - `rt.rs`: the loop and the [`PcmBackend`] trait it runs on.
 //! - `alsa_pcm.rs`: the ALSA backend (a simulated one for tests is
-//!   `tests/sim_pcm/`).
+//!   `tests/support/sim_pcm.rs`).
 //! - `engine.rs`: the handle: start/stop per call, frames, flush, stats.
 //! - `g711.rs`: µ-law / A-law; `resample.rs`: rubato rate conversion.
 

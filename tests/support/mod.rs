@@ -1,4 +1,7 @@
-//! Integration-test support: a real Baresip and a real SIPp on 127.0.0.1.
+//! Integration-test support, shared by both test binaries (`tests/host/`,
+//! `tests/guest/`): a real Baresip and a real SIPp on 127.0.0.1 (here), a
+//! `cap4 run` daemon (`daemon.rs`), a fake ElevenLabs agent (`fake_agent/`),
+//! simulated PCM devices (`sim_pcm.rs`) and the QEMU test bench (`vmkit.rs`).
 //!
 //! What this module owns:
 //! * picking free loopback ports ([`free_port`], [`free_media_port`],
@@ -32,7 +35,12 @@
 //! Declare the [`TempDir`] first in a test, so it is dropped (and removed) after
 //! the processes that write into it.
 
-#![allow(dead_code)]
+#![allow(dead_code)] // shared by the host and the guest test binaries, each uses a part
+
+pub mod daemon;
+pub mod fake_agent;
+pub mod sim_pcm;
+pub mod vmkit;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

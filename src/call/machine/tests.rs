@@ -1,5 +1,5 @@
 //! Unit tests of the call state machine with synthetic inputs. The recorded
-//! Baresip traces are replayed through it in `tests/trace_replay.rs`.
+//! Baresip traces are replayed through it in `tests/host/trace_replay.rs`.
 
 use super::*;
 use crate::baresip::protocol::ListedCall;

@@ -32,10 +32,15 @@ pub struct Guest<'a> {
     pub timeout_s: u32,
 }
 
-/// Boots a guest and runs `test` of the current test binary inside it; panics
-/// with the guest's output unless the inner test passed. Returns the files the
-/// inner test left in `/xfer/out`.
-pub fn run_in_guest(test: &str, guest: Guest<'_>) -> PathBuf {
+/// Boots a guest and runs `test` (of `module`: pass `module_path!()`) of the
+/// current test binary inside it; panics with the guest's output unless the
+/// inner test passed. Returns the files the inner test left in `/xfer/out`.
+pub fn run_in_guest(module: &str, test: &str, guest: Guest<'_>) -> PathBuf {
+    // The harness names a test by its path below the crate: `vm_bench::name`.
+    let full_name = match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{test}"),
+        None => test.to_string(),
+    };
     let _one = ONE_GUEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let exe = std::env::current_exe().expect("test binary path");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -57,7 +62,7 @@ pub fn run_in_guest(test: &str, guest: Guest<'_>) -> PathBuf {
     }
     cmd.args(["-e", "CAP4_IN_GUEST", "-e", "RUST_BACKTRACE", "--"])
         .arg(&exe)
-        .args(["--exact", test, "--include-ignored", "--nocapture", "--test-threads=1"])
+        .args(["--exact", &full_name, "--include-ignored", "--nocapture", "--test-threads=1"])
         .env("CAP4_IN_GUEST", "1")
         .env("RUST_BACKTRACE", "1")
         .current_dir(&root);

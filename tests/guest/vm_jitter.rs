@@ -19,8 +19,8 @@
 //! reported, not judged: they show what a smaller or larger buffer saves and
 //! costs (docs/audio.md has the figures).
 //!
-//! `cargo test --test vm_jitter -- --ignored --nocapture`
-mod vmkit;
+//! `cargo test --test guest -- --ignored --nocapture vm_jitter::`
+use crate::support::vmkit;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -193,7 +193,7 @@ fn baresip_buffers_under_network_jitter() {
     assert_eq!((value("jitter_buffer_delay").as_str(), value("audio_buffer").as_str()), (SETTINGS[0].1, SETTINGS[0].2));
     if !in_guest() {
         let guest = Guest { modules: "snd-aloop,sch_netem", systemd: false, timeout_s: 900 };
-        let out = run_in_guest("baresip_buffers_under_network_jitter", guest);
+        let out = run_in_guest(module_path!(), "baresip_buffers_under_network_jitter", guest);
         let table = fs::read_to_string(out.join("jitter.txt")).expect("figures from the guest");
         eprintln!("{table}");
         return;

@@ -6,9 +6,9 @@
 //!
 //! `#[ignore]`d like every guest test; `scripts/test` runs it.
 
-mod daemon;
-mod support;
-mod vmkit;
+use crate::support;
+use crate::support::daemon;
+use crate::support::vmkit;
 
 use std::path::Path;
 use std::time::Duration;
@@ -38,7 +38,11 @@ fn call_with(cap4: &Daemon, dir: &Path, clip: &str) -> (vmkit::Proc, serde_json:
 #[ignore = "boots a QEMU guest; run by scripts/test"]
 fn live_calls_are_classified_and_machines_hung_up() {
     if !in_guest() {
-        run_in_guest("live_calls_are_classified_and_machines_hung_up", Guest { modules: "snd-aloop", systemd: false, timeout_s: 300 });
+        run_in_guest(
+            module_path!(),
+            "live_calls_are_classified_and_machines_hung_up",
+            Guest { modules: "snd-aloop", systemd: false, timeout_s: 300 },
+        );
         return;
     }
     let dir = support::TempDir::new("amd-live");
@@ -75,7 +79,11 @@ fn live_calls_are_classified_and_machines_hung_up() {
 #[ignore = "boots a QEMU guest; run by scripts/test"]
 fn early_media_is_analysed_for_the_record() {
     if !in_guest() {
-        run_in_guest("early_media_is_analysed_for_the_record", Guest { modules: "snd-aloop", systemd: false, timeout_s: 300 });
+        run_in_guest(
+            module_path!(),
+            "early_media_is_analysed_for_the_record",
+            Guest { modules: "snd-aloop", systemd: false, timeout_s: 300 },
+        );
         return;
     }
     let dir = support::TempDir::new("amd-early");

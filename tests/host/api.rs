@@ -2,8 +2,8 @@
 //! bad bodies, unknown calls and paths, the token, Baresip unavailable, config
 //! errors with exit code 78, and the CLI's client commands on a real call.
 
-mod daemon;
-mod support;
+use crate::support;
+use crate::support::daemon;
 
 use std::process::Command;
 use std::time::Duration;

@@ -3,8 +3,8 @@
 //! an oversized frame and bytes that are not netstrings at all. cap4 must log
 //! each one, survive, and reconnect where the byte stream cannot be trusted.
 
-mod daemon;
-mod support;
+use crate::support;
+use crate::support::daemon;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -7,7 +7,7 @@
 //! Every test here boots a guest, so they are `#[ignore]`d in a plain
 //! `cargo test`; `scripts/test` (and so CI) runs them with `--ignored`.
 
-mod vmkit;
+use crate::support::vmkit;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -24,7 +24,7 @@ fn capture_running(pcm: &str) -> bool {
 #[ignore = "boots a QEMU guest; run by scripts/test"]
 fn audio_loopback_is_sample_exact() {
     if !in_guest() {
-        run_in_guest("audio_loopback_is_sample_exact", Guest { modules: "snd-aloop", systemd: false, timeout_s: 180 });
+        run_in_guest(module_path!(), "audio_loopback_is_sample_exact", Guest { modules: "snd-aloop", systemd: false, timeout_s: 180 });
         return;
     }
     // Guest RAM, not the 9p share: writes there during audio cause slips.
@@ -65,7 +65,11 @@ fn audio_loopback_is_sample_exact() {
 #[ignore = "boots a QEMU guest; run by scripts/test"]
 fn gpio_sim_lines_through_the_character_device() {
     if !in_guest() {
-        run_in_guest("gpio_sim_lines_through_the_character_device", Guest { modules: "gpio-sim", systemd: false, timeout_s: 180 });
+        run_in_guest(
+            module_path!(),
+            "gpio_sim_lines_through_the_character_device",
+            Guest { modules: "gpio-sim", systemd: false, timeout_s: 180 },
+        );
         return;
     }
     let sim = GpioSim::create("bench", &["button", "led"]).expect("gpio-sim chip");
@@ -101,7 +105,11 @@ fn gpio_sim_lines_through_the_character_device() {
 #[ignore = "boots a QEMU guest; run by scripts/test"]
 fn systemd_notify_unit_becomes_active_only_after_ready() {
     if !in_guest() {
-        run_in_guest("systemd_notify_unit_becomes_active_only_after_ready", Guest { modules: "", systemd: true, timeout_s: 240 });
+        run_in_guest(
+            module_path!(),
+            "systemd_notify_unit_becomes_active_only_after_ready",
+            Guest { modules: "", systemd: true, timeout_s: 240 },
+        );
         return;
     }
     std::fs::write(
@@ -125,7 +133,11 @@ fn systemd_notify_unit_becomes_active_only_after_ready() {
 #[ignore = "boots a QEMU guest; run by scripts/test"]
 fn baresip_puts_a_sipp_call_on_the_loopback() {
     if !in_guest() {
-        run_in_guest("baresip_puts_a_sipp_call_on_the_loopback", Guest { modules: "snd-aloop", systemd: false, timeout_s: 240 });
+        run_in_guest(
+            module_path!(),
+            "baresip_puts_a_sipp_call_on_the_loopback",
+            Guest { modules: "snd-aloop", systemd: false, timeout_s: 240 },
+        );
         return;
     }
     let dir = Path::new("/tmp/bench-call");

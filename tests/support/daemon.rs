@@ -1,6 +1,6 @@
 //! Test support for driving a real `cap4 run` process: writes its config, starts
 //! it, talks to its HTTP API with a plain blocking HTTP/1.1 client, and reads its
-//! journal and log. Used by `tests/calls.rs` and `tests/api.rs`.
+//! journal and log. Used by `tests/host/calls.rs` and `tests/host/api.rs`.
 
 #![allow(dead_code)]
 

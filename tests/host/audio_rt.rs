@@ -4,57 +4,13 @@
 //! sample-exact, recovers and counts xruns, plays silence without clicks when
 //! the agent's audio runs dry, and a flush silences the output within a period.
 
-mod sim_pcm;
+use crate::alloc_count::{arm, armed_allocations, disarm, take_armed_allocations};
+use crate::support::sim_pcm;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cap4::audio::{AudioConfig, AudioEngine, RtHooks};
 use sim_pcm::SimPcm;
-
-struct Counting;
-
-thread_local! {
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-}
-static RT_ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-fn count() {
-    if ARMED.with(Cell::get) {
-        RT_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count();
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn arm() {
-    ARMED.with(|a| a.set(true));
-}
-fn disarm() {
-    ARMED.with(|a| a.set(false));
-}
 
 /// What the simulated caller says: a deterministic, non-repeating sequence.
 fn caller(i: u64) -> i16 {
@@ -91,7 +47,7 @@ fn the_real_time_thread_never_allocates_during_a_whole_call() {
     let v = std::hint::black_box(vec![1u8; 10]);
     disarm();
     drop(v);
-    assert!(RT_ALLOCATIONS.swap(0, Ordering::Relaxed) >= 1, "the counting allocator counts");
+    assert!(take_armed_allocations() >= 1, "the counting allocator counts");
 
     // A 60 s call at 10x real time (1 ms per 10 ms period): speech both ways,
     // pauses, underruns, flushes, a capture overrun and a playback underrun.
@@ -128,7 +84,7 @@ fn the_real_time_thread_never_allocates_during_a_whole_call() {
         std::thread::sleep(Duration::from_micros(300));
     }
     let stats = engine.stop().expect("clean stop");
-    assert_eq!(RT_ALLOCATIONS.load(Ordering::Relaxed), 0, "the real-time thread allocated {stats:?}");
+    assert_eq!(armed_allocations(), 0, "the real-time thread allocated {stats:?}");
 
     assert!(sent_frames > 1000, "{sent_frames}");
     assert_eq!(stats.capture_xruns, 2, "{stats:?}");

@@ -3,11 +3,11 @@
 //! (an operator announcement) never opens an agent session; an answer whose
 //! audio cannot be heard (the sound card is missing) is not handed to the agent
 //! either: the call ends `ai_failed`, saying why, with zero connections.
-//! (People and machines on a real ALSA loopback: `tests/vm_ai.rs`.)
+//! (People and machines on a real ALSA loopback: `tests/guest/vm_ai.rs`.)
 
-mod daemon;
-mod fake_agent;
-mod support;
+use crate::support;
+use crate::support::daemon;
+use crate::support::fake_agent;
 
 use std::time::Duration;
 

@@ -6,9 +6,9 @@
 //!
 //! `#[ignore]`d like every guest test; `scripts/test` runs them.
 
-mod daemon;
-mod support;
-mod vmkit;
+use crate::support;
+use crate::support::daemon;
+use crate::support::vmkit;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -56,7 +56,11 @@ fn only_call(cap4: &Daemon) -> serde_json::Value {
 #[ignore = "boots a QEMU guest; run by scripts/test"]
 fn button_dials_leds_follow_long_press_hangs_up() {
     if !in_guest() {
-        run_in_guest("button_dials_leds_follow_long_press_hangs_up", Guest { modules: "gpio-sim", systemd: false, timeout_s: 300 });
+        run_in_guest(
+            module_path!(),
+            "button_dials_leds_follow_long_press_hangs_up",
+            Guest { modules: "gpio-sim", systemd: false, timeout_s: 300 },
+        );
         return;
     }
     let dir = TempDir::new("box");
@@ -147,7 +151,7 @@ fn unit_prop(name: &str) -> String {
 #[ignore = "boots a QEMU guest; run by scripts/test"]
 fn systemd_ready_watchdog_and_call_id_journal() {
     if !in_guest() {
-        run_in_guest("systemd_ready_watchdog_and_call_id_journal", Guest { modules: "", systemd: true, timeout_s: 400 });
+        run_in_guest(module_path!(), "systemd_ready_watchdog_and_call_id_journal", Guest { modules: "", systemd: true, timeout_s: 400 });
         return;
     }
     let dir = TempDir::new("unit");

@@ -11,10 +11,10 @@
 //!
 //! `#[ignore]`d like every guest test; `scripts/test` runs it.
 
-mod daemon;
-mod fake_agent;
-mod support;
-mod vmkit;
+use crate::support;
+use crate::support::daemon;
+use crate::support::fake_agent;
+use crate::support::vmkit;
 
 use std::path::Path;
 use std::time::Duration;
@@ -49,8 +49,12 @@ fn id_of(record: &Value) -> String {
 #[ignore = "boots a QEMU guest; run by scripts/test"]
 fn the_agent_gets_people_and_never_machines() {
     if !in_guest() {
-        let out = run_in_guest("the_agent_gets_people_and_never_machines", Guest { modules: "snd-aloop", systemd: false, timeout_s: 300 });
-        // `cargo test --test vm_ai -- --ignored --nocapture` shows the figures.
+        let out = run_in_guest(
+            module_path!(),
+            "the_agent_gets_people_and_never_machines",
+            Guest { modules: "snd-aloop", systemd: false, timeout_s: 300 },
+        );
+        // `cargo test --test guest -- --ignored --nocapture vm_ai::` shows the figures.
         if let Ok(figures) = std::fs::read_to_string(out.join("ai-setup.txt")) {
             eprintln!("{figures}");
         }
@@ -128,7 +132,11 @@ fn the_agent_gets_people_and_never_machines() {
 #[ignore = "boots a QEMU guest; run by scripts/test"]
 fn the_echo_provider_answers_a_person_with_no_network() {
     if !in_guest() {
-        run_in_guest("the_echo_provider_answers_a_person_with_no_network", Guest { modules: "snd-aloop", systemd: false, timeout_s: 300 });
+        run_in_guest(
+            module_path!(),
+            "the_echo_provider_answers_a_person_with_no_network",
+            Guest { modules: "snd-aloop", systemd: false, timeout_s: 300 },
+        );
         return;
     }
     let dir = support::TempDir::new("ai-echo");
@@ -168,7 +176,11 @@ fn the_echo_provider_answers_a_person_with_no_network() {
 #[ignore = "boots a QEMU guest; run by scripts/test"]
 fn a_machine_gets_the_voicemail_message_after_its_beep() {
     if !in_guest() {
-        run_in_guest("a_machine_gets_the_voicemail_message_after_its_beep", Guest { modules: "snd-aloop", systemd: false, timeout_s: 300 });
+        run_in_guest(
+            module_path!(),
+            "a_machine_gets_the_voicemail_message_after_its_beep",
+            Guest { modules: "snd-aloop", systemd: false, timeout_s: 300 },
+        );
         return;
     }
     let dir = support::TempDir::new("ai-voicemail");

@@ -8,8 +8,8 @@
 //! at once with the reason; garbage frames are survived; a failed start is
 //! reported, not hung.
 
-mod fake_agent;
-mod sim_pcm;
+use crate::support::fake_agent;
+use crate::support::sim_pcm;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! `error` frames in both shapes, a dropped socket, a silent agent; unknown
 //! agents, refused overrides, format mismatches, timeouts.
 
-mod fake_agent;
+use crate::support::fake_agent;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! garbage frames, slow reads, µ-law, signed URLs; and the echo provider
 //! through the same handle.
 
-mod fake_agent;
+use crate::support::fake_agent;
 
 use std::time::{Duration, Instant};
 

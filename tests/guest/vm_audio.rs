@@ -1,5 +1,5 @@
 //! The audio engine on the real ALSA loopback, with real Baresip and SIPp as
-//! the phone, in the QEMU guest of `scripts/vm` (see tests/vmkit/):
+//! the phone, in the QEMU guest of `scripts/vm` (see tests/support/vmkit.rs):
 //!
 //! - the engine captures the caller's speech (SIPp streams a µ-law file; the
 //!   capture matches it over 50 ms windows, tolerating Baresip's 20 ms slips);
@@ -10,11 +10,11 @@
 //!   being sent, give or take a period and the bench's timing tolerance).
 //!
 //! Each test boots a guest, so they are `#[ignore]`d; run them one at a time:
-//! `cargo test --test vm_audio -- --ignored --test-threads=1`. Recordings stay in
+//! `cargo test --test guest -- --ignored --test-threads=1 vm_audio::`. Recordings stay in
 //! guest RAM during the call and go to /xfer/out afterwards; the host side of
 //! each test analyses them.
 
-mod vmkit;
+use crate::support::vmkit;
 
 use std::collections::HashMap;
 use std::fs;
@@ -106,7 +106,7 @@ fn match_windows(reference: &[i16], captured: &[i16]) -> (usize, usize, Vec<usiz
 #[ignore = "boots a QEMU guest; run by scripts/test"]
 fn engine_captures_the_callers_speech() {
     if !in_guest() {
-        let out = run_in_guest("engine_captures_the_callers_speech", guest());
+        let out = run_in_guest(module_path!(), "engine_captures_the_callers_speech", guest());
         let captured = read_wav(&out.join("captured.wav")).expect("capture from the guest");
         let reference: Vec<i16> = fs::read(speech_ulaw()).unwrap().into_iter().map(ulaw_decode).collect();
         let (loud, matched, offsets) = match_windows(&reference, &captured);
@@ -145,7 +145,7 @@ fn probe(seconds: f64) -> Vec<i16> {
 #[ignore = "boots a QEMU guest; run by scripts/test"]
 fn what_the_engine_plays_reaches_the_phone() {
     if !in_guest() {
-        let out = run_in_guest("what_the_engine_plays_reaches_the_phone", guest());
+        let out = run_in_guest(module_path!(), "what_the_engine_plays_reaches_the_phone", guest());
         let captured = read_wav(&out.join("echo.wav")).expect("echo from the guest");
         let sent = read_wav(&out.join("sent.wav")).expect("what was sent");
         let (loud, matched, offsets) = match_windows(&sent, &captured);
@@ -201,7 +201,7 @@ fn silent_for_good(x: &[i16], from: usize) -> Option<usize> {
 #[ignore = "boots a QEMU guest; run by scripts/test"]
 fn a_flush_silences_the_far_end_within_one_period() {
     if !in_guest() {
-        let out = run_in_guest("a_flush_silences_the_far_end_within_one_period", guest());
+        let out = run_in_guest(module_path!(), "a_flush_silences_the_far_end_within_one_period", guest());
         let text = fs::read_to_string(out.join("flush.txt")).expect("flush figures");
         eprintln!("{text}");
         let v: Vec<f64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
@@ -260,7 +260,7 @@ fn a_flush_silences_the_far_end_within_one_period() {
 #[ignore = "boots a QEMU guest; run by scripts/test"]
 fn recovery_restarts_devices_that_are_still_running() {
     if !in_guest() {
-        run_in_guest("recovery_restarts_devices_that_are_still_running", guest());
+        run_in_guest(module_path!(), "recovery_restarts_devices_that_are_still_running", guest());
         return;
     }
     let cfg = engine_config();

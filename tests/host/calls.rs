@@ -3,8 +3,8 @@
 //! Each test asserts the statuses the journal recorded, the outcome and what the
 //! remote phone saw. Needs `baresip-core` and `sip-tester` (installed by `.ci/run`).
 
-mod daemon;
-mod support;
+use crate::support;
+use crate::support::daemon;
 
 use std::time::Duration;
 
