@@ -224,11 +224,11 @@ impl Config {
             (host, port) => Some(format!("{}:{}", host.unwrap_or_else(|| "127.0.0.1".into()), port.unwrap_or_else(|| "4444".into()))),
         };
         let ctrl = match ctrl_text {
-            Some(text) => parse_addr(&text).map_err(|m| v.env_error("BARESIP_HOST / BARESIP_CTRL_TCP_PORT", m))?,
+            Some(text) => parse_addr(&text).map_err(|Refused(m)| v.env_error("BARESIP_HOST / BARESIP_CTRL_TCP_PORT", m))?,
             None => v.addr("baresip.ctrl", raw.baresip.ctrl.as_ref(), "127.0.0.1:4444")?,
         };
         let dial_uri = v.string("baresip.dial_uri", raw.baresip.dial_uri.as_ref(), "sip:{number}@sip.example.net");
-        check_dial_uri(&dial_uri).map_err(|m| v.error("baresip.dial_uri", raw.baresip.dial_uri.as_ref(), m))?;
+        check_dial_uri(&dial_uri).map_err(|Refused(m)| v.error("baresip.dial_uri", raw.baresip.dial_uri.as_ref(), m))?;
         let command_timeout_ms = v.ranged("baresip.command_timeout_ms", raw.baresip.command_timeout_ms.as_ref(), 5_000, 100..=60_000)?;
 
         let ring = v.ranged("call.ring_timeout_s", raw.call.ring_timeout_s.as_ref(), 45, 1..=600)?;
@@ -242,7 +242,7 @@ impl Config {
                 let default = v.addr("api.listen", raw.api.listen.as_ref(), "127.0.0.1:8000")?;
                 let text =
                     format!("{}:{}", host.unwrap_or_else(|| default.ip().to_string()), port.unwrap_or_else(|| default.port().to_string()));
-                parse_addr(&text).map_err(|m| v.env_error("APP_HOST / APP_PORT", m))?
+                parse_addr(&text).map_err(|Refused(m)| v.env_error("APP_HOST / APP_PORT", m))?
             }
         };
         if !listen.ip().is_loopback() && token.is_none() {
@@ -340,21 +340,24 @@ impl Config {
     }
 }
 
-fn check_dial_uri(uri: &str) -> Result<(), String> {
+/// Why one value is refused; the caller knows the key and the line.
+struct Refused(String);
+
+fn check_dial_uri(uri: &str) -> Result<(), Refused> {
     if !(uri.starts_with("sip:") || uri.starts_with("sips:") || uri.starts_with("tel:")) {
-        return Err(format!("`{uri}` must start with sip:, sips: or tel:"));
+        return Err(Refused(format!("`{uri}` must start with sip:, sips: or tel:")));
     }
     if uri.matches("{number}").count() != 1 {
-        return Err(format!("`{uri}` must contain {{number}} exactly once"));
+        return Err(Refused(format!("`{uri}` must contain {{number}} exactly once")));
     }
     if uri.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"') {
-        return Err(format!("`{uri}` must not contain spaces, quotes or control characters"));
+        return Err(Refused(format!("`{uri}` must not contain spaces, quotes or control characters")));
     }
     Ok(())
 }
 
-fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| format!("`{text}` is not an IP address and port such as 127.0.0.1:4444"))
+fn parse_addr(text: &str) -> Result<SocketAddr, Refused> {
+    text.parse().map_err(|_| Refused(format!("`{text}` is not an IP address and port such as 127.0.0.1:4444")))
 }
 
 fn parse_level(text: &str) -> Option<tracing::Level> {
@@ -391,7 +394,7 @@ impl Validator<'_> {
     }
 
     fn addr(&self, key: &str, value: Option<&Spanned<String>>, default: &str) -> Result<SocketAddr, ConfigError> {
-        parse_addr(&self.string(key, value, default)).map_err(|m| self.error(key, value, m))
+        parse_addr(&self.string(key, value, default)).map_err(|Refused(m)| self.error(key, value, m))
     }
 
     fn ranged(

@@ -209,9 +209,19 @@ pub trait Provider: Send + Sync {
     fn start(&self, ctx: CallContext) -> StartFuture<'_>;
 }
 
-/// A client tool: parameters in, a string result (or an error text) out.
+/// A client tool: parameters in, a string result (or a [`ToolError`]) out.
 /// Runs on a blocking thread, never on the socket's reader.
-pub type ToolFn = Arc<dyn Fn(&serde_json::Value) -> Result<String, String> + Send + Sync>;
+pub type ToolFn = Arc<dyn Fn(&serde_json::Value) -> Result<String, ToolError> + Send + Sync>;
+
+/// A tool's failure, as the agent is told it (`is_error: true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolError(pub String);
+
+impl From<&str> for ToolError {
+    fn from(text: &str) -> ToolError {
+        ToolError(text.to_string())
+    }
+}
 
 /// The client tools the agent may call; any other name gets an error result.
 #[derive(Clone, Default)]
@@ -231,7 +241,7 @@ impl ClientTools {
     pub fn with(
         mut self,
         name: impl Into<String>,
-        tool: impl Fn(&serde_json::Value) -> Result<String, String> + Send + Sync + 'static,
+        tool: impl Fn(&serde_json::Value) -> Result<String, ToolError> + Send + Sync + 'static,
     ) -> Self {
         self.0.insert(name.into(), Arc::new(tool));
         self
@@ -241,7 +251,7 @@ impl ClientTools {
         match self.0.get(name) {
             Some(tool) => match tool(parameters) {
                 Ok(result) => ToolResult { result, is_error: false },
-                Err(e) => ToolResult { result: e, is_error: true },
+                Err(ToolError(e)) => ToolResult { result: e, is_error: true },
             },
             None => ToolResult { result: format!("unknown tool: {name}"), is_error: true },
         }

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use crate::amd::{AmdConfig, classify};
 use crate::exit;
+use crate::section::SectionError;
 use crate::wav;
 
 /// sysexits.h EX_DATAERR: the input file is not usable.
@@ -55,17 +56,38 @@ pub fn run(file: &Path, config_path: Option<&Path>) -> i32 {
     }
 }
 
+/// Why `--amd-config` cannot be used.
+#[derive(Debug)]
+enum AmdFileError {
+    Read(std::io::Error),
+    Toml(toml::de::Error),
+    /// Another section besides `[amd]`.
+    NotOnlyAmd,
+    Invalid(SectionError),
+}
+
+impl std::fmt::Display for AmdFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AmdFileError::Read(e) => write!(f, "{e}"),
+            AmdFileError::Toml(e) => write!(f, "[amd] {e}"),
+            AmdFileError::NotOnlyAmd => f.write_str("only an [amd] section is read here"),
+            AmdFileError::Invalid(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 /// Reads the parameters from a TOML file holding the `[amd]` keys (at top level
 /// or under `[amd]`), for tuning before they move into the daemon's config.
-fn load_config(path: &Path) -> Result<AmdConfig, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let mut table: toml::Table = toml::from_str(&text).map_err(|e| e.to_string())?;
+fn load_config(path: &Path) -> Result<AmdConfig, AmdFileError> {
+    let text = std::fs::read_to_string(path).map_err(AmdFileError::Read)?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(AmdFileError::Toml)?;
     let section = match table.remove("amd") {
         Some(amd) if table.is_empty() => amd,
-        Some(_) => return Err("only an [amd] section is read here".into()),
+        Some(_) => return Err(AmdFileError::NotOnlyAmd),
         None => toml::Value::Table(table),
     };
-    let config: AmdConfig = section.try_into().map_err(|e: toml::de::Error| format!("[amd] {e}"))?;
-    config.validate().map_err(|e| e.to_string())?;
+    let config: AmdConfig = section.try_into().map_err(AmdFileError::Toml)?;
+    config.validate().map_err(AmdFileError::Invalid)?;
     Ok(config)
 }

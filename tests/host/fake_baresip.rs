@@ -21,13 +21,15 @@ const WAIT: Duration = Duration::from_secs(20);
 struct Peer {
     stream: TcpStream,
     decoder: Decoder,
+    /// Every token cap4 sent on this connection: each must be new.
+    tokens: std::collections::HashSet<String>,
 }
 
 impl Peer {
     fn accept(listener: &TcpListener) -> Peer {
         let (stream, _) = listener.accept().expect("cap4 connects");
         stream.set_read_timeout(Some(WAIT)).expect("timeout");
-        Peer { stream, decoder: Decoder::new(64 * 1024) }
+        Peer { stream, decoder: Decoder::new(64 * 1024), tokens: Default::default() }
     }
 
     /// The next command cap4 sends.
@@ -38,6 +40,8 @@ impl Peer {
                 for member in ["command", "token"] {
                     assert!(v[member].is_string(), "every member is a string (Baresip 1.0.0 crashes otherwise): {v}");
                 }
+                let token = v["token"].as_str().unwrap_or_default().to_string();
+                assert!(self.tokens.insert(token), "a token used twice (responses would be misattributed): {v}");
                 return v;
             }
             let mut buf = [0u8; 4096];
