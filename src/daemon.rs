@@ -88,13 +88,9 @@ async fn serve(config: Arc<Config>) -> i32 {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let router = crate::api::router(api_tx, config.api.token.clone(), config.baresip.ctrl);
     let mut api_stop = stop_rx.clone();
-    let api = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = api_stop.changed().await;
-            })
-            .await
-    });
+    let api = tokio::spawn(crate::api::server::serve(listener, router, crate::api::server::Limits::default(), async move {
+        let _ = api_stop.changed().await;
+    }));
     info!(listen = %config.api.listen, baresip = %config.baresip.ctrl, "cap4 daemon started");
     // systemd: READY only once the config is loaded and Baresip is connected.
     tokio::spawn(async move {
@@ -111,10 +107,8 @@ async fn serve(config: Arc<Config>) -> i32 {
     wait_for_signal().await;
     let _ = stop_tx.send(true);
     let _ = controller_task.await;
-    match api.await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => warn!(%err, "HTTP API ended with an error"),
-        Err(err) => warn!(%err, "HTTP API task failed"),
+    if let Err(err) = api.await {
+        warn!(%err, "HTTP API task failed");
     }
     info!("cap4 daemon stopped");
     exit::OK

@@ -22,7 +22,8 @@ pub async fn call(
     let uri: Uri = format!("http://{addr}{path}").parse().map_err(|e| HttpError::BadRequest(format!("{addr}{path}: {e}")))?;
     let mut headers = HeaderMap::new();
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    if !payload.is_empty() {
+    if method == Method::POST {
+        // The API refuses any other POST (a cross-site request could send one).
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     if let Some(token) = token {

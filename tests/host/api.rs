@@ -172,3 +172,80 @@ fn cli_dials_lists_shows_and_hangs_up() {
     assert!(err.contains("no active call"), "{err}");
     assert!(sipp.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
 }
+
+#[test]
+fn a_web_page_can_neither_read_the_history_nor_dial() {
+    let (_dir, cap4) = lonely("api-browser");
+    // DNS rebinding: the page's own name, now pointing at the box.
+    for (method, path) in [("GET", "/api/calls"), ("GET", "/api/health"), ("POST", "/api/calls/dial")] {
+        let (status, err) = http(&cap4.api, method, path, Some(r#"{"phone_number":"+79123456789"}"#), &[("Host", "evil.example:8000")]);
+        assert_eq!((status, err["error"]["code"].as_str()), (403, Some("host_not_allowed")), "{method} {path}");
+    }
+    let port = cap4.api.rsplit(':').next().unwrap_or_default().to_string();
+    for host in [cap4.api.clone(), format!("localhost:{port}"), format!("[::1]:{port}")] {
+        let (status, _) = http(&cap4.api, "GET", "/api/calls", None, &[("Host", &host)]);
+        assert_eq!(status, 200, "{host}");
+    }
+    // A cross-site form or fetch without a preflight: text/plain, a form, nothing.
+    for content_type in ["text/plain", "application/x-www-form-urlencoded", ""] {
+        let headers: Vec<(&str, &str)> = if content_type.is_empty() { vec![] } else { vec![("Content-Type", content_type)] };
+        let (status, _) = http_raw(&cap4.api, "POST", "/api/calls/dial", Some(br#"{"phone_number":"+79123456789"}"#), &headers);
+        let (hangup, _) = http_raw(&cap4.api, "POST", "/api/calls/x/hangup", None, &headers);
+        if content_type.is_empty() {
+            // The helper adds the JSON type when none is given: send it bare.
+            let bare = raw_request(
+                &cap4.api,
+                "POST /api/calls/dial HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            assert!(bare.starts_with("HTTP/1.1 415"), "{bare}");
+            continue;
+        }
+        assert_eq!((status, hangup), (415, 415), "{content_type}");
+    }
+    let (_, calls) = cap4.http("GET", "/api/calls", None);
+    assert_eq!(calls, serde_json::json!([]), "no call was placed");
+}
+
+/// Sends `request` as is; the whole answer.
+fn raw_request(addr: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn stalled_connections_are_cut_and_the_api_keeps_answering() {
+    use std::io::{Read, Write};
+    let (_dir, cap4) = lonely("api-stall");
+    let before = cap4.open_fds();
+    // Half a request line each, then nothing.
+    let mut stalled: Vec<std::net::TcpStream> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect(&cap4.api).ok())
+        .map(|mut s| {
+            let _ = s.write_all(b"GET /api/hea");
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let during = cap4.open_fds();
+    assert!(during <= before + 64 + 4, "the daemon holds {during} fds (was {before}): the connection limit does not hold");
+    // Within the header timeout (5 s) and a margin, the server has closed every one.
+    let started = std::time::Instant::now();
+    for s in &mut stalled {
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("a stalled connection was not closed by the server: {other:?}"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(9), "stalled connections lived {:?}", started.elapsed());
+    let health = cap4.health();
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+    assert!(cap4.open_fds() <= before + 2, "fds after the flood: {} (before {before})", cap4.open_fds());
+}

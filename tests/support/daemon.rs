@@ -96,6 +96,16 @@ impl Daemon {
         assert!(up, "cap4 API never came up; log:\n{}", self.log());
     }
 
+    /// The daemon's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// File descriptors the daemon holds open now.
+    pub fn open_fds(&self) -> usize {
+        self.pid().and_then(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok()).map_or(0, |d| d.count())
+    }
+
     /// SIGKILLs the daemon (a crash or power cut, as far as it can tell).
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -225,11 +235,13 @@ pub fn http_raw(addr: &str, method: &str, path: &str, body: Option<&[u8]>, heade
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
     let body = body.unwrap_or_default();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    if !body.is_empty() {
+    let host = headers.iter().find(|(name, _)| name.eq_ignore_ascii_case("host")).map_or(addr, |(_, v)| *v);
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let typed = headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+    if method == "POST" && !typed {
         request.push_str("Content-Type: application/json\r\n");
     }
-    for (name, value) in headers {
+    for (name, value) in headers.iter().filter(|(name, _)| !name.eq_ignore_ascii_case("host")) {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");

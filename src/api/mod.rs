@@ -3,8 +3,15 @@
 //! `GET /api/calls`) and add `GET /api/health`.
 //!
 //! Promises: every error is JSON `{"error": {"code", "message"}}`; bodies are
-//! capped at [`MAX_BODY`]; with a token configured, every path but `/api/health`
-//! needs `Authorization: Bearer <token>`; handlers only talk to the controller.
+//! capped at [`MAX_BODY`]; a `Host` that is not `localhost` or an IP literal
+//! gets 403 and a POST that is not `application/json` gets 415 (`guard.rs`:
+//! a web page in a browser on the box's LAN can neither read nor dial); with
+//! a token configured, every path but `/api/health` needs `Authorization:
+//! Bearer <token>`; handlers only talk to the controller. `server.rs` serves
+//! it with a connection limit and timeouts.
+
+pub mod guard;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -67,8 +74,22 @@ pub fn router(controller: mpsc::Sender<ApiRequest>, token: Option<Secret>, bares
             ApiError(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this path".into())
         })
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn(screen))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// The browser-facing checks of `guard.rs`, before the token and any handler.
+async fn screen(headers: HeaderMap, req: Request, next: Next) -> Response {
+    if !guard::host_allowed(&headers) {
+        let message = "Host must be localhost or an IP address (other names could be DNS-rebound to this box)";
+        return ApiError(StatusCode::FORBIDDEN, "host_not_allowed", message.into()).into_response();
+    }
+    if !guard::json_post(req.method(), &headers) {
+        let message = "POST needs Content-Type: application/json";
+        return ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message.into()).into_response();
+    }
+    next.run(req).await
 }
 
 async fn authorize(State(state): State<ApiState>, headers: HeaderMap, req: Request, next: Next) -> Response {
