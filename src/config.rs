@@ -20,6 +20,8 @@ use crate::section::SectionError;
 pub const API_TOKEN_ENV: &str = "CAP4_API_TOKEN";
 /// Name of the systemd credential (`LoadCredential=cap4-api-token:...`).
 pub const API_TOKEN_CREDENTIAL: &str = "cap4-api-token";
+/// The shortest API token accepted.
+pub const MIN_TOKEN_CHARS: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -235,7 +237,14 @@ impl Config {
         let max = v.ranged("call.max_duration_s", raw.call.max_duration_s.as_ref(), 900, 1..=86_400)?;
         let grace = v.ranged("call.baresip_grace_s", raw.call.baresip_grace_s.as_ref(), 10, 1..=600)?;
 
-        let token = env.var(API_TOKEN_ENV).or_else(|| env.credential(API_TOKEN_CREDENTIAL)).map(Secret::new);
+        let token = Secret::from_environment(env, API_TOKEN_ENV, API_TOKEN_CREDENTIAL);
+        if token.as_ref().is_some_and(|t| t.expose().chars().count() < MIN_TOKEN_CHARS) {
+            let message = format!(
+                "the API token must be at least {MIN_TOKEN_CHARS} characters (one that short can be guessed): \
+                 make one with `openssl rand -hex 16`"
+            );
+            return Err(v.env_error(&format!("{API_TOKEN_ENV} / credential {API_TOKEN_CREDENTIAL}"), message));
+        }
         let listen = match (env.var("APP_HOST"), env.var("APP_PORT")) {
             (None, None) => v.addr("api.listen", raw.api.listen.as_ref(), "127.0.0.1:8000")?,
             (host, port) => {
@@ -530,9 +539,17 @@ mod tests {
         assert_eq!((key.as_str(), line), ("api.token", Some(2)));
         assert!(message.contains("secrets never go in this file"), "{message}");
         assert!(!message.contains("hunter2"));
-        let env = FakeEnv(HashMap::from([("CAP4_API_TOKEN", "hunter2")]));
+        let short = FakeEnv(HashMap::from([("CAP4_API_TOKEN", "hunter2")]));
+        match Config::parse(Path::new("cap4.toml"), "", &short) {
+            Err(ConfigError::Invalid { key, message, .. }) => {
+                assert!(key.contains("CAP4_API_TOKEN") && message.contains("at least 16"), "{key}: {message}");
+                assert!(!message.contains("hunter2"));
+            }
+            other => panic!("a 7-character token was accepted: {other:?}"),
+        }
+        let env = FakeEnv(HashMap::from([("CAP4_API_TOKEN", "hunter2-hunter2-hunter2")]));
         let config = Config::parse(Path::new("c"), "", &env).unwrap();
-        assert_eq!(config.api.token.as_ref().map(Secret::expose), Some("hunter2"));
+        assert_eq!(config.api.token.as_ref().map(Secret::expose), Some("hunter2-hunter2-hunter2"));
         assert!(!format!("{config:?}").contains("hunter2"));
     }
 
@@ -540,7 +557,7 @@ mod tests {
     fn public_listen_needs_a_token() {
         let (key, line, _) = invalid("[api]\nlisten = \"0.0.0.0:8000\"\n");
         assert_eq!((key.as_str(), line), ("api.listen", Some(2)));
-        let env = FakeEnv(HashMap::from([("cred:cap4-api-token", "s3cret")]));
+        let env = FakeEnv(HashMap::from([("cred:cap4-api-token", "s3cret-s3cret-s3cret")]));
         assert!(Config::parse(Path::new("c"), "[api]\nlisten = \"0.0.0.0:8000\"\n", &env).is_ok());
     }
 

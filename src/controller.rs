@@ -276,7 +276,11 @@ impl Controller {
             DialRefusal::Machine(err)
         })?;
         let span = info_span!("call", call_id = %record.id);
-        span.in_scope(|| info!(phone_number = %number, %origin, "dialling"));
+        // The number is personal data: the record has it, the journal at INFO not.
+        span.in_scope(|| {
+            info!(%origin, "dialling");
+            debug!(phone_number = %number, "dialling this number");
+        });
         if let Err(err) = self.store.put(&record) {
             span.in_scope(|| error!(%err, "call record not saved; not dialling"));
             let not_sent = Input::CommandDone { tag: CommandTag::Dial, result: Err(CommandError::NotSent) };

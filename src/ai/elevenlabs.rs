@@ -464,15 +464,20 @@ impl Reader {
                 self.emit(AiEvent::Interruption { event_id });
             }
             ServerMsg::UserTranscript { text } => {
-                info!(text = %text, "caller said");
+                // What people say stays out of the journal at INFO (anyone in
+                // `adm` reads it); the call record keeps the transcript.
+                info!(chars = text.chars().count(), "caller spoke");
+                debug!(text = %text, "caller said");
                 self.emit(AiEvent::UserTranscript { text });
             }
             ServerMsg::AgentResponse { text } => {
-                info!(text = %text, "agent says");
+                info!(chars = text.chars().count(), "agent speaks");
+                debug!(text = %text, "agent says");
                 self.emit(AiEvent::AgentResponse { text });
             }
             ServerMsg::AgentResponseCorrection { original, corrected } => {
-                info!(text = %corrected, "agent was cut off after");
+                info!("agent was cut off");
+                debug!(text = %corrected, "agent was cut off after");
                 self.emit(AiEvent::AgentResponseCorrection { original, corrected });
             }
             ServerMsg::ClientToolCall { tool_name, tool_call_id, parameters } => {

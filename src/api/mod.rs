@@ -105,8 +105,31 @@ async fn authorize(State(state): State<ApiState>, headers: HeaderMap, req: Reque
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// `given == secret` in a time that depends on `given`'s length only: every
+/// byte of `given` is compared (with `secret` repeated under it), so neither
+/// the place of the first difference nor `secret`'s length shows.
+fn constant_time_eq(given: &[u8], secret: &[u8]) -> bool {
+    if secret.is_empty() {
+        return false;
+    }
+    let differ = given.iter().enumerate().fold(0u8, |acc, (i, g)| acc | (g ^ secret[i % secret.len()]));
+    (differ == 0) & (given.len() == secret.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn only_the_same_token_matches() {
+        let secret = b"0123456789abcdef";
+        assert!(constant_time_eq(secret, secret));
+        assert!(!constant_time_eq(b"0123456789abcdeX", secret));
+        assert!(!constant_time_eq(b"0123456789abcdef0123456789abcdef", secret), "the secret twice");
+        assert!(!constant_time_eq(b"0123", secret));
+        assert!(!constant_time_eq(b"", secret));
+        assert!(!constant_time_eq(b"", b""), "no token configured matches nothing");
+    }
 }
 
 async fn ask<T>(state: &ApiState, make: impl FnOnce(oneshot::Sender<T>) -> ApiRequest) -> Result<T, ApiError> {

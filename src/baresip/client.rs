@@ -204,6 +204,10 @@ struct Session<'a> {
     linked: Option<Instant>,
 }
 
+/// Events held back while a resync runs (a call makes a handful): more, and
+/// the peer is not a Baresip to trust; the link is dropped and made again.
+const MAX_HELD_EVENTS: usize = 256;
+
 impl Session<'_> {
     async fn run(&mut self, requests: &mut mpsc::UnboundedReceiver<Request>) -> SessionEnd {
         let mut decoder = Decoder::new(self.config.max_frame);
@@ -300,6 +304,10 @@ impl Session<'_> {
                         "<- Baresip"
                     );
                     match held {
+                        Some(events) if events.len() >= MAX_HELD_EVENTS => {
+                            // No resync sees that many: a peer flooding us. Start over.
+                            return Err(SessionEnd::Lost(format!("more than {MAX_HELD_EVENTS} events during the resync")));
+                        }
                         Some(events) => events.push(event),
                         None => self.report(Report::Event(event)).await?,
                     }

@@ -224,11 +224,19 @@ pub struct ListedCall {
 
 /// Parses `listcalls` output (`--- Active calls (N) ---` then `> [line 1]  0:00:01  STATE  URI`).
 /// Returns `None` if the text does not look like a call list at all.
+/// More calls than a box could hold (it places one at a time): a `listcalls`
+/// count above this is refused as unreadable.
+pub const MAX_LISTED_CALLS: usize = 64;
+
 pub fn parse_listcalls(data: &str) -> Option<Vec<ListedCall>> {
     let header = data.lines().find(|l| l.contains("Active calls ("))?;
     let start = header.find('(')? + 1;
     let end = header[start..].find(')')? + start;
     let count: usize = header[start..end].trim().parse().ok()?;
+    if count > MAX_LISTED_CALLS {
+        // Not a count Baresip would send: unreadable, not an allocation.
+        return None;
+    }
     let calls: Vec<ListedCall> = data
         .lines()
         .filter_map(|line| {
@@ -336,6 +344,15 @@ mod tests {
         assert_eq!(call_id_from_dial_data(""), None);
         assert_eq!(call_id_from_dial_data("call id: 5b3f0e2a"), Some("5b3f0e2a".into()));
         assert_eq!(call_id_from_dial_data("call uri: sip:a@b\ncall id: abc-1\n"), Some("abc-1".into()));
+    }
+
+    #[test]
+    fn a_listcalls_count_no_baresip_sends_is_unreadable_not_a_panic() {
+        for count in ["18446744073709551615", "100000000", "65"] {
+            assert_eq!(parse_listcalls(&format!("\n--- Active calls ({count}) ---\n\n")), None, "{count}");
+        }
+        assert_eq!(parse_listcalls("\n--- Active calls (99999999999999999999999) ---\n"), None, "does not even parse");
+        assert_eq!(parse_listcalls("--- Active calls (2) ---\n").map(|c| c.len()), Some(2));
     }
 
     #[test]

@@ -65,17 +65,17 @@ fn refusals_are_json_with_the_right_status() {
 fn the_token_guards_everything_but_health() {
     let dir = TempDir::new("api-token");
     let mut cfg = DaemonConfig::new(free_port(), "sip:{number}@127.0.0.1:5999".into());
-    cfg.token = Some("s3cret-token-77".into());
+    cfg.token = Some("s3cret-token-7788".into());
     let cap4 = Daemon::start(dir.path(), &cfg);
     let (status, err) = http(&cap4.api, "GET", "/api/calls", None, &[]);
     assert_eq!((status, err["error"]["code"].as_str()), (401, Some("unauthorized")));
     let (status, _) = http(&cap4.api, "GET", "/api/calls", None, &[("Authorization", "Bearer wrong")]);
     assert_eq!(status, 401);
-    let (status, _) = http(&cap4.api, "GET", "/api/calls", None, &[("Authorization", "Bearer s3cret-token-77")]);
+    let (status, _) = http(&cap4.api, "GET", "/api/calls", None, &[("Authorization", "Bearer s3cret-token-7788")]);
     assert_eq!(status, 200);
     let (status, _) = http(&cap4.api, "GET", "/api/health", None, &[]);
     assert_eq!(status, 200);
-    assert!(!cap4.log().contains("s3cret-token-77"));
+    assert!(!cap4.log().contains("s3cret-token-7788"));
 }
 
 fn cap4(args: &[&str]) -> (i32, String, String) {

@@ -7,7 +7,9 @@
 //!   no I/O;
 //! - only `baresip/client.rs` opens a TCP connection of the daemon's own
 //!   (the agent's WebSocket and `http_client.rs` are the two others);
-//! - every module opens with a doc comment saying what it owns.
+//! - every module opens with a doc comment saying what it owns;
+//! - no log line above DEBUG carries what people said or the numbers they
+//!   dialled (journald keeps INFO for anyone in `adm`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -186,4 +188,57 @@ fn every_module_opens_with_a_doc_comment() {
         }
     }
     assert!(missing.is_empty(), "modules without a `//!` doc comment saying what they own:\n{}", missing.join("\n"));
+}
+
+#[test]
+fn personal_data_is_logged_at_debug_only() {
+    let personal = ["text =", "%text", "phone_number", "number =", "%number", "transcript"];
+    let mut found = Vec::new();
+    for file in rust_files(&src()) {
+        let rel = file.strip_prefix(src()).unwrap().display().to_string();
+        let text = fs::read_to_string(&file).expect("read source");
+        let code = code_lines(&text);
+        // A log macro call can span lines: look from `info!(` to its `);`.
+        let mut open: Option<(usize, String)> = None;
+        for (n, line) in code {
+            if open.is_none() && ["info!(", "warn!(", "error!("].iter().any(|m| line.contains(m)) {
+                open = Some((n, String::new()));
+            }
+            if let Some((start, buf)) = open.as_mut() {
+                buf.push_str(line);
+                if line.contains(");") {
+                    // Fields, not the message: a message may name a config key.
+                    let fields = without_strings(buf);
+                    if let Some(field) = personal.iter().find(|p| fields.contains(*p)) {
+                        found.push(format!("src/{rel}:{start}: {field}"));
+                    }
+                    open = None;
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "personal data in a log line above DEBUG:\n{}", found.join("\n"));
+}
+
+/// `code` with every string literal emptied.
+fn without_strings(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in code.chars() {
+        match (in_string, c) {
+            (true, '\\') if !escaped => escaped = true,
+            (true, '"') if !escaped => {
+                in_string = false;
+                out.push('"');
+            }
+            (true, _) => escaped = false,
+            (false, '"') => {
+                in_string = true;
+                out.push('"');
+            }
+            (false, _) => out.push(c),
+        }
+    }
+    out
 }
