@@ -448,19 +448,27 @@ fn parse_error(path: &Path, text: &str, err: &toml::de::Error) -> ConfigError {
 fn key_on_line(text: &str, line: usize) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let this = lines.get(line.checked_sub(1)?)?.trim();
-    if let Some(section) = this.strip_prefix('[') {
-        return Some(section.trim_end_matches(']').trim().to_string());
+    if let Some(section) = table_header(this) {
+        return Some(section);
     }
     let key = this.split('=').next()?.trim().trim_matches('"').to_string();
     if key.is_empty() {
         return None;
     }
-    let section =
-        lines[..line - 1].iter().rev().find_map(|l| l.trim().strip_prefix('[').map(|s| s.trim_end_matches(']').trim().to_string()));
+    let section = lines[..line - 1].iter().rev().find_map(|l| table_header(l.trim()));
     Some(match section {
         Some(section) => format!("{section}.{key}"),
         None => key,
     })
+}
+
+/// The table a `[name]` or `[[name]]` line opens (a comment after it aside),
+/// as written.
+fn table_header(line: &str) -> Option<String> {
+    let inner = line.strip_prefix("[[").or_else(|| line.strip_prefix('['))?;
+    // An unclosed header (`[baresip`) still names its table.
+    let end = inner.find(']').unwrap_or(inner.len());
+    Some(inner[..end].trim().to_string())
 }
 
 #[cfg(test)]
@@ -551,6 +559,14 @@ mod tests {
         let config = Config::parse(Path::new("c"), "", &env).unwrap();
         assert_eq!(config.api.token.as_ref().map(Secret::expose), Some("hunter2-hunter2-hunter2"));
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn keys_of_arrays_of_tables_are_named_as_written() {
+        let (key, line, _) = invalid("[call]\nring_timeout_s = 30\n\n[[plan]] # later\nname = \"help\"\n");
+        assert_eq!((key.as_str(), line), ("plan", Some(4)));
+        assert_eq!(key_on_line("[[plan]]\nname = \"x\"\n", 2).as_deref(), Some("plan.name"));
+        assert_eq!(key_on_line("[ai.overrides] # x\nfirst_message = 1\n", 2).as_deref(), Some("ai.overrides.first_message"));
     }
 
     #[test]

@@ -295,6 +295,10 @@ impl AiConfig {
         if url.query().is_some() {
             return Err(err("base_url", "must not carry a query"));
         }
+        if url.scheme_str() == Some("http") && !is_loopback_url(&self.base_url) {
+            // The API key (and the conversation) would cross the network in clear.
+            return Err(err("base_url", "http:// is for an agent or proxy on this machine (127.0.0.1, ::1, localhost); use https://"));
+        }
         if !(10..=250).contains(&self.chunk_ms) {
             return Err(err("chunk_ms", "must be 10 to 250"));
         }
@@ -332,6 +336,15 @@ impl AiConfig {
     pub fn chunk_samples(&self) -> usize {
         (self.input_format.rate() as usize * self.chunk_ms as usize) / 1000
     }
+}
+
+/// Whether `url`'s host is this machine (a test agent, a local proxy): the
+/// only place a plaintext `http://` or `ws://` URL may point.
+pub fn is_loopback_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else { return false };
+    let Some(host) = uri.host() else { return false };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The ElevenLabs API key: `$ELEVENLABS_API_KEY`, else the
@@ -402,6 +415,13 @@ mod tests {
             .key,
             "agent_id"
         );
+        assert_eq!(bad(&|c| c.base_url = "http://agent.example".into()).key, "base_url", "the key in clear over the network");
+        assert_eq!(bad(&|c| c.base_url = "http://192.168.1.9:8080".into()).key, "base_url");
+        for local in ["http://127.0.0.1:9", "http://localhost:8080/proxy", "http://[::1]:80", "https://agent.example"] {
+            let mut c = AiConfig { provider: ProviderKind::Elevenlabs, agent_id: Some("a".into()), ..AiConfig::default() };
+            c.base_url = local.into();
+            assert!(c.validate().is_ok(), "{local}");
+        }
         assert_eq!(bad(&|c| c.base_url = "ftp://x".into()).key, "base_url");
         assert_eq!(bad(&|c| c.chunk_ms = 5).key, "chunk_ms");
         assert_eq!(

@@ -41,8 +41,10 @@ use crate::section::SectionError;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Largest frame accepted from the agent (the Python SDK's limit).
-const MAX_MESSAGE: usize = 16 << 20;
+/// Largest frame accepted from the agent. Its largest real message is an
+/// audio chunk: 250 ms of 48 kHz PCM, base64, about 32 KB. The Python SDK
+/// takes 16 MiB; a Pi should not buffer that for a peer that misbehaves.
+pub const MAX_MESSAGE: usize = 1 << 20;
 /// Largest signed-URL response body.
 const MAX_HTTP_BODY: usize = 64 << 10;
 
@@ -123,6 +125,14 @@ impl ElevenLabs {
         let url = v.get("signed_url").and_then(|u| u.as_str()).unwrap_or_default();
         if !(url.starts_with("wss://") || url.starts_with("ws://")) {
             return Err(StartError::SignedUrl { status: Some(status), detail: "no ws(s):// signed_url in the answer".into() });
+        }
+        // The signed URL is a credential for the conversation: never in clear
+        // over the network (a local test agent or proxy on loopback aside).
+        if url.starts_with("ws://") && !crate::ai::config::is_loopback_url(url) {
+            return Err(StartError::SignedUrl {
+                status: Some(status),
+                detail: "the signed_url is ws:// (not encrypted) to a remote host; refused".into(),
+            });
         }
         Ok(url.to_string())
     }

@@ -3,24 +3,39 @@
 //! carry over), flushed at once on an interruption.
 //!
 //! Promises: after `interrupt(K)` nothing queued before it comes out, and
-//! chunks of turns `<= K` pushed later are refused; nothing else is ever
-//! dropped or reordered. No I/O, no clock; the caller paces it.
+//! chunks of turns `<= K` pushed later are refused; it never holds more than
+//! its limit (a chunk that would pass it is refused, and counted); nothing
+//! else is ever dropped or reordered. No I/O, no clock; the caller paces it.
 
 use std::collections::VecDeque;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Playout {
     queue: VecDeque<(u64, Vec<i16>)>,
     /// Read position in the front chunk.
     offset: usize,
     queued: usize,
+    /// Most samples held at once.
+    limit: usize,
     interrupted_upto: Option<u64>,
     refused: u64,
+    overflowed: u64,
+}
+
+impl Default for Playout {
+    fn default() -> Self {
+        Playout::bounded(usize::MAX)
+    }
 }
 
 impl Playout {
     pub fn new() -> Playout {
         Playout::default()
+    }
+
+    /// A queue that holds at most `limit` samples.
+    pub fn bounded(limit: usize) -> Playout {
+        Playout { queue: VecDeque::new(), offset: 0, queued: 0, limit, interrupted_upto: None, refused: 0, overflowed: 0 }
     }
 
     /// Whether audio of turn `event_id` is still taken (its turn was not interrupted).
@@ -32,6 +47,11 @@ impl Playout {
     pub fn push(&mut self, event_id: u64, samples: Vec<i16>) -> bool {
         if !self.accepts(event_id) {
             self.refused += samples.len() as u64;
+            return false;
+        }
+        if self.queued.saturating_add(samples.len()) > self.limit {
+            // An agent sending far ahead of what can be played: not held.
+            self.overflowed += samples.len() as u64;
             return false;
         }
         if !samples.is_empty() {
@@ -82,11 +102,31 @@ impl Playout {
     pub fn refused_samples(&self) -> u64 {
         self.refused
     }
+
+    /// Samples refused because the queue was at its limit.
+    pub fn overflowed_samples(&self) -> u64 {
+        self.overflowed
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn it_never_holds_more_than_its_limit() {
+        let mut p = Playout::bounded(5);
+        assert!(p.push(1, vec![1, 2, 3]));
+        assert!(!p.push(1, vec![4, 5, 6]), "past the limit: refused whole");
+        assert!(p.push(1, vec![4, 5]));
+        assert_eq!((p.queued_samples(), p.overflowed_samples()), (5, 3));
+        let mut out = [0; 2];
+        p.pop(&mut out);
+        assert!(p.push(2, vec![6, 7]), "room again once played");
+        let mut rest = [0; 5];
+        assert_eq!(p.pop(&mut rest), 5);
+        assert_eq!(rest, [3, 4, 5, 6, 7]);
+    }
 
     #[test]
     fn frames_cross_chunk_boundaries_in_order() {

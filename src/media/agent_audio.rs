@@ -19,6 +19,11 @@ use super::played_out::PlayedOut;
 /// Longest wait for the agent's farewell to play out before hanging up.
 pub const FAREWELL_LIMIT_MS: u64 = 30_000;
 
+/// Most agent audio held ahead of playback: a turn sent far faster than it
+/// can play stops being taken in past this (memory on a Pi, not a limit a
+/// real turn reaches).
+const MAX_QUEUED_S: usize = 120;
+
 /// Most agent samples moved to the engine in one [`MediaEffect::Play`].
 const PLAY_CHUNK: usize = 1_600;
 
@@ -81,7 +86,7 @@ impl AgentAudio {
         Ok(AgentAudio {
             to_agent,
             to_device,
-            playout: Playout::new(),
+            playout: Playout::bounded(rate as usize * MAX_QUEUED_S),
             last_event_id: None,
             ended: false,
             farewell: None,

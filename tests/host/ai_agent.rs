@@ -315,3 +315,24 @@ async fn the_echo_provider_greets_and_plays_the_caller_back_through_the_same_han
     assert_eq!(audio(&events), [(1, 6400), (2, 9600)], "greeting tone, then the caller's 600 ms");
     s.end().await;
 }
+
+#[tokio::test]
+async fn a_plaintext_signed_url_to_another_host_is_not_followed() {
+    let fake = FakeAgent::start(FakeConfig { signed_url_host: Some("agent.example:80".into()), ..FakeConfig::default() }).await;
+    let mut cfg = config(&fake);
+    cfg.signed_url = true;
+    let p = ElevenLabs::new(cfg, Some(cap4::environment::Secret::new("sk_test_key")), ClientTools::new()).unwrap();
+    let err = p.start(CallContext::new("c", "1")).await.unwrap_err();
+    assert!(matches!(&err, StartError::SignedUrl { detail, .. } if detail.contains("not encrypted")), "{err}");
+    assert_eq!(fake.recorded().connections, 0, "nothing connected to the agent server");
+}
+
+#[tokio::test]
+async fn an_oversized_agent_frame_ends_the_conversation_instead_of_filling_memory() {
+    let huge = format!(r#"{{"type":"agent_response","agent_response_event":{{"agent_response":"{}"}}}}"#, "x".repeat(2 << 20));
+    let fake = FakeAgent::start(FakeConfig { script: vec![Step::Raw(huge)], ..FakeConfig::default() }).await;
+    let mut s = provider(config(&fake)).start(CallContext::new("c", "1")).await.expect("starts");
+    let events = drive(&mut s, &[], Duration::from_millis(1500)).await;
+    assert!(ended(&events).is_some(), "a 2 MiB frame must end the session: {events:?}");
+    assert!(!events.iter().any(|(_, e)| matches!(e, AiEvent::AgentResponse { .. })), "it was not taken in");
+}

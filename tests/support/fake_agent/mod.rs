@@ -111,6 +111,9 @@ pub struct FakeConfig {
     /// leaves partial blocks in the client's resampler).
     pub chunk_ms: u32,
     pub script: Vec<Step>,
+    /// The host (and port) the signed URL names instead of this server's
+    /// (a `ws://` URL to somewhere else, which the client must refuse).
+    pub signed_url_host: Option<String>,
 }
 
 impl Default for FakeConfig {
@@ -129,6 +132,7 @@ impl Default for FakeConfig {
             receive_timeout: None,
             chunk_ms: 100,
             script: Vec::new(),
+            signed_url_host: None,
         }
     }
 }
@@ -281,7 +285,10 @@ async fn serve(mut tcp: TcpStream, addr: SocketAddr, cfg: Arc<Mutex<FakeConfig>>
             (_, None) => ("422 Unprocessable Entity", json!({"detail": [{"loc": ["query", "agent_id"], "msg": "field required"}]})),
             (_, Some(agent)) => (
                 "200 OK",
-                json!({"signed_url": format!("ws://{addr}/v1/convai/conversation?agent_id={agent}&conversation_signature=cvtkn_{n}")}),
+                json!({"signed_url": format!(
+                    "ws://{}/v1/convai/conversation?agent_id={agent}&conversation_signature=cvtkn_{n}",
+                    c.signed_url_host.clone().unwrap_or_else(|| addr.to_string())
+                )}),
             ),
         };
         let body = body.to_string();
