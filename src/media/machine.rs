@@ -17,7 +17,10 @@
 //!   been heard (or its limit passed, or the audio stopped);
 //! - the voicemail message plays only once the greeting is over, and is
 //!   reported left only once it has been heard whole;
-//! - [`MediaEffect::Play`] never hands the engine more than its ring holds.
+//! - [`MediaEffect::Play`] never hands the engine more than its ring holds;
+//! - a verdict comes within [`VERDICT_GRACE_MS`] past the classifier's own
+//!   limit of wall time from the answer, even if the audio stalls (a stuck
+//!   device delivers no frames, and the classifier counts frames).
 
 use std::sync::Arc;
 
@@ -29,6 +32,10 @@ use crate::voicemail::VoicemailConfig;
 
 use super::agent_audio::AgentAudio;
 use super::voicemail_drop::VoicemailDrop;
+
+/// Wall time past `[amd] max_decision_ms` after which a classifier still
+/// without a verdict is made to give one (an `unknown`).
+pub const VERDICT_GRACE_MS: u64 = 2_000;
 
 /// The engine's playback side, read by the driver just before an input.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -155,6 +162,8 @@ pub struct MediaMachine {
     ai_requested_at_ms: Option<u64>,
     agent: Option<AgentAudio>,
     figures: AiFigures,
+    /// When classification must be over, by the clock (set once it runs).
+    verdict_due_ms: Option<u64>,
 }
 
 /// What the session leaves for the call record.
@@ -181,6 +190,7 @@ impl MediaMachine {
             ai_requested_at_ms: None,
             agent: None,
             figures: AiFigures::default(),
+            verdict_due_ms: None,
         }
     }
 
@@ -191,19 +201,26 @@ impl MediaMachine {
 
     /// When to send [`MediaInput::Tick`] (milliseconds of [`Now::mono_ms`]).
     pub fn next_deadline(&self) -> Option<u64> {
-        self.agent.as_ref().and_then(AgentAudio::deadline_ms)
+        let verdict = self.verdict_due_ms.filter(|_| self.amd.is_some());
+        [self.agent.as_ref().and_then(AgentAudio::deadline_ms), verdict].into_iter().flatten().min()
     }
 
     pub fn handle(&mut self, input: MediaInput<'_>, now: Now) -> Vec<MediaEffect> {
         let mut out = Vec::new();
         let now_ms = now.mono_ms;
         match input {
-            MediaInput::EngineStarted { rate } => self.on_engine_started(rate, &mut out),
+            MediaInput::EngineStarted { rate } => {
+                self.on_engine_started(rate, &mut out);
+                self.arm_verdict_deadline(now_ms);
+            }
             MediaInput::EngineUnavailable => {
                 self.engine = Engine::Gone;
                 self.finish_classification(&mut out);
             }
-            MediaInput::Answered => self.on_answered(&mut out),
+            MediaInput::Answered => {
+                self.on_answered(&mut out);
+                self.arm_verdict_deadline(now_ms);
+            }
             MediaInput::Frame { samples, mut playback } => self.on_frame(samples, &mut playback, now_ms, &mut out),
             MediaInput::EngineStopped { reason } => self.on_engine_stopped(&reason, &mut out),
             MediaInput::StartAi => self.on_start_ai(now_ms, &mut out),
@@ -219,6 +236,11 @@ impl MediaMachine {
                 if let Some(agent) = self.agent.as_mut() {
                     agent.farewell_done(&playback, now_ms, &mut out);
                 }
+                if self.verdict_due_ms.is_some_and(|due| now_ms >= due) {
+                    // No frames (a stalled device): the classifier cannot
+                    // decide by itself, so it decides now.
+                    self.finish_classification(&mut out);
+                }
             }
             MediaInput::Stop => self.finish_classification(&mut out),
         }
@@ -230,6 +252,13 @@ impl MediaMachine {
         let ai = self.ai_requested_at_ms.map(|_| AiFigures { dropped_chunks, ..self.figures.clone() });
         let early_media = self.early_report.take().or_else(|| self.early.take().map(|e| e.report()));
         MediaSummary { ai, early_media }
+    }
+
+    /// Classification runs from now on (or already did): it is due by the clock.
+    fn arm_verdict_deadline(&mut self, now_ms: u64) {
+        if let (Some(cfg), Some(_), None) = (&self.setup.amd, &self.amd, self.verdict_due_ms) {
+            self.verdict_due_ms = Some(now_ms + u64::from(cfg.max_decision_ms) + VERDICT_GRACE_MS);
+        }
     }
 
     fn on_engine_started(&mut self, rate: u32, out: &mut Vec<MediaEffect>) {
@@ -486,6 +515,26 @@ mod tests {
         let mut m = running(MediaSetup { amd: None, ..setup(true) });
         assert!(verdicts(&feed(&mut m, &clip("clip_0001.flac"), 0, Playback::default())).is_empty());
         assert!(verdicts(&m.handle(MediaInput::Stop, at(9_000))).is_empty());
+    }
+
+    #[test]
+    fn a_stalled_device_still_gets_its_verdict_by_the_clock() {
+        let mut m = running(setup(true));
+        let limit = u64::from(AmdConfig::default().max_decision_ms) + VERDICT_GRACE_MS;
+        assert_eq!(m.next_deadline(), Some(limit), "due from the engine's start");
+        // A second of frames, then none: the device stalled.
+        assert!(verdicts(&feed(&mut m, &tone(1_000, 0.0, 0.0), 0, Playback::default())).is_empty());
+        assert!(verdicts(&m.handle(MediaInput::Tick { playback: Playback::default() }, at(limit - 1))).is_empty());
+        let late = verdicts(&m.handle(MediaInput::Tick { playback: Playback::default() }, at(limit)));
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].kind, Kind::Unknown);
+        assert_eq!(m.next_deadline(), None, "decided: nothing more is due");
+        assert!(verdicts(&m.handle(MediaInput::Stop, at(limit + 10))).is_empty(), "once");
+        // In early media the clock starts at the answer.
+        let mut m = running(setup(false));
+        assert_eq!(m.next_deadline(), None);
+        m.handle(MediaInput::Answered, at(5_000));
+        assert_eq!(m.next_deadline(), Some(5_000 + limit));
     }
 
     #[test]
