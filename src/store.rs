@@ -15,7 +15,11 @@
 //!   second daemon on the same directory fails instead of compacting the journal
 //!   under the first one;
 //! * an append that fails half-way is cut back, so the next record starts on a
-//!   clean line.
+//!   clean line;
+//! * bounded: at most [`MAX_RECORDS`] calls are kept (the oldest ended ones go
+//!   first), and once the appended lines pass [`COMPACT_AFTER_BYTES`] beyond
+//!   the last compaction (a long call saves its transcript every 10 s), the
+//!   journal is compacted while running, the same way as at open.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,6 +31,10 @@ use crate::call::record::{CallRecord, Outcome, Status, TimelineEntry};
 use crate::clock::rfc3339;
 
 const JOURNAL: &str = "calls.jsonl";
+/// The most calls kept (years of a box's calls; a few MB of memory).
+pub const MAX_RECORDS: usize = 10_000;
+/// Appended bytes since the last compaction that trigger another one.
+pub const COMPACT_AFTER_BYTES: u64 = 8 << 20;
 const REJECTED: &str = "calls.rejected";
 const LOCK: &str = "calls.lock";
 
@@ -64,6 +72,19 @@ pub struct OpenReport {
     pub interrupted: Vec<String>,
 }
 
+/// How much the journal may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_records: usize,
+    pub compact_after_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_records: MAX_RECORDS, compact_after_bytes: COMPACT_AFTER_BYTES }
+    }
+}
+
 /// The `before` cursor of a list request names no call.
 #[derive(Debug, PartialEq, Eq)]
 pub struct UnknownCursor;
@@ -74,6 +95,9 @@ pub struct Store {
     file: File,
     /// Length of the journal up to its last complete line.
     good_len: u64,
+    /// Its length right after the last compaction.
+    compacted_len: u64,
+    limits: Limits,
     _lock: nix::fcntl::Flock<File>,
     records: Vec<CallRecord>,
     index: HashMap<String, usize>,
@@ -83,6 +107,11 @@ impl Store {
     /// Opens (creating if needed) the journal in `dir`. `now_unix_ms` stamps calls
     /// found interrupted.
     pub fn open(dir: &Path, now_unix_ms: i64) -> Result<(Self, OpenReport), StoreError> {
+        Self::open_with(dir, now_unix_ms, Limits::default())
+    }
+
+    /// [`Store::open`] with other limits (tests).
+    pub fn open_with(dir: &Path, now_unix_ms: i64, limits: Limits) -> Result<(Self, OpenReport), StoreError> {
         let io_err = |op: &'static str, path: &Path| {
             let path = path.to_path_buf();
             move |source| StoreError::Io { path, op, source }
@@ -130,6 +159,8 @@ impl Store {
             record.ended_at = Some(rfc3339(now_unix_ms));
             report.interrupted.push(record.id.clone());
         }
+        retain(&mut records, limits.max_records);
+        let index = records.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
         report.records = records.len();
 
         if !rejected.is_empty() {
@@ -138,24 +169,9 @@ impl Store {
             out.write_all(&rejected).map_err(io_err("write", &rejected_path))?;
             out.sync_all().map_err(io_err("sync", &rejected_path))?;
         }
-        // Compact: one line per call, written aside and renamed into place.
-        let tmp = dir.join(format!("{JOURNAL}.tmp"));
-        {
-            let mut out = File::create(&tmp).map_err(io_err("create", &tmp))?;
-            let mut buf = Vec::new();
-            for record in &records {
-                append_line(&mut buf, record);
-            }
-            out.write_all(&buf).map_err(io_err("write", &tmp))?;
-            out.sync_all().map_err(io_err("sync", &tmp))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        let file = OpenOptions::new().append(true).open(&path).map_err(io_err("open", &path))?;
+        let file = compact(&path, &records)?;
         let good_len = file.metadata().map_err(io_err("stat", &path))?.len();
-        Ok((Self { path, file, good_len, _lock: lock, records, index }, report))
+        Ok((Self { path, file, good_len, compacted_len: good_len, limits, _lock: lock, records, index }, report))
     }
 
     /// Records the current state of a call durably, then in memory.
@@ -176,7 +192,34 @@ impl Store {
                 self.records.push(record.clone());
             }
         }
+        let over = self.records.len() > self.limits.max_records;
+        if over || self.good_len - self.compacted_len > self.limits.compact_after_bytes {
+            // The record is on disk already; a compaction that fails leaves
+            // the journal as it was, and the next put tries again.
+            if let Err(err) = self.compact_now() {
+                tracing::warn!(%err, "call journal: compaction failed; the journal keeps growing until it succeeds");
+            }
+        }
         Ok(())
+    }
+
+    /// Drops the oldest ended calls past the limit and rewrites the journal.
+    fn compact_now(&mut self) -> Result<(), StoreError> {
+        let mut kept = self.records.clone();
+        retain(&mut kept, self.limits.max_records);
+        let file = compact(&self.path, &kept)?;
+        let len = file.metadata().map_err(|source| StoreError::Io { path: self.path.clone(), op: "stat", source })?.len();
+        self.index = kept.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
+        self.records = kept;
+        self.file = file;
+        self.good_len = len;
+        self.compacted_len = len;
+        Ok(())
+    }
+
+    /// Bytes in the journal now.
+    pub fn journal_bytes(&self) -> u64 {
+        self.good_len
     }
 
     pub fn get(&self, id: &str) -> Option<&CallRecord> {
@@ -199,6 +242,45 @@ impl Store {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
+}
+
+/// Keeps the newest `max` records (an active call is never dropped).
+fn retain(records: &mut Vec<CallRecord>, max: usize) {
+    let mut excess = records.len().saturating_sub(max);
+    if excess > 0 {
+        records.retain(|r| {
+            let drop = excess > 0 && !r.is_active();
+            excess -= usize::from(drop);
+            !drop
+        });
+    }
+}
+
+/// Writes one line per record aside, syncs it, renames it over `path`, syncs
+/// the directory; the journal, open for appending.
+fn compact(path: &Path, records: &[CallRecord]) -> Result<File, StoreError> {
+    let io_err = |op: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| StoreError::Io { path: p, op, source }
+    };
+    let tmp = path.with_extension("jsonl.tmp");
+    {
+        let mut out = File::create(&tmp).map_err(io_err("create", &tmp))?;
+        let mut buf = Vec::new();
+        for record in records {
+            append_line(&mut buf, record);
+        }
+        let written = out.write_all(&buf).and_then(|()| out.sync_all());
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io_err("write", &tmp)(e));
+        }
+    }
+    std::fs::rename(&tmp, path).map_err(io_err("rename", &tmp))?;
+    if let Some(dir) = path.parent().and_then(|d| File::open(d).ok()) {
+        let _ = dir.sync_all();
+    }
+    OpenOptions::new().append(true).open(path).map_err(io_err("open", path))
 }
 
 fn append_line(buf: &mut Vec<u8>, record: &CallRecord) {
@@ -264,6 +346,48 @@ mod tests {
         let lines = std::fs::read_to_string(dir.join(JOURNAL)).unwrap().lines().count();
         assert_eq!(lines, 2, "compacted to one line per call");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_the_newest_calls_are_kept_and_never_an_active_one() {
+        let dir = temp_dir("retain");
+        let limits = Limits { max_records: 3, compact_after_bytes: COMPACT_AFTER_BYTES };
+        let (mut store, _) = Store::open_with(&dir, 0, limits).unwrap();
+        store.put(&record("active", Status::Answered)).unwrap();
+        for i in 0..5 {
+            store.put(&record(&format!("c{i}"), Status::Ended)).unwrap();
+        }
+        let ids: Vec<String> = store.list(10, None).unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["c4", "c3", "active"], "the oldest ended calls went, the active call stayed");
+        drop(store);
+        let (store, report) = Store::open_with(&dir, 0, limits).unwrap();
+        assert_eq!(report.records, 3);
+        assert!(store.get("c2").is_none() && store.get("c4").is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_long_call_does_not_grow_the_journal_without_bound() {
+        let dir = temp_dir("compact");
+        let limits = Limits { max_records: MAX_RECORDS, compact_after_bytes: 16 << 10 };
+        let (mut store, _) = Store::open_with(&dir, 0, limits).unwrap();
+        let mut call = record("long", Status::Answered);
+        // A line more at every save, 600 saves: re-appended whole each time,
+        // that would be ~600 * 300 * 60 bytes (10 MB).
+        for i in 0..600 {
+            call.timeline.push(TimelineEntry { at_ms: i, event: "line".into(), detail: Some("x".repeat(40)) });
+            store.put(&call).unwrap();
+            if i > 0 && i % 100 == 0 {
+                // One compacted record (~60 bytes a line) plus at most the threshold and one save.
+                let bound = (16 << 10) + 2 * 60 * (i as u64 + 2) + 1_000;
+                assert!(store.journal_bytes() < bound, "{} bytes after {i} saves", store.journal_bytes());
+            }
+        }
+        drop(store);
+        let (store, _) = Store::open_with(&dir, 0, limits).unwrap();
+        // 1 (the dial) + 600, and the reopen's `cap4_restarted` (it was active).
+        assert_eq!(store.get("long").map(|r| r.timeline.len()), Some(602), "the newest state survived the compactions");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
