@@ -379,7 +379,7 @@ mod tests {
             store.put(&call).unwrap();
             if i > 0 && i % 100 == 0 {
                 // One compacted record (~60 bytes a line) plus at most the threshold and one save.
-                let bound = (16 << 10) + 2 * 60 * (i as u64 + 2) + 1_000;
+                let bound = (16 << 10) + 2 * 60 * (i + 2) + 1_000;
                 assert!(store.journal_bytes() < bound, "{} bytes after {i} saves", store.journal_bytes());
             }
         }
