@@ -57,6 +57,8 @@ pub struct Health {
     pub baresip_since: Option<String>,
     pub active_call: Option<String>,
     pub calls_recorded: usize,
+    /// Why the journal is behind memory (a full disk), if it is.
+    pub storage_error: Option<String>,
 }
 
 /// How long a graceful stop waits for an active call to be hung up.
@@ -412,6 +414,7 @@ impl Controller {
                     baresip_since: self.baresip_since.clone(),
                     active_call: self.machine.active().map(|r| r.id.clone()),
                     calls_recorded: self.store.len(),
+                    storage_error: self.store.unsynced().map(str::to_owned),
                 });
             }
         }

@@ -16,6 +16,10 @@
 //!   under the first one;
 //! * an append that fails half-way is cut back, so the next record starts on a
 //!   clean line;
+//! * a failed append (a full disk, a card gone read-only) loses nothing: the
+//!   record is kept in memory (the API shows it), the store reports itself
+//!   unsynced ([`Store::unsynced`]), and the first append that works again
+//!   rewrites the whole journal, so every state missed reaches the disk;
 //! * bounded: at most [`MAX_RECORDS`] calls are kept (the oldest ended ones go
 //!   first), and once the appended lines pass [`COMPACT_AFTER_BYTES`] beyond
 //!   the last compaction (a long call saves its transcript every 10 s), the
@@ -98,6 +102,8 @@ pub struct Store {
     /// Its length right after the last compaction.
     compacted_len: u64,
     limits: Limits,
+    /// Why the last append failed, while records are newer in memory than on disk.
+    unsynced: Option<String>,
     _lock: nix::fcntl::Flock<File>,
     records: Vec<CallRecord>,
     index: HashMap<String, usize>,
@@ -171,26 +177,34 @@ impl Store {
         }
         let file = compact(&path, &records)?;
         let good_len = file.metadata().map_err(io_err("stat", &path))?.len();
-        Ok((Self { path, file, good_len, compacted_len: good_len, limits, _lock: lock, records, index }, report))
+        Ok((Self { path, file, good_len, compacted_len: good_len, limits, unsynced: None, _lock: lock, records, index }, report))
     }
 
-    /// Records the current state of a call durably, then in memory.
+    /// Records the current state of a call durably, then in memory. On `Err`
+    /// the record is in memory only, until a later `put` succeeds.
     pub fn put(&mut self, record: &CallRecord) -> Result<(), StoreError> {
         let mut line = Vec::new();
         append_line(&mut line, record);
-        let wrap = |op, source| StoreError::Io { path: self.path.clone(), op, source };
-        if let Err(err) = self.file.write_all(&line).and_then(|()| self.file.sync_data()) {
+        let appended = self.file.write_all(&line).and_then(|()| self.file.sync_data());
+        self.remember(record);
+        if let Err(source) = appended {
             // Cut a half-written line back off, so the next record is whole.
             let _ = self.file.set_len(self.good_len);
-            return Err(wrap("append to", err));
+            let err = StoreError::Io { path: self.path.clone(), op: "append to", source };
+            self.unsynced = Some(err.to_string());
+            return Err(err);
         }
         self.good_len += line.len() as u64;
-        match self.index.get(&record.id) {
-            Some(&i) => self.records[i] = record.clone(),
-            None => {
-                self.index.insert(record.id.clone(), self.records.len());
-                self.records.push(record.clone());
+        if self.unsynced.is_some() {
+            // The disk takes writes again: bring every state it missed.
+            match self.compact_now() {
+                Ok(()) => {
+                    tracing::info!("call journal: writable again; every record missed is on disk now");
+                    self.unsynced = None;
+                }
+                Err(err) => self.unsynced = Some(err.to_string()),
             }
+            return Ok(());
         }
         let over = self.records.len() > self.limits.max_records;
         if over || self.good_len - self.compacted_len > self.limits.compact_after_bytes {
@@ -215,6 +229,21 @@ impl Store {
         self.good_len = len;
         self.compacted_len = len;
         Ok(())
+    }
+
+    fn remember(&mut self, record: &CallRecord) {
+        match self.index.get(&record.id) {
+            Some(&i) => self.records[i] = record.clone(),
+            None => {
+                self.index.insert(record.id.clone(), self.records.len());
+                self.records.push(record.clone());
+            }
+        }
+    }
+
+    /// Why records are newer in memory than on disk, if they are.
+    pub fn unsynced(&self) -> Option<&str> {
+        self.unsynced.as_deref()
     }
 
     /// Bytes in the journal now.
@@ -387,6 +416,30 @@ mod tests {
         let (store, _) = Store::open_with(&dir, 0, limits).unwrap();
         // 1 (the dial) + 600, and the reopen's `cap4_restarted` (it was active).
         assert_eq!(store.get("long").map(|r| r.timeline.len()), Some(602), "the newest state survived the compactions");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_full_disk_loses_nothing_and_the_first_write_that_works_catches_up() {
+        let dir = temp_dir("full");
+        let (mut store, _) = Store::open(&dir, 0).unwrap();
+        store.put(&record("a", Status::Dialing)).unwrap();
+        // The disk fills up: /dev/full refuses every write with ENOSPC.
+        let journal = std::mem::replace(&mut store.file, OpenOptions::new().append(true).open("/dev/full").unwrap());
+        let err = store.put(&record("a", Status::Answered)).unwrap_err();
+        assert!(err.to_string().contains("No space left"), "{err}");
+        assert!(store.put(&record("b", Status::Dialing)).is_err());
+        assert_eq!(store.get("a").map(|r| r.status), Some(Status::Answered), "the API shows the truth");
+        assert!(store.unsynced().is_some_and(|why| why.contains("No space left")));
+        // Space again.
+        store.file = journal;
+        store.put(&record("a", Status::Ended)).unwrap();
+        assert_eq!(store.unsynced(), None);
+        drop(store);
+        let (store, report) = Store::open(&dir, 0).unwrap();
+        assert_eq!(report.records, 2);
+        assert_eq!(store.get("a").map(|r| r.status), Some(Status::Ended));
+        assert!(store.get("b").is_some(), "the call saved only in memory reached the disk");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

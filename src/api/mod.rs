@@ -167,7 +167,8 @@ async fn dial(State(state): State<ApiState>, body: Result<Bytes, BytesRejection>
             "Baresip is still hanging up a call left from before; try again in a moment".into(),
         )),
         Err(DialRefusal::Storage(err)) => Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            // A full disk is the likely cause (RFC 4918's 507 says so); anything else, 500.
+            if err.contains("No space left") { StatusCode::INSUFFICIENT_STORAGE } else { StatusCode::INTERNAL_SERVER_ERROR },
             "storage_error",
             format!("the call record could not be saved, so no call was placed: {err}"),
         )),
@@ -223,7 +224,7 @@ async fn list(State(state): State<ApiState>, query: Result<Query<ListQuery>, Que
 async fn health(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let h = ask(&state, |reply| ApiRequest::Health { reply }).await?;
     let body = json!({
-        "status": if h.baresip_connected { "ok" } else { "degraded" },
+        "status": if h.baresip_connected && h.storage_error.is_none() { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started.elapsed().as_secs(),
         "baresip": {
@@ -233,6 +234,7 @@ async fn health(State(state): State<ApiState>) -> Result<Response, ApiError> {
         },
         "active_call": h.active_call,
         "calls_recorded": h.calls_recorded,
+        "storage": { "ok": h.storage_error.is_none(), "error": h.storage_error },
     });
     Ok(axum::Json(body).into_response())
 }
