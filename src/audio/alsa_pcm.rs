@@ -144,10 +144,11 @@ fn configure(
 
 fn classify(err: alsa::Error) -> PcmError {
     match err.errno() {
+        libc::EPIPE | libc::ESTRPIPE => PcmError::Xrun,
         // EIO: no period came within the kernel's wait (1.1 buffer times, at
         // least 100 ms): the loopback's clock stalled (a starved machine, the
-        // other end reconfiguring). Like an xrun: prepare, restart, count.
-        libc::EPIPE | libc::ESTRPIPE | libc::EIO => PcmError::Xrun,
+        // other end reconfiguring), and the stream is still running.
+        libc::EIO => PcmError::Stalled,
         n => PcmError::Fatal(n as u32 as i32),
     }
 }

@@ -61,6 +61,10 @@ impl std::error::Error for AudioError {}
 pub struct AudioStats {
     pub capture_xruns: u32,
     pub playback_xruns: u32,
+    /// Waits for a period that timed out (the device's clock stalled: a
+    /// starved machine), recovered.
+    #[serde(default)]
+    pub stalls: u32,
     /// The agent's audio ran dry mid-utterance (silence was played).
     pub underruns: u32,
     /// Caller audio lost because the async side did not read it in time.
@@ -489,6 +493,7 @@ impl AudioEngine {
         let dbfs = |peak: u32| if peak == 0 { -96.0 } else { ((20.0 * (peak as f32 / 32768.0).log10()) * 10.0).round() / 10.0 };
         AudioStats {
             capture_xruns: s.capture_xruns.load(Ordering::Relaxed),
+            stalls: s.stalls.load(Ordering::Relaxed),
             playback_xruns: s.playback_xruns.load(Ordering::Relaxed),
             underruns: s.underruns.load(Ordering::Relaxed),
             capture_dropped_ms: ms(s.capture_dropped.load(Ordering::Relaxed)) as u32,
@@ -541,7 +546,7 @@ impl AudioEngine {
         match self.thread.take().map(|t| t.join()) {
             None | Some(Ok(Ok(()))) => Ok(()),
             Some(Ok(Err(PcmError::Fatal(n)))) => Err(AudioError::Device(n)),
-            Some(Ok(Err(PcmError::Xrun))) => Err(AudioError::Stopped),
+            Some(Ok(Err(PcmError::Xrun | PcmError::Stalled))) => Err(AudioError::Stopped),
             Some(Err(_)) => Err(AudioError::Stopped),
         }
     }

@@ -28,11 +28,15 @@ pub enum Stream {
     Playback,
 }
 
-/// A backend failure: an xrun (recoverable, counted) or anything else.
+/// A backend failure: an xrun or a stall (recoverable, counted) or anything else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PcmError {
     /// Overrun (capture) or underrun (playback), or a suspend: recover and go on.
     Xrun,
+    /// No period came within the kernel's wait (EIO): the device's clock
+    /// stalled (a starved machine) and the stream is left running. Recover
+    /// and go on, counted apart from xruns.
+    Stalled,
     /// An errno from ALSA that recovery cannot fix; the loop stops.
     Fatal(i32),
 }
@@ -100,6 +104,8 @@ pub struct Shared {
     pub(crate) flush_upto: AtomicU64,
     pub(crate) capture_xruns: AtomicU32,
     pub(crate) playback_xruns: AtomicU32,
+    /// Waits that timed out (EIO), either stream.
+    pub(crate) stalls: AtomicU32,
     pub(crate) underruns: AtomicU32,
     pub(crate) capture_dropped: AtomicU64,
     pub(crate) flushes: AtomicU32,
@@ -126,6 +132,7 @@ impl Shared {
             flush_upto: AtomicU64::new(0),
             capture_xruns: AtomicU32::new(0),
             playback_xruns: AtomicU32::new(0),
+            stalls: AtomicU32::new(0),
             underruns: AtomicU32::new(0),
             capture_dropped: AtomicU64::new(0),
             flushes: AtomicU32::new(0),
@@ -240,8 +247,9 @@ impl<B: PcmBackend> RtLoop<B> {
                     failed_reads = 0;
                     self.deliver_capture();
                 }
-                Err(PcmError::Xrun) => {
-                    self.shared.capture_xruns.fetch_add(1, Ordering::Relaxed);
+                Err(kind @ (PcmError::Xrun | PcmError::Stalled)) => {
+                    let counter = if kind == PcmError::Xrun { &self.shared.capture_xruns } else { &self.shared.stalls };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     failed_reads += 1;
                     if failed_reads > MAX_FAILED_READS {
                         // Recovering does not bring the device back: give up.
@@ -291,7 +299,7 @@ impl<B: PcmBackend> RtLoop<B> {
         self.consumed += drop_n as u64;
         let queued = match self.backend.playback_queued() {
             Ok(q) => q,
-            Err(PcmError::Xrun) => 0,
+            Err(PcmError::Xrun | PcmError::Stalled) => 0,
             Err(e) => return Err(e),
         };
         // The sample the device is playing now: ramp down from it.
@@ -299,7 +307,7 @@ impl<B: PcmBackend> RtLoop<B> {
         self.last_out = self.history[(sounding % self.history.len() as u64) as usize];
         match self.backend.drop_playback() {
             Ok(()) => {}
-            Err(PcmError::Xrun) => self.backend.recover(Stream::Playback)?,
+            Err(PcmError::Xrun | PcmError::Stalled) => self.backend.recover(Stream::Playback)?,
             Err(e) => return Err(e),
         }
         self.written = self.written.saturating_sub(queued as u64);
@@ -319,7 +327,7 @@ impl<B: PcmBackend> RtLoop<B> {
         let mut queued = loop {
             match self.backend.playback_queued() {
                 Ok(q) => break q,
-                Err(PcmError::Xrun) => self.playback_xrun()?,
+                Err(kind @ (PcmError::Xrun | PcmError::Stalled)) => self.playback_xrun(kind)?,
                 Err(e) => return Err(e),
             }
         };
@@ -331,10 +339,10 @@ impl<B: PcmBackend> RtLoop<B> {
             self.fill_buffer(want);
             match self.backend.write(&self.playback_buf[..want]) {
                 Ok(()) => {}
-                Err(PcmError::Xrun) => {
+                Err(kind @ (PcmError::Xrun | PcmError::Stalled)) => {
                     // This audio is lost to the xrun; start again from a
                     // recovered, empty device.
-                    self.playback_xrun()?;
+                    self.playback_xrun(kind)?;
                     queued = 0;
                     continue;
                 }
@@ -356,8 +364,9 @@ impl<B: PcmBackend> RtLoop<B> {
         Ok(())
     }
 
-    fn playback_xrun(&mut self) -> Result<(), PcmError> {
-        self.shared.playback_xruns.fetch_add(1, Ordering::Relaxed);
+    fn playback_xrun(&mut self, kind: PcmError) -> Result<(), PcmError> {
+        let counter = if kind == PcmError::Stalled { &self.shared.stalls } else { &self.shared.playback_xruns };
+        counter.fetch_add(1, Ordering::Relaxed);
         self.backend.recover(Stream::Playback)
     }
 

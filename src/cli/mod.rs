@@ -326,9 +326,10 @@ fn format_call(c: &Value) -> String {
         let a = &c["audio"];
         let _ = writeln!(
             out,
-            "  audio xruns {} capture / {} playback  underruns {}  longest wake-up gap {} ms  peak in {} / out {} dBFS",
+            "  audio xruns {} capture / {} playback  stalls {}  underruns {}  longest wake-up gap {} ms  peak in {} / out {} dBFS",
             text(&a["capture_xruns"]),
             text(&a["playback_xruns"]),
+            text(&a["stalls"]),
             text(&a["underruns"]),
             text(&a["longest_wakeup_gap_ms"]),
             text(&a["peak_in_dbfs"]),
@@ -408,11 +409,11 @@ mod tests {
     fn show_prints_the_audio_figures_when_the_call_had_audio() {
         let with = serde_json::json!({
             "id": "c1", "phone_number": "+15550100", "status": "ended",
-            "audio": {"capture_xruns": 0, "playback_xruns": 2, "underruns": 1, "longest_wakeup_gap_ms": 41,
+            "audio": {"capture_xruns": 0, "playback_xruns": 2, "stalls": 1, "underruns": 1, "longest_wakeup_gap_ms": 41,
                       "peak_in_dbfs": -12.5, "peak_out_dbfs": -6.0}
         });
         let out = format_call(&with);
-        assert!(out.contains("audio xruns 0 capture / 2 playback  underruns 1  longest wake-up gap 41 ms"), "{out}");
+        assert!(out.contains("audio xruns 0 capture / 2 playback  stalls 1  underruns 1  longest wake-up gap 41 ms"), "{out}");
         let without = serde_json::json!({"id": "c2", "phone_number": "+15550100", "status": "ended"});
         assert!(!format_call(&without).contains("audio"), "no audio line for a call without audio");
     }

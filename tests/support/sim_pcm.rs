@@ -36,6 +36,9 @@ pub struct SimPcm {
     /// Periods at which a capture overrun is injected (sorted).
     capture_xruns_at: Vec<u64>,
     next_xrun: usize,
+    /// Periods whose read times out (EIO), leaving capture running (sorted).
+    capture_stalls_at: Vec<u64>,
+    next_stall: usize,
     /// Periods at which the playback device is made to underrun (sorted).
     playback_xruns_at: Vec<u64>,
     next_pxrun: usize,
@@ -75,6 +78,8 @@ impl SimPcm {
             xrun: false,
             capture_xruns_at: Vec::new(),
             next_xrun: 0,
+            capture_stalls_at: Vec::new(),
+            next_stall: 0,
             playback_xruns_at: Vec::new(),
             next_pxrun: 0,
             stall: None,
@@ -89,6 +94,13 @@ impl SimPcm {
     pub fn with_capture_xruns(mut self, mut at: Vec<u64>) -> Self {
         at.sort_unstable();
         self.capture_xruns_at = at;
+        self
+    }
+
+    /// Makes capture reads time out (EIO) at each of these period numbers.
+    pub fn with_capture_stalls(mut self, mut at: Vec<u64>) -> Self {
+        at.sort_unstable();
+        self.capture_stalls_at = at;
         self
     }
 
@@ -166,6 +178,10 @@ impl PcmBackend for SimPcm {
         if self.capture_xruns_at.get(self.next_xrun) == Some(&self.periods) {
             self.next_xrun += 1;
             return Err(PcmError::Xrun);
+        }
+        if self.capture_stalls_at.get(self.next_stall) == Some(&self.periods) {
+            self.next_stall += 1;
+            return Err(PcmError::Stalled);
         }
         for s in buf.iter_mut() {
             *s = (self.source)(self.captured);
