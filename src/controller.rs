@@ -40,7 +40,11 @@ pub enum ApiRequest {
 pub enum DialRefusal {
     Machine(DialError),
     /// The new call's record could not be saved, so the call was not placed.
-    Storage(String),
+    /// The dial's record could not be saved (`disk_full`: ENOSPC or EDQUOT).
+    Storage {
+        message: String,
+        disk_full: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -288,7 +292,7 @@ impl Controller {
             let not_sent = Input::CommandDone { tag: CommandTag::Dial, result: Err(CommandError::NotSent) };
             let effects = self.machine.handle(not_sent, now);
             self.apply(effects);
-            return Err(DialRefusal::Storage(err.to_string()));
+            return Err(DialRefusal::Storage { message: err.to_string(), disk_full: err.is_disk_full() });
         }
         self.apply(effects.into_iter().filter(|e| !matches!(e, Effect::Persist(_))).collect());
         Ok(self.store.get(&record.id).cloned().unwrap_or(record))

@@ -19,11 +19,12 @@
 //! * a failed append (a full disk, a card gone read-only) loses nothing: the
 //!   record is kept in memory (the API shows it), the store reports itself
 //!   unsynced ([`Store::unsynced`]), and the first append that works again
-//!   rewrites the whole journal, so every state missed reaches the disk;
-//! * bounded: at most [`MAX_RECORDS`] calls are kept (the oldest ended ones go
-//!   first), and once the appended lines pass [`COMPACT_AFTER_BYTES`] beyond
-//!   the last compaction (a long call saves its transcript every 10 s), the
-//!   journal is compacted while running, the same way as at open.
+//!   carries every state missed with it;
+//! * bounded: past [`MAX_RECORDS`] calls the oldest ended ones go (down to
+//!   90 % of it), and once the appended lines pass [`COMPACT_AFTER_BYTES`]
+//!   beyond the last compaction (a long call saves its transcript every
+//!   10 s), the journal is compacted the same way as at open: only between
+//!   calls, never on a live call's path.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -35,7 +36,8 @@ use crate::call::record::{CallRecord, Outcome, Status, TimelineEntry};
 use crate::clock::rfc3339;
 
 const JOURNAL: &str = "calls.jsonl";
-/// The most calls kept (years of a box's calls; a few MB of memory).
+/// The most calls kept (years of a box's calls; each call's record, its
+/// transcript included, is held in memory).
 pub const MAX_RECORDS: usize = 10_000;
 /// Appended bytes since the last compaction that trigger another one.
 pub const COMPACT_AFTER_BYTES: u64 = 8 << 20;
@@ -65,6 +67,13 @@ impl fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
+
+impl StoreError {
+    /// The disk (or the quota) is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Io { source, .. } if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
+    }
+}
 
 /// What opening the journal found.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -104,6 +113,8 @@ pub struct Store {
     limits: Limits,
     /// Why the last append failed, while records are newer in memory than on disk.
     unsynced: Option<String>,
+    /// The calls whose newest state is not on disk.
+    unsynced_ids: std::collections::BTreeSet<String>,
     _lock: nix::fcntl::Flock<File>,
     records: Vec<CallRecord>,
     index: HashMap<String, usize>,
@@ -175,56 +186,72 @@ impl Store {
             out.write_all(&rejected).map_err(io_err("write", &rejected_path))?;
             out.sync_all().map_err(io_err("sync", &rejected_path))?;
         }
-        let file = compact(&path, &records)?;
-        let good_len = file.metadata().map_err(io_err("stat", &path))?.len();
-        Ok((Self { path, file, good_len, compacted_len: good_len, limits, unsynced: None, _lock: lock, records, index }, report))
+        let (file, good_len) = compact(&path, &records)?;
+        Ok((
+            Self {
+                path,
+                file,
+                good_len,
+                compacted_len: good_len,
+                limits,
+                unsynced: None,
+                unsynced_ids: Default::default(),
+                _lock: lock,
+                records,
+                index,
+            },
+            report,
+        ))
     }
 
     /// Records the current state of a call durably, then in memory. On `Err`
     /// the record is in memory only, until a later `put` succeeds.
     pub fn put(&mut self, record: &CallRecord) -> Result<(), StoreError> {
-        let mut line = Vec::new();
-        append_line(&mut line, record);
-        let appended = self.file.write_all(&line).and_then(|()| self.file.sync_data());
+        let mut lines = Vec::new();
+        append_line(&mut lines, record);
+        // States the disk missed go with this one (small appends, never a
+        // rewrite on a disk that has only just found room again).
+        for id in self.unsynced_ids.iter().filter(|id| **id != record.id) {
+            if let Some(&i) = self.index.get(id) {
+                append_line(&mut lines, &self.records[i]);
+            }
+        }
+        let appended = self.file.write_all(&lines).and_then(|()| self.file.sync_data());
         self.remember(record);
         if let Err(source) = appended {
             // Cut a half-written line back off, so the next record is whole.
             let _ = self.file.set_len(self.good_len);
             let err = StoreError::Io { path: self.path.clone(), op: "append to", source };
             self.unsynced = Some(err.to_string());
+            self.unsynced_ids.insert(record.id.clone());
             return Err(err);
         }
-        self.good_len += line.len() as u64;
-        if self.unsynced.is_some() {
-            // The disk takes writes again: bring every state it missed.
-            match self.compact_now() {
-                Ok(()) => {
-                    tracing::info!("call journal: writable again; every record missed is on disk now");
-                    self.unsynced = None;
-                }
-                Err(err) => self.unsynced = Some(err.to_string()),
-            }
-            return Ok(());
+        self.good_len += lines.len() as u64;
+        if self.unsynced.take().is_some() {
+            tracing::info!(records = self.unsynced_ids.len() + 1, "call journal: writable again; every state missed is on disk now");
+            self.unsynced_ids.clear();
         }
-        let over = self.records.len() > self.limits.max_records;
-        if over || self.good_len - self.compacted_len > self.limits.compact_after_bytes {
-            // The record is on disk already; a compaction that fails leaves
-            // the journal as it was, and the next put tries again.
-            if let Err(err) = self.compact_now() {
-                tracing::warn!(%err, "call journal: compaction failed; the journal keeps growing until it succeeds");
+        // Compaction rewrites the whole journal: only between calls, never on
+        // a live call's path (a dial, a transcript save).
+        if !record.is_active() && !self.records.iter().any(CallRecord::is_active) {
+            let over = self.records.len() > self.limits.max_records;
+            if over || self.good_len - self.compacted_len > self.limits.compact_after_bytes {
+                if let Err(err) = self.compact_now() {
+                    tracing::warn!(%err, "call journal: compaction failed; the journal keeps growing until it succeeds");
+                }
             }
         }
         Ok(())
     }
 
-    /// Drops the oldest ended calls past the limit and rewrites the journal.
+    /// Drops the oldest ended calls past the limit (down to 90 % of it, so
+    /// the next calls do not compact again at once) and rewrites the journal.
     fn compact_now(&mut self) -> Result<(), StoreError> {
-        let mut kept = self.records.clone();
-        retain(&mut kept, self.limits.max_records);
-        let file = compact(&self.path, &kept)?;
-        let len = file.metadata().map_err(|source| StoreError::Io { path: self.path.clone(), op: "stat", source })?.len();
-        self.index = kept.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
-        self.records = kept;
+        if self.records.len() > self.limits.max_records {
+            retain(&mut self.records, self.limits.max_records - self.limits.max_records / 10);
+            self.index = self.records.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
+        }
+        let (file, len) = compact(&self.path, &self.records)?;
         self.file = file;
         self.good_len = len;
         self.compacted_len = len;
@@ -286,30 +313,29 @@ fn retain(records: &mut Vec<CallRecord>, max: usize) {
 }
 
 /// Writes one line per record aside, syncs it, renames it over `path`, syncs
-/// the directory; the journal, open for appending.
-fn compact(path: &Path, records: &[CallRecord]) -> Result<File, StoreError> {
+/// the directory; the journal (the handle opened before the rename, so it
+/// is the new file whatever happens after) and its length.
+fn compact(path: &Path, records: &[CallRecord]) -> Result<(File, u64), StoreError> {
     let io_err = |op: &'static str, p: &Path| {
         let p = p.to_path_buf();
         move |source| StoreError::Io { path: p, op, source }
     };
     let tmp = path.with_extension("jsonl.tmp");
-    {
-        let mut out = File::create(&tmp).map_err(io_err("create", &tmp))?;
-        let mut buf = Vec::new();
-        for record in records {
-            append_line(&mut buf, record);
-        }
-        let written = out.write_all(&buf).and_then(|()| out.sync_all());
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io_err("write", &tmp)(e));
-        }
+    let _ = std::fs::remove_file(&tmp);
+    let mut out = OpenOptions::new().create_new(true).append(true).open(&tmp).map_err(io_err("create", &tmp))?;
+    let mut buf = Vec::new();
+    for record in records {
+        append_line(&mut buf, record);
+    }
+    if let Err(e) = out.write_all(&buf).and_then(|()| out.sync_all()) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err("write", &tmp)(e));
     }
     std::fs::rename(&tmp, path).map_err(io_err("rename", &tmp))?;
     if let Some(dir) = path.parent().and_then(|d| File::open(d).ok()) {
         let _ = dir.sync_all();
     }
-    OpenOptions::new().append(true).open(path).map_err(io_err("open", path))
+    Ok((out, buf.len() as u64))
 }
 
 fn append_line(buf: &mut Vec<u8>, record: &CallRecord) {
@@ -378,44 +404,47 @@ mod tests {
     }
 
     #[test]
-    fn only_the_newest_calls_are_kept_and_never_an_active_one() {
+    fn only_the_newest_calls_are_kept_and_never_while_a_call_is_up() {
         let dir = temp_dir("retain");
         let limits = Limits { max_records: 3, compact_after_bytes: COMPACT_AFTER_BYTES };
         let (mut store, _) = Store::open_with(&dir, 0, limits).unwrap();
-        store.put(&record("active", Status::Answered)).unwrap();
+        store.put(&record("live", Status::Answered)).unwrap();
         for i in 0..5 {
             store.put(&record(&format!("c{i}"), Status::Ended)).unwrap();
         }
+        assert_eq!(store.len(), 6, "nothing is rewritten while a call is up");
+        store.put(&record("live", Status::Ended)).unwrap();
         let ids: Vec<String> = store.list(10, None).unwrap().into_iter().map(|r| r.id).collect();
-        assert_eq!(ids, ["c4", "c3", "active"], "the oldest ended calls went, the active call stayed");
+        assert_eq!(ids, ["c4", "c3", "c2"], "once it ended, the oldest ended calls went");
         drop(store);
         let (store, report) = Store::open_with(&dir, 0, limits).unwrap();
         assert_eq!(report.records, 3);
-        assert!(store.get("c2").is_none() && store.get("c4").is_some());
+        assert!(store.get("c1").is_none() && store.get("c4").is_some());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
-    fn a_long_call_does_not_grow_the_journal_without_bound() {
+    fn transcript_saves_are_compacted_away_once_the_call_ends() {
         let dir = temp_dir("compact");
         let limits = Limits { max_records: MAX_RECORDS, compact_after_bytes: 16 << 10 };
         let (mut store, _) = Store::open_with(&dir, 0, limits).unwrap();
-        let mut call = record("long", Status::Answered);
-        // A line more at every save, 600 saves: re-appended whole each time,
-        // that would be ~600 * 300 * 60 bytes (10 MB).
-        for i in 0..600 {
-            call.timeline.push(TimelineEntry { at_ms: i, event: "line".into(), detail: Some("x".repeat(40)) });
-            store.put(&call).unwrap();
-            if i > 0 && i % 100 == 0 {
-                // One compacted record (~60 bytes a line) plus at most the threshold and one save.
-                let bound = (16 << 10) + 2 * 60 * (i + 2) + 1_000;
-                assert!(store.journal_bytes() < bound, "{} bytes after {i} saves", store.journal_bytes());
+        for n in 0..3 {
+            let mut call = record(&format!("long{n}"), Status::Answered);
+            // A line more at every save, 200 saves, each re-appended whole.
+            for i in 0..200 {
+                call.timeline.push(TimelineEntry { at_ms: i, event: "line".into(), detail: Some("x".repeat(40)) });
+                store.put(&call).unwrap();
             }
+            assert!(store.journal_bytes() > 500_000, "{} bytes: saved on the call's path, not compacted", store.journal_bytes());
+            call.status = Status::Ended;
+            store.put(&call).unwrap();
+            // One line per call now (about 80 bytes a timeline entry).
+            let bound = (n as u64 + 1) * 201 * 100 + 2_000;
+            assert!(store.journal_bytes() < bound, "{} bytes after call {n} ended", store.journal_bytes());
         }
         drop(store);
         let (store, _) = Store::open_with(&dir, 0, limits).unwrap();
-        // 1 (the dial) + 600, and the reopen's `cap4_restarted` (it was active).
-        assert_eq!(store.get("long").map(|r| r.timeline.len()), Some(602), "the newest state survived the compactions");
+        assert_eq!(store.get("long2").map(|r| (r.status, r.timeline.len())), Some((Status::Ended, 201)));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -427,7 +456,7 @@ mod tests {
         // The disk fills up: /dev/full refuses every write with ENOSPC.
         let journal = std::mem::replace(&mut store.file, OpenOptions::new().append(true).open("/dev/full").unwrap());
         let err = store.put(&record("a", Status::Answered)).unwrap_err();
-        assert!(err.to_string().contains("No space left"), "{err}");
+        assert!(err.is_disk_full(), "{err}");
         assert!(store.put(&record("b", Status::Dialing)).is_err());
         assert_eq!(store.get("a").map(|r| r.status), Some(Status::Answered), "the API shows the truth");
         assert!(store.unsynced().is_some_and(|why| why.contains("No space left")));

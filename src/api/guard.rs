@@ -20,7 +20,12 @@ pub fn host_allowed(headers: &HeaderMap) -> bool {
     name.eq_ignore_ascii_case("localhost")
         || name.eq_ignore_ascii_case("localhost.")
         || name.parse::<std::net::Ipv4Addr>().is_ok()
-        || name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok())
+        || name
+            .strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            // A link-local literal may carry its zone: `[fe80::1%25eth0]`.
+            .map(|n| n.split('%').next().unwrap_or(n))
+            .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 /// `host[:port]` → `host` (an IPv6 literal keeps its brackets).
@@ -60,7 +65,17 @@ mod tests {
 
     #[test]
     fn only_names_no_dns_answer_controls_are_hosts() {
-        for ok in ["127.0.0.1:8000", "127.0.0.1", "localhost:8000", "LOCALHOST", "[::1]:8000", "[::1]", "192.168.1.50:8000", "10.0.0.2"] {
+        for ok in [
+            "127.0.0.1:8000",
+            "127.0.0.1",
+            "localhost:8000",
+            "LOCALHOST",
+            "[::1]:8000",
+            "[::1]",
+            "192.168.1.50:8000",
+            "10.0.0.2",
+            "[fe80::1%25eth0]:8000",
+        ] {
             assert!(host_allowed(&with(header::HOST, ok)), "{ok}");
         }
         for bad in ["evil.example:8000", "evil.example", "localhost.evil.example", "127.0.0.1.nip.io:8000", "[::1", "", "cap4-box:8000"] {

@@ -166,9 +166,9 @@ async fn dial(State(state): State<ApiState>, body: Result<Bytes, BytesRejection>
             "baresip_unavailable",
             "Baresip is still hanging up a call left from before; try again in a moment".into(),
         )),
-        Err(DialRefusal::Storage(err)) => Err(ApiError(
-            // A full disk is the likely cause (RFC 4918's 507 says so); anything else, 500.
-            if err.contains("No space left") { StatusCode::INSUFFICIENT_STORAGE } else { StatusCode::INTERNAL_SERVER_ERROR },
+        Err(DialRefusal::Storage { message: err, disk_full }) => Err(ApiError(
+            // RFC 4918's 507 says what a full disk is; anything else, 500.
+            if disk_full { StatusCode::INSUFFICIENT_STORAGE } else { StatusCode::INTERNAL_SERVER_ERROR },
             "storage_error",
             format!("the call record could not be saved, so no call was placed: {err}"),
         )),

@@ -30,7 +30,8 @@ usage:
                                  classify a recording: human or answering machine (JSON)
   cap4 --version
 
-API client options: --api HOST:PORT (default: $CAP4_API or 127.0.0.1:8000);
+API client options: --api ADDRESS:PORT (an IP address or localhost: the daemon
+refuses other names; default: $CAP4_API or 127.0.0.1:8000);
 the bearer token, if the daemon needs one, comes from $CAP4_API_TOKEN.";
 
 /// What the command line asks for, parsed once (pure: no environment read).
