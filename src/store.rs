@@ -11,6 +11,8 @@
 //! * the journal is compacted at open (written to a temporary file, synced, then
 //!   renamed over the old one), so it holds one line per call afterwards; lines
 //!   that could not be read are kept in `calls.rejected`, never silently dropped;
+//!   when the disk refuses that (full, read-only), the store opens on the
+//!   journal as it is, unsynced, rather than keeping the daemon from starting;
 //! * one process at a time: the store holds an exclusive lock (`calls.lock`), so a
 //!   second daemon on the same directory fails instead of compacting the journal
 //!   under the first one;
@@ -180,28 +182,37 @@ impl Store {
         let index = records.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
         report.records = records.len();
 
-        if !rejected.is_empty() {
+        let saved_rejected = if rejected.is_empty() {
+            Ok(())
+        } else {
             let rejected_path = dir.join(REJECTED);
-            let mut out = OpenOptions::new().create(true).append(true).open(&rejected_path).map_err(io_err("open", &rejected_path))?;
-            out.write_all(&rejected).map_err(io_err("write", &rejected_path))?;
-            out.sync_all().map_err(io_err("sync", &rejected_path))?;
-        }
-        let (file, good_len) = compact(&path, &records)?;
-        Ok((
-            Self {
-                path,
-                file,
-                good_len,
-                compacted_len: good_len,
-                limits,
-                unsynced: None,
-                unsynced_ids: Default::default(),
-                _lock: lock,
-                records,
-                index,
-            },
-            report,
-        ))
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&rejected_path)
+                .and_then(|mut out| out.write_all(&rejected).and_then(|()| out.sync_all()))
+                .map_err(io_err("write", &rejected_path))
+        };
+        let (file, good_len, unsynced) = match saved_rejected.and_then(|()| compact(&path, &records)) {
+            Ok((file, len)) => (file, len, None),
+            Err(err) => {
+                // A full disk or a read-only card must not keep the daemon
+                // from starting: run on the journal as it is (everything on
+                // it stays), with what changed at open in memory until a
+                // write works again.
+                tracing::warn!(%err, "call journal: cannot compact at start; running on it as it is");
+                let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err("open", &path))?;
+                // A torn last line would swallow the next record: cut it (it
+                // is an incomplete write, and cutting needs no space).
+                let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) as u64;
+                if whole < bytes.len() as u64 {
+                    file.set_len(whole).map_err(io_err("truncate", &path))?;
+                }
+                (file, whole, Some(err.to_string()))
+            }
+        };
+        let unsynced_ids = if unsynced.is_some() { report.interrupted.iter().cloned().collect() } else { Default::default() };
+        Ok((Self { path, file, good_len, compacted_len: good_len, limits, unsynced, unsynced_ids, _lock: lock, records, index }, report))
     }
 
     /// Records the current state of a call durably, then in memory. On `Err`
@@ -469,6 +480,35 @@ mod tests {
         assert_eq!(report.records, 2);
         assert_eq!(store.get("a").map(|r| r.status), Some(Status::Ended));
         assert!(store.get("b").is_some(), "the call saved only in memory reached the disk");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_journal_that_cannot_be_compacted_at_start_still_opens_and_catches_up() {
+        let dir = temp_dir("nocompact");
+        {
+            let (mut store, _) = Store::open(&dir, 0).unwrap();
+            store.put(&record("done", Status::Ended)).unwrap();
+            store.put(&record("cut", Status::Answered)).unwrap();
+        }
+        // A torn last line, and a compaction that cannot be written (its
+        // temporary path is taken, as a full disk would refuse it).
+        let mut journal = OpenOptions::new().append(true).open(dir.join(JOURNAL)).unwrap();
+        journal.write_all(b"{\"id\":\"torn").unwrap();
+        std::fs::create_dir_all(dir.join("calls.jsonl.tmp/blocked")).unwrap();
+        let (mut store, report) = Store::open(&dir, 0).unwrap();
+        assert_eq!(report.interrupted, ["cut"]);
+        assert!(store.unsynced().is_some(), "it says the disk is behind");
+        assert_eq!(store.get("cut").map(|r| r.status), Some(Status::Ended), "the API has the truth");
+        // The disk works again: the next write carries the interrupted call's end.
+        std::fs::remove_dir_all(dir.join("calls.jsonl.tmp")).unwrap();
+        store.put(&record("next", Status::Dialing)).unwrap();
+        assert_eq!(store.unsynced(), None);
+        drop(store);
+        let (store, report) = Store::open(&dir, 0).unwrap();
+        assert_eq!(report.records, 3, "{report:?}");
+        assert_eq!(store.get("cut").and_then(|r| r.outcome), Some(Outcome::Failed));
+        assert_eq!(store.get("done").map(|r| r.status), Some(Status::Ended));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
