@@ -269,8 +269,10 @@ async fn a_slow_reading_agent_never_blocks_the_caller_or_the_pongs() {
             assert!(!matches!(e, AiEvent::Ended(_)), "{e:?}");
         }
     }
-    assert!(worst < Duration::from_millis(5), "send_audio took {worst:?}");
-    assert!(started.elapsed() < Duration::from_millis(3500));
+    // Blocking would mean a slow read's 150 ms (or the whole 1.5 s stall);
+    // the bounds sit far above scheduling noise on a loaded two-core CI box.
+    assert!(worst < Duration::from_millis(100), "send_audio took {worst:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?} for 125 frames of 20 ms", started.elapsed());
     // Once the agent reads again, pings and audio flow again.
     fake.wait_for(Duration::from_secs(5), "pongs after the slow reads", |r| r.pongs.len() >= 3 && r.audio_chunks > 60).await;
     let (sent, dropped) = s.audio_counters();
