@@ -242,7 +242,12 @@ fn baresip_buffers_under_network_jitter() {
     // 32 ms longer from then on). Up to 3 gaps allows one such slip; the
     // buffers this guards against leave many more under ±60 ms (2-5: 12 to
     // 15, 1-2: 59 to 81; 3-6: 1 to 2; 4-8 and 5-10: none).
+    // An engine xrun (the real-time thread starved by the emulated CPU: the
+    // guest has no KVM) punches a hole of its own, whatever Baresip's buffers
+    // do, and can echo into two: those are not the buffers' holes. A CI run
+    // had 3 xruns and 6 gaps at 20±10 ms, where runs without xruns have 0-2.
     for (o, (net, _)) in shipped.iter().zip(NETWORKS).skip(1) {
-        assert!(o.gaps <= 3, "the shipped buffers left holes in the caller's audio ({net}): {o:?}");
+        let allowed = 3 + 2 * o.xruns as usize;
+        assert!(o.gaps <= allowed, "the shipped buffers left holes in the caller's audio ({net}; {} allowed): {o:?}", allowed);
     }
 }
