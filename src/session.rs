@@ -170,11 +170,14 @@ impl Io<'_> {
     async fn carry_out(&mut self, effects: Vec<MediaEffect>) -> bool {
         let mut listened = true;
         for effect in effects {
-            let call_id = self.call_id.clone();
+            // Per effect, and Play/ToAgent come every 20 ms: only the reports
+            // pay for the call id.
+            let call_id = || self.call_id.clone();
             match effect {
                 MediaEffect::Verdict(verdict) => {
                     info!(verdict = ?verdict.kind, cause = ?verdict.cause, decided_at_ms = verdict.decided_at_ms, "answer classified");
-                    listened &= self.tell(SessionMsg::Verdict { call_id, verdict }).await;
+                    let msg = SessionMsg::Verdict { call_id: call_id(), verdict };
+                    listened &= self.tell(msg).await;
                 }
                 MediaEffect::Ai(input) => {
                     match &input {
@@ -182,18 +185,20 @@ impl Io<'_> {
                         AiInput::Ended { by_agent: false, reason } => warn!(%reason, "the AI conversation failed"),
                         _ => {}
                     }
-                    listened &= self.tell(SessionMsg::Ai { call_id, input }).await;
+                    let msg = SessionMsg::Ai { call_id: call_id(), input };
+                    listened &= self.tell(msg).await;
                 }
                 MediaEffect::Voicemail { left, detail } => {
                     if left {
                         info!(%detail, "voicemail message left");
                     }
-                    listened &= self.tell(SessionMsg::Voicemail { call_id, left, detail }).await;
+                    let msg = SessionMsg::Voicemail { call_id: call_id(), left, detail };
+                    listened &= self.tell(msg).await;
                 }
                 MediaEffect::ConnectAgent => {
                     if let Some(provider) = self.provider {
                         info!(provider = provider.name(), "starting the AI conversation");
-                        self.connecting = Some(provider.start(CallContext::new(call_id, self.phone_number.clone())));
+                        self.connecting = Some(provider.start(CallContext::new(call_id(), self.phone_number.clone())));
                     }
                 }
                 MediaEffect::EndAgent => {

@@ -387,9 +387,13 @@ impl Reader {
                     self.emit(AiEvent::ToolCall { name, tool_call_id: id, parameters, result });
                 }
                 _ = tokio::time::sleep_until(error_deadline.unwrap_or_else(Instant::now)), if error_deadline.is_some() => {
-                    let e = self.last_error.take().expect("deadline set with the error");
                     let _ = ctl.send(Ctl::Close(1000, "agent error"));
-                    return Some(EndReason::Error { code: e.code, reason: format!("agent error {e}") });
+                    // The deadline is set with the error; no panic if that ever changes.
+                    let (code, reason) = match self.last_error.take() {
+                        Some(e) => (e.code, format!("agent error {e}")),
+                        None => (None, "agent error".to_string()),
+                    };
+                    return Some(EndReason::Error { code, reason });
                 }
                 next = tokio::time::timeout(self.idle, stream.next()) => {
                     let msg = match next {

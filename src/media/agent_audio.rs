@@ -116,8 +116,9 @@ impl AgentAudio {
     /// Moves queued agent audio into the engine, as much as its ring holds.
     pub fn pump(&mut self, playback: &mut Playback, now_ms: u64, figures: &mut AiFigures, out: &mut Vec<MediaEffect>) {
         loop {
-            let room = playback.room.min(PLAY_CHUNK);
-            if room == 0 || self.playout.is_empty() {
+            // No bigger than what is queued: this runs for every frame.
+            let room = playback.room.min(PLAY_CHUNK).min(self.playout.queued_samples());
+            if room == 0 {
                 break;
             }
             let mut chunk = vec![0; room];

@@ -230,8 +230,14 @@ fn stalled_connections_are_cut_and_the_api_keeps_answering() {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
-    let during = cap4.open_fds();
+    // Until the daemon has taken them all in (accepted or refused): its fd
+    // count stops moving.
+    let mut during = cap4.open_fds();
+    let settled = support::wait_until(Duration::from_secs(4), Duration::from_millis(100), || {
+        let now = cap4.open_fds();
+        std::mem::replace(&mut during, now) == now && now > before
+    });
+    assert!(settled, "the daemon never took the connections in ({during} fds, {before} before)");
     assert!(during <= before + 64 + 4, "the daemon holds {during} fds (was {before}): the connection limit does not hold");
     // Within the header timeout (5 s) and a margin, the server has closed every one.
     let started = std::time::Instant::now();
