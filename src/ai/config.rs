@@ -138,6 +138,9 @@ pub struct Overrides {
     pub stability: Option<f64>,
     pub similarity_boost: Option<f64>,
     pub keywords: Option<Vec<String>>,
+    /// `turn.soft_timeout_config.message`: what the agent says when its LLM
+    /// is slow to answer ("One moment..."), instead of dead air.
+    pub soft_timeout_message: Option<String>,
 }
 
 impl Overrides {
@@ -153,6 +156,7 @@ impl Overrides {
             stability: self.stability.or(base.stability),
             similarity_boost: self.similarity_boost.or(base.similarity_boost),
             keywords: self.keywords.clone().or_else(|| base.keywords.clone()),
+            soft_timeout_message: self.soft_timeout_message.clone().or_else(|| base.soft_timeout_message.clone()),
         }
     }
 
@@ -185,8 +189,12 @@ impl Overrides {
         put(&mut tts, "similarity_boost", &self.similarity_boost);
         let mut asr = Map::new();
         put(&mut asr, "keywords", &self.keywords);
+        let mut turn = Map::new();
+        if let Some(message) = &self.soft_timeout_message {
+            turn.insert("soft_timeout_config".into(), serde_json::json!({ "message": message }));
+        }
         let mut out = Map::new();
-        for (key, section) in [("agent", agent), ("tts", tts), ("asr", asr)] {
+        for (key, section) in [("agent", agent), ("tts", tts), ("asr", asr), ("turn", turn)] {
             if !section.is_empty() {
                 out.insert(key.into(), Value::Object(section));
             }
@@ -250,7 +258,69 @@ pub struct AiConfig {
     /// `phone_number` are always sent).
     pub dynamic_variables: BTreeMap<String, DynamicValue>,
     pub overrides: Overrides,
+    /// The server events the conversation asks for
+    /// (`conversation_config_override.conversation.client_events`). The
+    /// service sends only a few by default; without `agent_tool_response` an
+    /// agent's `end_call` is never seen. `[]`: ask for nothing (then enable
+    /// them in the agent's own settings).
+    pub client_events: Vec<String>,
+    /// After the agent's `end_call` tool ran, end the conversation once its
+    /// audio has been quiet this long, even if the service keeps the socket open.
+    pub end_call_grace_ms: u64,
     pub echo: EchoConfig,
+}
+
+/// The server events the service defines (its `ClientEvent` enum).
+pub const KNOWN_CLIENT_EVENTS: [&str; 26] = [
+    "audio",
+    "agent_response",
+    "agent_response_correction",
+    "agent_chat_response_part",
+    "agent_reasoning_response_part",
+    "interruption",
+    "user_transcript",
+    "tentative_user_transcript",
+    "conversation_initiation_metadata",
+    "client_tool_call",
+    "rich_content",
+    "agent_tool_request",
+    "agent_tool_response",
+    "agent_tool_response_full_payload",
+    "mcp_tool_call",
+    "mcp_connection_status",
+    "vad_score",
+    "ping",
+    "context_usage",
+    "asr_initiation_metadata",
+    "guardrail_triggered",
+    "internal_turn_probability",
+    "internal_tentative_agent_response",
+    "agent_typing",
+    "external_agent_connected",
+    "external_agent_disconnected",
+];
+
+/// Events a call cannot run without.
+const REQUIRED_CLIENT_EVENTS: [&str; 3] = ["conversation_initiation_metadata", "audio", "ping"];
+
+/// What cap4 acts on: the service's default set (less the tentative
+/// transcript it ignores), plus corrections, client tools, the agent's tool
+/// results (`end_call`) and guardrails.
+pub fn default_client_events() -> Vec<String> {
+    [
+        "conversation_initiation_metadata",
+        "audio",
+        "interruption",
+        "agent_response",
+        "agent_response_correction",
+        "user_transcript",
+        "ping",
+        "client_tool_call",
+        "agent_tool_response",
+        "guardrail_triggered",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 impl Default for AiConfig {
@@ -269,6 +339,8 @@ impl Default for AiConfig {
             error_grace_ms: 1_000,
             dynamic_variables: BTreeMap::new(),
             overrides: Overrides::default(),
+            client_events: default_client_events(),
+            end_call_grace_ms: 1_500,
             echo: EchoConfig::default(),
         }
     }
@@ -318,6 +390,17 @@ impl AiConfig {
             if name == "call_id" || name == "phone_number" {
                 return Err(err("dynamic_variables", format!("{name} is always sent by cap4")));
             }
+        }
+        if let Some(unknown) = self.client_events.iter().find(|e| !KNOWN_CLIENT_EVENTS.contains(&e.as_str())) {
+            return Err(err("client_events", format!("{unknown:?} is not an event the service defines")));
+        }
+        if !self.client_events.is_empty() {
+            if let Some(missing) = REQUIRED_CLIENT_EVENTS.iter().find(|r| !self.client_events.iter().any(|e| e == *r)) {
+                return Err(err("client_events", format!("must include {missing:?} (or be [] to leave them to the agent)")));
+            }
+        }
+        if !(100..=10_000).contains(&self.end_call_grace_ms) {
+            return Err(err("end_call_grace_ms", "must be 100 to 10000"));
         }
         let echo = &self.echo;
         if !crate::audio::resample::RATES.contains(&echo.rate) || !PCM_RATES.contains(&echo.rate) {
@@ -424,6 +507,12 @@ mod tests {
         }
         assert_eq!(bad(&|c| c.base_url = "ftp://x".into()).key, "base_url");
         assert_eq!(bad(&|c| c.chunk_ms = 5).key, "chunk_ms");
+        assert_eq!(bad(&|c| c.client_events.push("agent_dance".into())).key, "client_events");
+        assert_eq!(bad(&|c| c.client_events.retain(|e| e != "audio")).key, "client_events");
+        let mut none = AiConfig { client_events: Vec::new(), ..AiConfig::default() };
+        none.validate().expect("[] leaves the events to the agent");
+        none.end_call_grace_ms = 0;
+        assert_eq!(none.validate().unwrap_err().key, "end_call_grace_ms");
         assert_eq!(
             bad(&|c| {
                 c.dynamic_variables.insert("system__x".into(), "v".into());
@@ -437,14 +526,20 @@ mod tests {
     fn overrides_nest_like_the_protocol_and_merge_field_by_field() {
         assert_eq!(Overrides::default().to_protocol(), None);
         let base = Overrides { language: Some("de".into()), prompt: Some("p".into()), speed: Some(1.0), ..Default::default() };
-        let call = Overrides { first_message: Some("Hi".into()), language: Some("en".into()), ..Default::default() };
+        let call = Overrides {
+            first_message: Some("Hi".into()),
+            language: Some("en".into()),
+            soft_timeout_message: Some("One moment.".into()),
+            ..Default::default()
+        };
         let merged = call.or(&base);
         let json = merged.to_protocol().unwrap();
         assert_eq!(
             json,
             serde_json::json!({
                 "agent": {"prompt": {"prompt": "p"}, "first_message": "Hi", "language": "en"},
-                "tts": {"speed": 1.0}
+                "tts": {"speed": 1.0},
+                "turn": {"soft_timeout_config": {"message": "One moment."}}
             })
         );
     }

@@ -173,7 +173,8 @@ impl EchoCore {
 }
 
 async fn run(cfg: EchoConfig, io: SessionIo) {
-    let SessionIo { mut audio, events, mut stop } = io;
+    // Texts for the agent mean nothing to an echo: kept open, never read.
+    let SessionIo { mut audio, texts: _texts, events, mut stop } = io;
     let mut core = EchoCore::new(cfg);
     let send = |evs: Vec<AiEvent>| evs.into_iter().all(|e| events.send(e).is_ok());
     if !send(core.greet()) {

@@ -15,7 +15,11 @@
 //! `event_id <= K` after `interruption K` is dropped; the session ends with
 //! exactly one [`AiEvent::Ended`] on a close, an `error` (after
 //! `error_grace_ms` without a close), a lost socket, or `idle_timeout_ms` of
-//! silence. No reconnection mid-call (it would be a new conversation).
+//! silence, or once the agent's `end_call` ran and its audio has been quiet
+//! for `end_call_grace_ms` (the service may keep the socket open). While the
+//! service holds the conversation in its queue, caller audio is dropped (it
+//! would be discarded) and [`AiEvent::Queue`] tells the call. No reconnection
+//! mid-call (it would be a new conversation).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +37,8 @@ use tracing::{debug, info, warn};
 use super::config::{AiConfig, AudioFormat};
 use super::protocol::{self, ServerError, ServerMsg};
 use super::{
-    AiEvent, AiSession, CallContext, ClientTools, EndReason, Provider, SessionInfo, SessionIo, StartError, StartFuture, ToolResult,
+    AiEvent, AiSession, CallContext, ClientText, ClientTools, EndReason, Provider, SessionInfo, SessionIo, StartError, StartFuture,
+    ToolResult,
 };
 use crate::environment::Secret;
 use crate::http_client::{HttpError, Outgoing};
@@ -162,9 +167,13 @@ impl ElevenLabs {
             })
         })?;
 
-        let vars = ctx.variables(&self.cfg.dynamic_variables);
-        let overrides = ctx.overrides.or(&self.cfg.overrides).to_protocol();
-        tokio::time::timeout_at(deadline, ws.send(Message::text(protocol::initiation(&vars, overrides))))
+        let init = protocol::Initiation {
+            dynamic_variables: ctx.variables(&self.cfg.dynamic_variables),
+            overrides: ctx.overrides.or(&self.cfg.overrides).to_protocol(),
+            client_events: &self.cfg.client_events,
+            user_id: Some(ctx.phone_number.as_str()),
+        };
+        tokio::time::timeout_at(deadline, ws.send(Message::text(protocol::initiation(&init))))
             .await
             .map_err(|_| timeout("initiation data"))?
             .map_err(|e| StartError::ClosedBeforeMetadata { code: None, reason: e.to_string() })?;
@@ -205,6 +214,10 @@ impl ElevenLabs {
             error_grace: Duration::from_millis(self.cfg.error_grace_ms),
             idle: Duration::from_millis(self.cfg.idle_timeout_ms),
             end_call_seen: false,
+            end_call_grace: Duration::from_millis(self.cfg.end_call_grace_ms),
+            end_call_deadline: None,
+            guardrail: false,
+            queue: None,
             garbage: 0,
         };
         session.attach(tokio::spawn(run(ws, io, reader, self.cfg.input_format)));
@@ -258,6 +271,9 @@ async fn wait_metadata(ws: &mut Ws) -> Result<(String, Option<String>, Option<St
                     if !reason.contains(&e.message) {
                         reason = if reason.is_empty() { e.to_string() } else { format!("{reason} (after error {e})") };
                     }
+                    if let Some(meaning) = protocol::error_meaning(&e) {
+                        reason = format!("{reason}: {meaning}");
+                    }
                 }
                 return Err(StartError::ClosedBeforeMetadata { code, reason });
             }
@@ -270,6 +286,9 @@ async fn wait_metadata(ws: &mut Ws) -> Result<(String, Option<String>, Option<St
 /// What the reader asks the writer to do.
 enum Ctl {
     Text(String),
+    /// Held in the service's queue (`true`): caller audio is dropped, as the
+    /// service would discard it; admitted (`false`): sent again.
+    Hold(bool),
     /// Close with this code and reason, then stop.
     Close(u16, &'static str),
     /// The agent closed: flush the close reply and stop.
@@ -285,15 +304,24 @@ struct Reader {
     error_deadline: Option<Instant>,
     error_grace: Duration,
     idle: Duration,
+    /// The agent ran `end_call`: the conversation ends once its audio has
+    /// been quiet for `end_call_grace` (the farewell is streamed before the
+    /// tool's result, but may trail it), or at the agent's close.
     end_call_seen: bool,
+    end_call_grace: Duration,
+    end_call_deadline: Option<Instant>,
+    /// A guardrail stopped the agent: named in the reason of the end.
+    guardrail: bool,
+    /// The last queue status, if the service queued the conversation.
+    queue: Option<protocol::QueueStatus>,
     garbage: u64,
 }
 
 async fn run(ws: Ws, io: SessionIo, mut reader: Reader, input: AudioFormat) {
-    let SessionIo { audio, events: _, stop } = io;
+    let SessionIo { audio, texts, events: _, stop } = io;
     let (sink, stream) = ws.split();
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-    let mut writer = tokio::spawn(write_loop(sink, ctl_rx, audio, input));
+    let mut writer = tokio::spawn(write_loop(sink, ctl_rx, texts, audio, input));
     let end = reader.read_loop(stream, &ctl_tx, stop).await;
     if let Some(end) = end {
         match &end {
@@ -311,16 +339,22 @@ async fn run(ws: Ws, io: SessionIo, mut reader: Reader, input: AudioFormat) {
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<Ws, Message>,
     mut ctl: mpsc::UnboundedReceiver<Ctl>,
+    mut texts: mpsc::Receiver<ClientText>,
     mut audio: mpsc::Receiver<Vec<i16>>,
     format: AudioFormat,
 ) {
     let mut scratch = Vec::new();
     let mut audio_open = true;
+    let mut held = false;
     loop {
         let msg = tokio::select! {
             biased;
             c = ctl.recv() => match c {
                 Some(Ctl::Text(t)) => Message::text(t),
+                Some(Ctl::Hold(hold)) => {
+                    held = hold;
+                    continue;
+                }
                 Some(Ctl::Close(code, reason)) => {
                     let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
                     let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
@@ -331,7 +365,13 @@ async fn write_loop(
                     return;
                 }
             },
+            Some(t) = texts.recv() => Message::text(match t {
+                ClientText::Context { text, context_id } => protocol::contextual_update(&text, context_id.as_deref()),
+                ClientText::UserMessage(text) => protocol::user_message(&text),
+                ClientText::Activity => protocol::user_activity(),
+            }),
             a = audio.recv(), if audio_open => match a {
+                Some(_) if held => continue,
                 Some(pcm) => Message::text(protocol::user_audio_chunk(&pcm, format, &mut scratch)),
                 None => {
                     audio_open = false;
@@ -367,6 +407,7 @@ impl Reader {
         let (tool_tx, mut tool_rx) = mpsc::unbounded_channel::<(String, String, serde_json::Value, ToolResult)>();
         loop {
             let error_deadline = self.error_deadline;
+            let end_call_deadline = self.end_call_deadline;
             tokio::select! {
                 _ = &mut stop => {
                     let _ = ctl.send(Ctl::Close(1000, "call ended"));
@@ -390,10 +431,18 @@ impl Reader {
                     let _ = ctl.send(Ctl::Close(1000, "agent error"));
                     // The deadline is set with the error; no panic if that ever changes.
                     let (code, reason) = match self.last_error.take() {
-                        Some(e) => (e.code, format!("agent error {e}")),
+                        Some(e) => (e.code, match protocol::error_meaning(&e) {
+                            Some(meaning) => format!("agent error {e} ({meaning})"),
+                            None => format!("agent error {e}"),
+                        }),
                         None => (None, "agent error".to_string()),
                     };
                     return Some(EndReason::Error { code, reason });
+                }
+                _ = tokio::time::sleep_until(end_call_deadline.unwrap_or_else(Instant::now)), if end_call_deadline.is_some() => {
+                    // The service keeps the socket open after end_call: we close it.
+                    let _ = ctl.send(Ctl::Close(1000, "end_call"));
+                    return Some(EndReason::Normal { detail: "end_call (the agent ended the call)".into() });
                 }
                 next = tokio::time::timeout(self.idle, stream.next()) => {
                     let msg = match next {
@@ -424,6 +473,19 @@ impl Reader {
     }
 
     fn on_close(&mut self, frame: Option<CloseFrame>) -> EndReason {
+        let end = self.end_of(frame);
+        match end {
+            EndReason::Error { code, reason } if self.queue == Some(protocol::QueueStatus::TimedOut) => {
+                EndReason::Error { code, reason: format!("the service had no room for the conversation (its queue timed out): {reason}") }
+            }
+            EndReason::Error { code, reason } if self.guardrail => {
+                EndReason::Error { code, reason: format!("{reason} (after a guardrail stopped the agent)") }
+            }
+            other => other,
+        }
+    }
+
+    fn end_of(&mut self, frame: Option<CloseFrame>) -> EndReason {
         match frame {
             Some(f) => {
                 let end = protocol::close_reason(u16::from(f.code), f.reason.as_str(), self.last_error.as_ref());
@@ -466,6 +528,10 @@ impl Reader {
                     debug!(event_id, "late audio of an interrupted turn dropped");
                     return;
                 }
+                if self.end_call_seen {
+                    // The farewell still streams: end only once it is over.
+                    self.end_call_deadline = Some(Instant::now() + self.end_call_grace);
+                }
                 match protocol::decode_audio(&audio_base_64, self.output) {
                     Some(samples) if samples.is_empty() => {}
                     Some(samples) => self.emit(AiEvent::Audio { event_id, samples }),
@@ -506,11 +572,35 @@ impl Reader {
                     let _ = done.send((tool_name, tool_call_id, parameters, result));
                 });
             }
-            ServerMsg::AgentToolResponse { tool_name, is_error } => {
-                info!(tool = %tool_name, is_error, "agent tool ran");
-                if tool_name == "end_call" {
+            ServerMsg::AgentToolRequest { tool_name, tool_type } => {
+                info!(tool = %tool_name, tool_type = tool_type.as_deref().unwrap_or("?"), "agent runs a tool");
+            }
+            ServerMsg::AgentToolResponse { tool_name, tool_type, is_error } => {
+                info!(tool = %tool_name, tool_type = tool_type.as_deref().unwrap_or("?"), is_error, "agent tool ran");
+                // As the service's own SDK does, whatever is_error says: the
+                // agent has decided the conversation is over.
+                if tool_name == "end_call" && !self.end_call_seen {
                     self.end_call_seen = true;
+                    self.end_call_deadline = Some(Instant::now() + self.end_call_grace);
                 }
+            }
+            ServerMsg::GuardrailTriggered => {
+                warn!("a guardrail stopped the agent's reply");
+                self.guardrail = true;
+            }
+            ServerMsg::ContextUsage { tokens, limit } => debug!(tokens, limit, "agent context usage"),
+            ServerMsg::QueueStatus(status) => {
+                let held = status != protocol::QueueStatus::Admitted;
+                if held != self.queue.is_some_and(|q| q != protocol::QueueStatus::Admitted) {
+                    let _ = ctl.send(Ctl::Hold(held));
+                    self.emit(AiEvent::Queue { held });
+                }
+                match status {
+                    protocol::QueueStatus::Waiting => info!("the service queued the conversation: caller audio is held"),
+                    protocol::QueueStatus::Admitted => info!("the service admitted the conversation"),
+                    protocol::QueueStatus::TimedOut => warn!("the conversation timed out in the service's queue"),
+                }
+                self.queue = Some(status);
             }
             ServerMsg::Error(e) => {
                 warn!(error = %e, "agent error");

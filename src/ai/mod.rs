@@ -136,6 +136,11 @@ pub enum AiEvent {
         parameters: serde_json::Value,
         result: ToolResult,
     },
+    /// The service holds the conversation in its admission queue (`held`),
+    /// or admitted it: the wait is not conversation time.
+    Queue {
+        held: bool,
+    },
     /// The end: nothing follows.
     Ended(EndReason),
 }
@@ -197,6 +202,26 @@ impl fmt::Display for SessionClosed {
 }
 
 impl std::error::Error for SessionClosed {}
+
+/// Why [`AiSession::send_text`] did not take a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextRefused {
+    /// The conversation has ended.
+    Closed,
+    /// The provider lags: too many texts wait.
+    Full,
+}
+
+impl fmt::Display for TextRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TextRefused::Closed => "the AI session has ended",
+            TextRefused::Full => "the agent is not keeping up: text refused",
+        })
+    }
+}
+
+impl std::error::Error for TextRefused {}
 
 /// What `start` returns.
 pub type StartFuture<'a> = Pin<Box<dyn Future<Output = Result<AiSession, StartError>> + Send + 'a>>;
@@ -282,15 +307,30 @@ pub struct SessionInfo {
     pub output_format: AudioFormat,
 }
 
+/// Text for the agent beside the caller's audio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientText {
+    /// A fact, not a turn (a key pressed, a state of the call); only the
+    /// newest per `context_id` stays in the agent's context.
+    Context { text: String, context_id: Option<String> },
+    /// Words as if the caller had said them: a turn.
+    UserMessage(String),
+    /// The caller is still there: keeps the turn from timing out.
+    Activity,
+}
+
 /// The provider task's ends of a session's channels.
 pub(crate) struct SessionIo {
     pub audio: mpsc::Receiver<Vec<i16>>,
+    pub texts: mpsc::Receiver<ClientText>,
     pub events: mpsc::UnboundedSender<AiEvent>,
     pub stop: oneshot::Receiver<()>,
 }
 
 /// Caller chunks in flight before new ones are dropped (at 20 ms: 1 s).
 const AUDIO_QUEUE: usize = 50;
+/// Texts in flight before new ones are refused.
+const TEXT_QUEUE: usize = 16;
 
 /// One conversation, owned by the call.
 pub struct AiSession {
@@ -298,6 +338,7 @@ pub struct AiSession {
     chunk_samples: usize,
     pending: Vec<i16>,
     audio: mpsc::Sender<Vec<i16>>,
+    texts: mpsc::Sender<ClientText>,
     events: mpsc::UnboundedReceiver<AiEvent>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -318,12 +359,14 @@ impl AiSession {
     pub(crate) fn channels(info: SessionInfo, chunk_samples: usize) -> (AiSession, SessionIo) {
         let (audio_tx, audio_rx) = mpsc::channel(AUDIO_QUEUE);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (texts_tx, texts_rx) = mpsc::channel(TEXT_QUEUE);
         let (stop_tx, stop_rx) = oneshot::channel();
         let session = AiSession {
             info,
             chunk_samples: chunk_samples.max(1),
             pending: Vec::with_capacity(chunk_samples.max(1)),
             audio: audio_tx,
+            texts: texts_tx,
             events: events_rx,
             stop: Some(stop_tx),
             task: None,
@@ -331,7 +374,7 @@ impl AiSession {
             sent_chunks: 0,
             ended: false,
         };
-        (session, SessionIo { audio: audio_rx, events: events_tx, stop: stop_rx })
+        (session, SessionIo { audio: audio_rx, texts: texts_rx, events: events_tx, stop: stop_rx })
     }
 
     pub(crate) fn attach(&mut self, task: JoinHandle<()>) {
@@ -362,6 +405,18 @@ impl AiSession {
             }
         }
         Ok(())
+    }
+
+    /// Sends text to the agent (never blocks). `Err(TextRefused::Full)` when
+    /// the provider has 16 texts still unsent.
+    pub fn send_text(&mut self, text: ClientText) -> Result<(), TextRefused> {
+        if self.ended {
+            return Err(TextRefused::Closed);
+        }
+        self.texts.try_send(text).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => TextRefused::Full,
+            mpsc::error::TrySendError::Closed(_) => TextRefused::Closed,
+        })
     }
 
     /// Samples (at the input rate) per chunk handed to the provider.

@@ -1,11 +1,15 @@
-//! The ElevenLabs agent WebSocket messages: what we send (initiation data,
-//! `user_audio_chunk`, `pong`, `client_tool_result`), what we read (a tolerant
-//! parse of the server's frames), the audio codecs of the wire, and what a
-//! close code means for the call.
+//! The ElevenLabs agent WebSocket messages, as the service's published schema
+//! (`agent.asyncapi.yaml`, 2026-08) has them: what we send (initiation data
+//! with the client events cap4 needs, `user_audio_chunk`, `pong`,
+//! `client_tool_result`, `contextual_update`, `user_message`,
+//! `user_activity`), what we read (a tolerant parse of the server's frames),
+//! the audio codecs of the wire, and what a close code or an error type means
+//! for the call.
 //!
 //! Promises: parsing never fails on unknown `type`s or unknown fields (they
 //! become [`ServerMsg::Other`]); both shapes of `error` are read; closing codes
-//! are classified in one place ([`close_reason`]); no I/O here.
+//! and error types are explained in one place ([`close_reason`],
+//! [`error_meaning`]); no I/O here.
 
 use std::collections::BTreeMap;
 
@@ -17,16 +21,59 @@ use super::EndReason;
 use super::config::{AudioFormat, DynamicValue};
 use crate::audio::g711;
 
+/// What the first message of a conversation carries.
+#[derive(Debug, Clone, Default)]
+pub struct Initiation<'a> {
+    pub dynamic_variables: BTreeMap<String, DynamicValue>,
+    /// `conversation_config_override` (agent, tts, asr, turn), if any.
+    pub overrides: Option<Value>,
+    /// `conversation.client_events` (none sent when empty).
+    pub client_events: &'a [String],
+    /// Who the agent talks to (the caller's number), for the service's history.
+    pub user_id: Option<&'a str>,
+}
+
 /// The first message of every conversation.
-pub fn initiation(dynamic_variables: &BTreeMap<String, DynamicValue>, overrides: Option<Value>) -> String {
+pub fn initiation(init: &Initiation<'_>) -> String {
     let mut msg = json!({
         "type": "conversation_initiation_client_data",
-        "dynamic_variables": dynamic_variables,
+        "dynamic_variables": init.dynamic_variables,
+        // `source` is an enum on the service's side; cap4 is none of its SDKs.
+        "source_info": {"source": "unknown", "version": concat!("cap4/", env!("CARGO_PKG_VERSION"))},
     });
+    let mut overrides = init.overrides.clone();
+    if !init.client_events.is_empty() {
+        let o = overrides.get_or_insert_with(|| json!({}));
+        o["conversation"] = json!({ "client_events": init.client_events });
+    }
     if let Some(o) = overrides {
         msg["conversation_config_override"] = o;
     }
+    if let Some(user) = init.user_id.filter(|u| !u.is_empty()) {
+        msg["user_id"] = json!(user);
+    }
     msg.to_string()
+}
+
+/// `contextual_update`: a fact the agent should know, not a turn (a key the
+/// caller pressed, a state of the call). Only the newest update per
+/// `context_id` stays in the agent's context.
+pub fn contextual_update(text: &str, context_id: Option<&str>) -> String {
+    let mut msg = json!({"type": "contextual_update", "text": text});
+    if let Some(id) = context_id {
+        msg["context_id"] = json!(id);
+    }
+    msg.to_string()
+}
+
+/// `user_message`: text as if the caller had said it (a turn).
+pub fn user_message(text: &str) -> String {
+    json!({"type": "user_message", "text": text}).to_string()
+}
+
+/// `user_activity`: the caller is still there (keeps a turn from timing out).
+pub fn user_activity() -> String {
+    json!({"type": "user_activity"}).to_string()
 }
 
 /// `{"user_audio_chunk":"<base64>"}` (no `type`) of `pcm` in `format`.
@@ -123,15 +170,41 @@ pub enum ServerMsg {
         tool_call_id: String,
         parameters: Value,
     },
+    /// The agent is about to run a tool (any kind: client, webhook, system, MCP).
+    AgentToolRequest {
+        tool_name: String,
+        tool_type: Option<String>,
+    },
+    /// A tool the agent ran, from `agent_tool_response` or its
+    /// `_full_payload` twin (for `end_call`: the conversation is over).
     AgentToolResponse {
         tool_name: String,
+        tool_type: Option<String>,
         is_error: bool,
     },
+    /// A guardrail stopped the agent's reply (the service usually ends the call).
+    GuardrailTriggered,
+    /// How full the LLM's context is.
+    ContextUsage {
+        tokens: u64,
+        limit: u64,
+    },
+    /// The conversation waits to be admitted (`waiting`), was (`admitted`),
+    /// or waited too long (`timed_out`): while held, what we send is discarded.
+    QueueStatus(QueueStatus),
     Error(ServerError),
     /// Anything else (a known event CAP4 ignores, or an unknown `type`).
     Other {
         kind: String,
     },
+}
+
+/// Where a conversation stands in the service's admission queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueStatus {
+    Waiting,
+    Admitted,
+    TimedOut,
 }
 
 /// Why a text frame could not be used.
@@ -214,13 +287,31 @@ pub fn parse(text: &str) -> Result<ServerMsg, ParseError> {
                 parameters: v.get(e).and_then(|c| c.get("parameters")).cloned().unwrap_or(Value::Null),
             }
         }
-        "agent_tool_response" => {
-            let e = "agent_tool_response";
+        "agent_tool_request" => ServerMsg::AgentToolRequest {
+            tool_name: text_of(&v, "agent_tool_request", "tool_name").ok_or_else(|| missing("tool_name"))?,
+            tool_type: text_of(&v, "agent_tool_request", "tool_type"),
+        },
+        // The full payload adds the tool's whole result, which cap4 does not need.
+        "agent_tool_response" | "agent_tool_response_full_payload" => {
+            let e = kind.as_str();
             ServerMsg::AgentToolResponse {
                 tool_name: text_of(&v, e, "tool_name").ok_or_else(|| missing("tool_name"))?,
+                tool_type: text_of(&v, e, "tool_type"),
                 is_error: v.get(e).and_then(|c| c.get("is_error")).and_then(Value::as_bool).unwrap_or(false),
             }
         }
+        "guardrail_triggered" => ServerMsg::GuardrailTriggered,
+        "context_usage" => ServerMsg::ContextUsage {
+            tokens: u64_of(&v, "context_usage_event", "context_tokens").ok_or_else(|| missing("context_tokens"))?,
+            limit: u64_of(&v, "context_usage_event", "context_limit_tokens").ok_or_else(|| missing("context_limit_tokens"))?,
+        },
+        // Not in the schema yet (the service's widget reads it, 2026-08).
+        "queue_status" => match text_of(&v, "queue_status_event", "status").as_deref() {
+            Some("waiting") => ServerMsg::QueueStatus(QueueStatus::Waiting),
+            Some("admitted") => ServerMsg::QueueStatus(QueueStatus::Admitted),
+            Some("timed_out") => ServerMsg::QueueStatus(QueueStatus::TimedOut),
+            _ => ServerMsg::Other { kind },
+        },
         "error" => {
             let ev = v.get("error_event");
             let field = |name: &str| -> Option<String> { ev.and_then(|e| e.get(name)).and_then(Value::as_str).map(str::to_string) };
@@ -254,6 +345,34 @@ pub fn close_code_name(code: u16) -> &'static str {
     }
 }
 
+/// What an `error` frame means for whoever reads the call record: the
+/// service's error types (and its quota message) in plain words, with what to
+/// change where cap4 can say.
+pub fn error_meaning(error: &ServerError) -> Option<&'static str> {
+    let quota = || error.message.to_ascii_lowercase().contains("quota");
+    Some(match error.error_type.as_deref() {
+        Some("max_duration_exceeded") => "the agent's maximum conversation duration was reached",
+        Some("transport_receive_timeout") => "the agent heard nothing from the caller for too long (60 s)",
+        Some("missing_dynamic_variable" | "missing_dynamic_variable_transfer") => {
+            "the agent's prompt uses a dynamic variable cap4 did not send: add it under [ai.dynamic_variables]"
+        }
+        Some("override_error") => {
+            "the agent does not allow an override cap4 sent: allow it in the agent's security settings, \
+             or remove it from [ai.overrides] (client_events: set [ai] client_events = [])"
+        }
+        Some("llm_timeout") => "the agent's language model did not answer in time",
+        Some("llm_error" | "custom_llm_error" | "cascade_brain_error") => "the agent's language model failed",
+        Some("safety_violation") => "the service stopped the conversation for a safety violation",
+        Some("telephony_agent_error") => "the agent cannot take phone calls (an ASR-only agent)",
+        Some("asr_transcription_error" | "vad_error" | "turn_probability_error" | "tts_cascade_error") => {
+            "the service's speech recognition or synthesis failed"
+        }
+        Some("invalid_message" | "value_error" | "missing_fields") => "the service refused a message cap4 sent",
+        _ if quota() => "the ElevenLabs account's quota is used up",
+        _ => return None,
+    })
+}
+
 /// What the agent's close means for the call. `error` is the last `error`
 /// frame seen before it, if any.
 pub fn close_reason(code: u16, reason: &str, error: Option<&ServerError>) -> EndReason {
@@ -276,6 +395,11 @@ pub fn close_reason(code: u16, reason: &str, error: Option<&ServerError>) -> End
             text.push_str(" after error ");
             text.push_str(&e.to_string());
         }
+        if let Some(meaning) = error_meaning(e) {
+            text.push_str(" (");
+            text.push_str(meaning);
+            text.push(')');
+        }
     }
     EndReason::Error { code: Some(code), reason: text }
 }
@@ -289,13 +413,40 @@ mod tests {
         let mut vars = BTreeMap::new();
         vars.insert("call_id".to_string(), DynamicValue::from("c1"));
         vars.insert("tries".to_string(), DynamicValue::Int(2));
-        let text = initiation(&vars, Some(json!({"agent": {"language": "de"}})));
-        let v: Value = serde_json::from_str(&text).unwrap();
+        let events = vec!["audio".to_string(), "agent_tool_response".to_string()];
+        let init = Initiation {
+            dynamic_variables: vars.clone(),
+            overrides: Some(json!({"agent": {"language": "de"}})),
+            client_events: &events,
+            user_id: Some("+4930123"),
+        };
+        let v: Value = serde_json::from_str(&initiation(&init)).unwrap();
         assert_eq!(v["type"], "conversation_initiation_client_data");
         assert_eq!(v["dynamic_variables"], json!({"call_id": "c1", "tries": 2}));
         assert_eq!(v["conversation_config_override"]["agent"]["language"], "de");
-        let bare: Value = serde_json::from_str(&initiation(&vars, None)).unwrap();
+        assert_eq!(v["conversation_config_override"]["conversation"]["client_events"], json!(["audio", "agent_tool_response"]));
+        assert_eq!(v["user_id"], "+4930123");
+        assert_eq!(v["source_info"]["source"], "unknown");
+        assert!(v["source_info"]["version"].as_str().unwrap().starts_with("cap4/"));
+        // The events alone make an override; nothing at all makes none.
+        let only_events: Value = serde_json::from_str(&initiation(&Initiation { client_events: &events, ..Default::default() })).unwrap();
+        assert_eq!(
+            only_events["conversation_config_override"],
+            json!({"conversation": {"client_events": ["audio", "agent_tool_response"]}})
+        );
+        let bare: Value = serde_json::from_str(&initiation(&Initiation { dynamic_variables: vars, ..Default::default() })).unwrap();
         assert!(bare.get("conversation_config_override").is_none());
+        assert!(bare.get("user_id").is_none());
+    }
+
+    #[test]
+    fn client_messages_follow_the_schema() {
+        let v: Value = serde_json::from_str(&contextual_update("caller pressed 5", Some("dtmf"))).unwrap();
+        assert_eq!(v, json!({"type": "contextual_update", "text": "caller pressed 5", "context_id": "dtmf"}));
+        let v: Value = serde_json::from_str(&contextual_update("x", None)).unwrap();
+        assert!(v.get("context_id").is_none());
+        assert_eq!(serde_json::from_str::<Value>(&user_message("hi")).unwrap(), json!({"type": "user_message", "text": "hi"}));
+        assert_eq!(serde_json::from_str::<Value>(&user_activity()).unwrap(), json!({"type": "user_activity"}));
     }
 
     #[test]
@@ -342,6 +493,46 @@ mod tests {
             ServerMsg::ClientToolCall { tool_name: "t".into(), tool_call_id: "x".into(), parameters: json!({"a": 1}) }
         );
         assert_eq!(p(r#"{"type":"vad_score","vad_score_event":{"vad_score":0.9}}"#), ServerMsg::Other { kind: "vad_score".into() });
+        assert_eq!(
+            p(r#"{"type":"agent_chat_response_part","text_response_part":{"text":"Hel","type":"delta","event_id":3}}"#),
+            ServerMsg::Other { kind: "agent_chat_response_part".into() }
+        );
+        assert_eq!(
+            p(
+                r#"{"type":"agent_tool_request","agent_tool_request":{"tool_name":"end_call","tool_call_id":"t1","tool_type":"system","event_id":4}}"#
+            ),
+            ServerMsg::AgentToolRequest { tool_name: "end_call".into(), tool_type: Some("system".into()) }
+        );
+        let response = ServerMsg::AgentToolResponse { tool_name: "end_call".into(), tool_type: Some("system".into()), is_error: false };
+        assert_eq!(
+            p(
+                r#"{"type":"agent_tool_response","agent_tool_response":{"tool_name":"end_call","tool_call_id":"t1","tool_type":"system","is_error":false,"is_called":true,"event_id":4}}"#
+            ),
+            response
+        );
+        assert_eq!(
+            p(
+                r#"{"type":"agent_tool_response_full_payload","agent_tool_response_full_payload":{"tool_name":"end_call","tool_call_id":"t1","tool_type":"system","is_error":false,"is_called":true,"event_id":4,"full_tool_result":"{}","truncated":false}}"#
+            ),
+            response
+        );
+        assert_eq!(p(r#"{"type":"guardrail_triggered"}"#), ServerMsg::GuardrailTriggered);
+        assert_eq!(
+            p(
+                r#"{"type":"context_usage","context_usage_event":{"event_id":9,"model":"m","context_tokens":900,"context_limit_tokens":1000}}"#
+            ),
+            ServerMsg::ContextUsage { tokens: 900, limit: 1000 }
+        );
+        for (status, expected) in
+            [("waiting", QueueStatus::Waiting), ("admitted", QueueStatus::Admitted), ("timed_out", QueueStatus::TimedOut)]
+        {
+            let frame = format!(r#"{{"type":"queue_status","queue_status_event":{{"status":"{status}"}}}}"#);
+            assert_eq!(p(&frame), ServerMsg::QueueStatus(expected));
+        }
+        assert_eq!(
+            p(r#"{"type":"queue_status","queue_status_event":{"status":"later"}}"#),
+            ServerMsg::Other { kind: "queue_status".into() }
+        );
         assert_eq!(p(r#"{"type":"brand_new_event","x":1}"#), ServerMsg::Other { kind: "brand_new_event".into() });
         assert!(matches!(parse("{not json"), Err(ParseError::NotJson(_))));
         assert_eq!(parse(r#"{"user_audio_chunk":"AA=="}"#), Err(ParseError::NoType));
@@ -379,5 +570,19 @@ mod tests {
         }
         let r = close_reason(1002, "", Some(&quota));
         assert!(r.to_string().contains("quota"), "{r}");
+    }
+
+    #[test]
+    fn error_types_are_explained_in_the_reason() {
+        let error = |t: &str| ServerError { code: Some(1008), error_type: Some(t.into()), message: "m".into() };
+        let reason = |t: &str| close_reason(1008, "", Some(&error(t))).to_string();
+        assert!(reason("missing_dynamic_variable").contains("[ai.dynamic_variables]"), "{}", reason("missing_dynamic_variable"));
+        assert!(reason("override_error").contains("security settings"));
+        assert!(reason("transport_receive_timeout").contains("heard nothing from the caller"));
+        assert!(reason("llm_timeout").contains("did not answer in time"));
+        let quota = ServerError { code: None, error_type: None, message: "This request exceeds your quota limit.".into() };
+        assert!(close_reason(1002, "", Some(&quota)).to_string().contains("quota is used up"));
+        assert_eq!(error_meaning(&error("something_new")), None);
+        assert!(close_reason(1000, "", Some(&error("max_duration_exceeded"))).is_normal());
     }
 }

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::alsa_pcm::{AlsaError, AlsaPcm};
 use super::config::AudioConfig;
 use super::rt::{self, Grant, Mark, PcmBackend, PcmError, RtHooks, RtLoop, RtRings, RtSizes, Shared};
+use super::wake::{self, WakeWaiter};
 
 /// Why the engine could not start or stopped.
 #[derive(Debug)]
@@ -40,6 +41,8 @@ pub enum AudioError {
     Device(i32),
     /// The real-time thread is gone.
     Stopped,
+    /// The thread's wake-up eventfd could not be made (out of descriptors).
+    Wake(std::io::Error),
 }
 
 impl fmt::Display for AudioError {
@@ -50,6 +53,7 @@ impl fmt::Display for AudioError {
             AudioError::Spawn(e) => write!(f, "audio thread: {e}"),
             AudioError::Device(n) => write!(f, "ALSA failed: {}", std::io::Error::from_raw_os_error(*n)),
             AudioError::Stopped => write!(f, "the audio thread stopped"),
+            AudioError::Wake(e) => write!(f, "audio thread wake-up: {e}"),
         }
     }
 }
@@ -193,6 +197,8 @@ pub struct AudioEngine {
     capture_marks: Consumer<Mark>,
     playback_marks: Consumer<Mark>,
     utterance_ends: Producer<u64>,
+    /// Signalled by the thread once a frame waits in the capture ring.
+    frame_ready: WakeWaiter,
     thread: Option<JoinHandle<Result<(), PcmError>>>,
     report: RtReport,
     rate: u32,
@@ -252,16 +258,21 @@ impl AudioEngine {
         let priority = cfg.realtime_priority;
         let lock = cfg.lock_memory;
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<RtReport, E>>(1);
+        let (wake, frame_ready) = wake::pair().map_err(AudioError::Wake)?;
+        let frame = cfg.frame_samples();
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("cap4-audio-rt".into())
             .spawn(move || {
                 let shared = thread_shared;
+                let finished_wake = wake.clone();
                 let finish = |r: Result<(), PcmError>| {
                     if let Err(PcmError::Fatal(n)) = r {
                         shared.fatal.store(n as u32, Ordering::Relaxed);
                     }
                     shared.finished.store(true, Ordering::Release);
+                    // A task waiting for a frame learns the thread is gone.
+                    finished_wake.signal();
                     r
                 };
                 let (backend, buffer) = match open() {
@@ -272,9 +283,9 @@ impl AudioEngine {
                     }
                 };
                 let realtime = rt::set_realtime(priority);
-                let sizes = RtSizes { period, fill, buffer, ramp };
+                let sizes = RtSizes { period, fill, buffer, ramp, frame };
                 let rings =
-                    RtRings { capture_tx, playback_rx, capture_marks: cmarks_tx, playback_marks: pmarks_tx, utterance_ends: ends_rx };
+                    RtRings { capture_tx, playback_rx, capture_marks: cmarks_tx, playback_marks: pmarks_tx, utterance_ends: ends_rx, wake };
                 let mut lp = RtLoop::new(backend, shared.clone(), rings, sizes);
                 rt::prefault_stack();
                 let memory_locked = if lock { rt::lock_memory() } else { Grant::NotAsked };
@@ -308,7 +319,8 @@ impl AudioEngine {
             thread: Some(thread),
             report,
             rate: cfg.rate,
-            frame: cfg.frame_samples(),
+            frame,
+            frame_ready,
             received: 0,
             pushed: 0,
             rejected: 0,
@@ -398,9 +410,9 @@ impl AudioEngine {
         true
     }
 
-    /// Waits for the next 20 ms of the caller's voice. Polls every 2 ms (the
-    /// thread cannot wake a task without a lock or a system call); fails once
-    /// the thread has stopped and nothing is left.
+    /// Waits for the next 20 ms of the caller's voice: sleeps until the thread
+    /// signals a whole frame (see `wake.rs`); fails once the thread has stopped
+    /// and nothing is left.
     pub async fn recv_frame(&mut self, out: &mut [i16]) -> Result<(), AudioError> {
         loop {
             if self.try_recv_frame(out) {
@@ -409,7 +421,11 @@ impl AudioEngine {
             if self.shared.finished.load(Ordering::Acquire) {
                 return Err(self.failure());
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            if let Err(e) = self.frame_ready.wait().await {
+                // Without the reactor (never in cap4): fall back to a poll.
+                tracing::debug!(error = %e, "frame wake-up unavailable; polling");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
         }
     }
 

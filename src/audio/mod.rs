@@ -15,6 +15,7 @@
 //! - `alsa_pcm.rs`: the ALSA backend (a simulated one for tests is
 //!   `tests/support/sim_pcm.rs`).
 //! - `engine.rs`: the handle: start/stop per call, frames, flush, stats.
+//! - `wake.rs`: the eventfd by which the thread wakes the call's task per frame.
 //! - `g711.rs`: µ-law / A-law; `resample.rs`: rubato rate conversion.
 
 pub mod alsa_pcm;
@@ -23,6 +24,7 @@ pub mod engine;
 pub mod g711;
 pub mod resample;
 pub mod rt;
+pub mod wake;
 
 pub use config::AudioConfig;
 pub use engine::{AudioEngine, AudioError, AudioStats, FlushHandle, LatencyReport, RtReport};

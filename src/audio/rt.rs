@@ -4,13 +4,15 @@
 //!
 //! Promises, once [`RtHooks::on_loop_enter`] has run and until
 //! [`RtHooks::on_loop_exit`]: no allocation, no lock, no system call other than
-//! the backend's (ALSA) and the rings' atomics; the clock is the vDSO's
+//! the backend's (ALSA), the rings' atomics and one non-blocking eventfd write
+//! per frame ([`WakeSignal`]); the clock is the vDSO's
 //! `CLOCK_MONOTONIC`. Every buffer is allocated in the setup phase, before the
 //! loop. The setup phase also asks for SCHED_FIFO and `mlockall(MCL_CURRENT)`
 //! and reports (never logs: logging may lock) whether it got them.
 //!
 //! One iteration per capture period: read one period (blocking; the capture
-//! device is the clock), push it to the capture ring, apply a pending flush, then
+//! device is the clock), push it to the capture ring (waking the call's task
+//! once a whole frame waits there), apply a pending flush, then
 //! top the playback device up to `playback_fill_periods` from the playback ring,
 //! filling what the ring lacks with silence reached by a short ramp (no click).
 //! Both devices sit on the same card (snd-aloop), so their clocks cannot drift.
@@ -20,6 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use rtrb::{Consumer, Producer};
+
+use super::wake::WakeSignal;
 
 /// Which PCM a backend error concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +170,9 @@ pub struct RtSizes {
     pub buffer: usize,
     /// Ramp length to and from silence.
     pub ramp: usize,
+    /// The consumer's frame: once the capture ring holds this many samples,
+    /// its task is woken.
+    pub frame: usize,
 }
 
 /// The ring ends the loop owns (its side of each lock-free queue).
@@ -176,6 +183,8 @@ pub struct RtRings {
     pub playback_marks: Producer<Mark>,
     /// Agent sample indices where the producer declared an utterance ended.
     pub utterance_ends: Consumer<u64>,
+    /// Wakes the consumer of the capture ring.
+    pub wake: WakeSignal,
 }
 
 /// The loop and everything it owns. Built in the setup phase (allocates),
@@ -190,6 +199,7 @@ pub struct RtLoop<B: PcmBackend> {
     /// Agent sample indices where the producer declared an utterance ended:
     /// running dry exactly there is the end of speech, not an underrun.
     utterance_ends: Consumer<u64>,
+    wake: WakeSignal,
     sizes: RtSizes,
     capture_buf: Vec<i16>,
     playback_buf: Vec<i16>,
@@ -210,7 +220,7 @@ pub struct RtLoop<B: PcmBackend> {
 
 impl<B: PcmBackend> RtLoop<B> {
     pub(crate) fn new(backend: B, shared: Arc<Shared>, rings: RtRings, sizes: RtSizes) -> Self {
-        let RtRings { capture_tx, playback_rx, capture_marks, playback_marks, utterance_ends } = rings;
+        let RtRings { capture_tx, playback_rx, capture_marks, playback_marks, utterance_ends, wake } = rings;
         RtLoop {
             backend,
             shared,
@@ -219,6 +229,7 @@ impl<B: PcmBackend> RtLoop<B> {
             capture_marks,
             playback_marks,
             utterance_ends,
+            wake,
             capture_buf: vec![0; sizes.period],
             playback_buf: vec![0; sizes.fill],
             history: vec![0; sizes.buffer.max(sizes.fill + sizes.period)],
@@ -286,6 +297,10 @@ impl<B: PcmBackend> RtLoop<B> {
         self.captured += self.capture_buf.len() as u64;
         self.shared.captured.store(self.captured, Ordering::Relaxed);
         let _ = self.capture_marks.push(Mark { end_index: self.captured, at_ns, device_queued: 0 });
+        let waiting = self.capture_tx.buffer().capacity() - self.capture_tx.slots();
+        if waiting >= self.sizes.frame {
+            self.wake.signal();
+        }
     }
 
     /// Drops the agent audio queued before the flush, in the ring and in the

@@ -79,6 +79,11 @@ pub enum AiInput {
     },
     /// The caller barged in.
     Interrupted,
+    /// The service holds the conversation in its queue (`held`) or admitted
+    /// it: time held is not conversation time.
+    Queue {
+        held: bool,
+    },
     /// The conversation is over. `by_agent`: the agent ended it and its
     /// farewell has played (`agent_hangup`); else it failed (`ai_failed`).
     Ended {
@@ -206,8 +211,11 @@ struct ActiveCall {
     max_deadline: Option<u64>,
     hangup_deadline: Option<u64>,
     link_deadline: Option<u64>,
-    /// When the AI conversation started running, while it runs.
+    /// When the AI conversation started running, while it runs (not while
+    /// the service holds it in its queue).
     ai_running_since: Option<u64>,
+    /// When the service queued the conversation, while it is held.
+    ai_queued_since: Option<u64>,
     /// A voicemail message is being left.
     voicemail_pending: bool,
     /// When a transcript line was last saved.
@@ -225,9 +233,17 @@ impl ActiveCall {
 
     /// Closes the AI conversation's books: its seconds and how it ended.
     fn ai_over(&mut self, now: Now, reason: &str) {
-        let Some(since) = self.ai_running_since.take() else { return };
+        let (running, queued) = (self.ai_running_since.take(), self.ai_queued_since.take());
+        if running.is_none() && queued.is_none() {
+            return;
+        }
         if let Some(ai) = self.record.ai.as_mut() {
-            ai.seconds = now.mono_ms.saturating_sub(since) as f64 / 1000.0;
+            if let Some(since) = running {
+                ai.seconds += now.mono_ms.saturating_sub(since) as f64 / 1000.0;
+            }
+            if let Some(since) = queued {
+                ai.queued_ms += now.mono_ms.saturating_sub(since);
+            }
             ai.end_reason.get_or_insert_with(|| reason.to_string());
         }
     }
@@ -322,6 +338,7 @@ impl CallMachine {
             hangup_deadline: None,
             link_deadline: None,
             ai_running_since: None,
+            ai_queued_since: None,
             voicemail_pending: false,
             transcript_saved_at: None,
         };
@@ -495,6 +512,21 @@ impl CallMachine {
                     return Vec::new();
                 }
                 call.transcript_saved_at = Some(now.mono_ms);
+                vec![Effect::Persist(call.record.clone())]
+            }
+            AiInput::Queue { held: true } => {
+                let Some(since) = call.ai_running_since.take() else { return Vec::new() };
+                ai.seconds += now.mono_ms.saturating_sub(since) as f64 / 1000.0;
+                call.ai_queued_since = Some(now.mono_ms);
+                call.note(now, "ai_queued", None);
+                vec![Effect::Persist(call.record.clone())]
+            }
+            AiInput::Queue { held: false } => {
+                let Some(since) = call.ai_queued_since.take() else { return Vec::new() };
+                let waited = now.mono_ms.saturating_sub(since);
+                ai.queued_ms += waited;
+                call.ai_running_since = Some(now.mono_ms);
+                call.note(now, "ai_admitted", Some(format!("after {waited} ms in the service's queue")));
                 vec![Effect::Persist(call.record.clone())]
             }
             AiInput::Interrupted => {

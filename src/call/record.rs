@@ -154,9 +154,13 @@ pub struct AiRecord {
     /// From the request to the first agent audio queued for playback.
     #[serde(default)]
     pub first_agent_audio_ms: Option<u32>,
-    /// Conversation time (what the provider bills), from running to its end.
+    /// Conversation time (what the provider bills), from running to its
+    /// end, less any time the service held it in its queue.
     #[serde(default)]
     pub seconds: f64,
+    /// Time the service held the conversation in its admission queue.
+    #[serde(default)]
+    pub queued_ms: u64,
     /// How the conversation ended, in words.
     #[serde(default)]
     pub end_reason: Option<String>,

@@ -193,6 +193,7 @@ impl AgentAudio {
                 let error = if result.is_error { " (error)" } else { "" };
                 line(Speaker::Tool, format!("{name}({parameters}) -> {}{error}", result.result));
             }
+            Some(AiEvent::Queue { held }) => out.push(MediaEffect::Ai(AiInput::Queue { held })),
             Some(AiEvent::Ended(reason)) if reason.is_normal() => {
                 self.ended = true;
                 if let Some(last) = self.last_event_id {

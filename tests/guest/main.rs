@@ -12,4 +12,5 @@ mod vm_amd;
 mod vm_audio;
 mod vm_bench;
 mod vm_box;
+mod vm_cpu;
 mod vm_jitter;

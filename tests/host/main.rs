@@ -12,6 +12,7 @@ mod alloc_count;
 mod ai_agent;
 mod ai_calls;
 mod ai_endings;
+mod ai_protocol;
 mod ai_session;
 mod amd;
 mod amd_alloc;

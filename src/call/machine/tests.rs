@@ -542,6 +542,37 @@ fn the_conversation_is_recorded_and_its_end_hangs_up() {
 }
 
 #[test]
+fn time_in_the_services_queue_is_not_conversation_time() {
+    use crate::amd::{Cause, Kind};
+    let (m, _) = dialled();
+    let mut m = m.with_answer_policy(AI);
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    m.handle(verdict(Kind::Human, Cause::ShortGreetingThenPause), at(2_000));
+    m.handle(Input::Ai(AiInput::Started { provider: "elevenlabs".into(), conversation_id: "c".into(), setup_ms: 1 }), at(2_000));
+    let fx = m.handle(Input::Ai(AiInput::Queue { held: true }), at(3_000));
+    assert_eq!(persisted(&fx)[0].timeline.last().map(|e| e.event.as_str()), Some("ai_queued"));
+    assert!(m.handle(Input::Ai(AiInput::Queue { held: true }), at(3_500)).is_empty(), "already held");
+    m.handle(Input::Ai(AiInput::Queue { held: false }), at(7_000));
+    m.handle(Input::Ai(AiInput::Ended { by_agent: true, reason: "end_call".into() }), at(9_000));
+    let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some("Connection reset by user")), at(9_050))).clone();
+    let ai = r.ai.expect("ai");
+    assert_eq!((ai.seconds, ai.queued_ms), (3.0, 4_000), "1 s before the queue and 2 s after it; 4 s held");
+    assert!(r.timeline.iter().any(|e| e.event == "ai_admitted" && e.detail.as_deref() == Some("after 4000 ms in the service's queue")));
+
+    // Ended while still held: the wait is counted as such, and nothing after it.
+    let (m, _) = dialled();
+    let mut m = m.with_answer_policy(AI);
+    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(1_000));
+    m.handle(verdict(Kind::Human, Cause::ShortGreetingThenPause), at(2_000));
+    m.handle(Input::Ai(AiInput::Started { provider: "elevenlabs".into(), conversation_id: "c".into(), setup_ms: 1 }), at(2_000));
+    m.handle(Input::Ai(AiInput::Queue { held: true }), at(2_500));
+    m.handle(Input::Ai(AiInput::Ended { by_agent: false, reason: "queue timed out".into() }), at(6_500));
+    let r = ended(&m.handle(ev("CALL_CLOSED", Some("abc"), Some("Connection reset by user")), at(6_550))).clone();
+    let ai = r.ai.expect("ai");
+    assert_eq!((ai.seconds, ai.queued_ms, ai.end_reason.as_deref()), (0.5, 4_000, Some("queue timed out")));
+}
+
+#[test]
 fn a_machine_gets_the_voicemail_message_then_the_hangup() {
     use crate::amd::{Cause, Kind};
     let (m, _) = dialled();

@@ -8,8 +8,15 @@
 //!   missing signature when signatures are required, is closed before the
 //!   metadata with `reject_code`.
 //! - Waits for `conversation_initiation_client_data` (or 1 s), refuses
-//!   overrides when not allowed (`error` override_error + 1008), then sends the
-//!   metadata with the configured formats, then runs the script ([`Step`]).
+//!   overrides when not allowed (`error` override_error + 1008; the
+//!   `client_events` override apart), then sends the metadata with the
+//!   configured formats, then runs the script ([`Step`]).
+//! - Sends an event beyond the service's default set (tool events,
+//!   corrections, client tool calls, guardrails, context usage) only when the
+//!   conversation asked for it in `client_events`, else when the agent's own
+//!   settings ([`FakeConfig::agent_client_events`]) list it, as the service does.
+//! - A queue: `queue_status` waiting, caller audio counted while held (the
+//!   service discards it), then admitted, or timed out and closed 3008.
 //! - Pings on an interval (rising ids, `ping_ms` null first, then the measured
 //!   RTT), records pong latency, optionally closes 1002 when pongs stop.
 //! - Agent turns: `agent_response` + audio chunks sharing one `event_id`, the
@@ -71,6 +78,18 @@ pub enum Step {
         farewell: &'static str,
         ms: u32,
     },
+    /// Farewell turn and `agent_tool_response(end_call)`, then the socket
+    /// stays open: the client must end the conversation itself.
+    EndCallNoClose {
+        farewell: &'static str,
+        ms: u32,
+    },
+    /// `queue_status` waiting; after `wait`, admitted (or timed out: closed
+    /// 3008 "too many concurrent connections").
+    Queue {
+        wait: Duration,
+        admit: bool,
+    },
     Close {
         code: u16,
         reason: &'static str,
@@ -100,6 +119,10 @@ pub struct FakeConfig {
     pub input_format: String,
     pub output_format: String,
     pub allow_overrides: bool,
+    /// The agent allows the `conversation.client_events` override.
+    pub allow_client_events: bool,
+    /// The events the agent's own settings enable (when the client asks for none).
+    pub agent_client_events: Vec<String>,
     /// Delay before the metadata (connect-timeout tests).
     pub metadata_delay: Duration,
     pub ping_every: Option<Duration>,
@@ -126,6 +149,8 @@ impl Default for FakeConfig {
             input_format: "pcm_16000".into(),
             output_format: "pcm_16000".into(),
             allow_overrides: true,
+            allow_client_events: true,
+            agent_client_events: SERVICE_DEFAULT_EVENTS.iter().map(|e| e.to_string()).collect(),
             metadata_delay: Duration::ZERO,
             ping_every: None,
             close_after_missed_pongs: None,
@@ -136,6 +161,10 @@ impl Default for FakeConfig {
         }
     }
 }
+
+/// What the service sends when nobody asked for more (its schema's default).
+pub const SERVICE_DEFAULT_EVENTS: [&str; 7] =
+    ["audio", "interruption", "agent_response", "user_transcript", "tentative_user_transcript", "conversation_initiation_metadata", "ping"];
 
 /// The sample value of every sample of turn `event_id`'s audio.
 pub fn marker(event_id: u64) -> i16 {
@@ -167,6 +196,12 @@ pub struct Recorded {
     /// Frames that break the protocol: binary, not JSON, bad audio.
     pub bad_frames: Vec<String>,
     pub tool_results: Vec<Value>,
+    /// `contextual_update`, `user_message` and `user_activity` frames, as sent.
+    pub client_texts: Vec<Value>,
+    /// Caller audio chunks that came while the conversation was held in the queue.
+    pub audio_while_held: u64,
+    /// Events the script would have sent but the conversation did not ask for.
+    pub withheld_events: Vec<String>,
     /// Close frames the client sent.
     pub client_closes: Vec<(u16, String)>,
     /// Closes the fake sent.
@@ -329,25 +364,32 @@ async fn serve(mut tcp: TcpStream, addr: SocketAddr, cfg: Arc<Mutex<FakeConfig>>
     }
 
     // The initiation data (first frame), or go on after 1 s without it.
+    let mut events = c.agent_client_events.clone();
     if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(Duration::from_secs(1), ws.next()).await {
         let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
         let is_init = v["type"] == "conversation_initiation_client_data";
-        let has_override = v.get("conversation_config_override").is_some();
+        let overrides = v.get("conversation_config_override").and_then(Value::as_object);
+        let has_override = overrides.is_some_and(|o| o.keys().any(|k| k != "conversation"));
+        let asked = overrides.and_then(|o| o.get("conversation")).and_then(|c| c.get("client_events")).and_then(Value::as_array);
+        if let Some(asked) = asked {
+            events = asked.iter().filter_map(Value::as_str).map(str::to_string).collect();
+        }
+        let refused = match () {
+            () if asked.is_some() && !c.allow_client_events => Some("client_events"),
+            () if has_override && !c.allow_overrides => Some("first_message"),
+            () => None,
+        };
         rec.lock().unwrap().init.push(v);
         changed.notify_waiters();
         if !is_init {
             rec.lock().unwrap().bad_frames.push("first frame is not the initiation data".into());
         }
-        if has_override && !c.allow_overrides {
-            let err = json!({"type": "error", "error_event": {"code": 1008, "error_type": "override_error", "message": "Override for field 'first_message' is not allowed by config."}});
+        if let Some(field) = refused {
+            let message = format!("Override for field '{field}' is not allowed by config.");
+            let err = json!({"type": "error", "error_event": {"code": 1008, "error_type": "override_error", "message": message}});
             let _ = ws.send(Message::text(err.to_string())).await;
             rec.lock().unwrap().server_closes.push(1008);
-            let _ = ws
-                .close(Some(CloseFrame {
-                    code: CloseCode::Policy,
-                    reason: "Override for field 'first_message' is not allowed by config.".into(),
-                }))
-                .await;
+            let _ = ws.close(Some(CloseFrame { code: CloseCode::Policy, reason: message.into() })).await;
             changed.notify_waiters();
             return;
         }
@@ -368,6 +410,8 @@ async fn serve(mut tcp: TcpStream, addr: SocketAddr, cfg: Arc<Mutex<FakeConfig>>
         changed: changed.clone(),
         out: out_tx.clone(),
         cfg: c.clone(),
+        events,
+        held: Mutex::new(false),
         pings: Mutex::new(Vec::new()),
         slow: Mutex::new(Duration::ZERO),
     });
@@ -436,6 +480,10 @@ struct Conn {
     changed: Arc<Notify>,
     out: mpsc::UnboundedSender<Out>,
     cfg: FakeConfig,
+    /// The server events this conversation gets.
+    events: Vec<String>,
+    /// Held in the queue: caller audio is discarded (and counted).
+    held: Mutex<bool>,
     /// (ping id, sent at, answered).
     pings: Mutex<Vec<(u64, Instant, bool)>>,
     slow: Mutex<Duration>,
@@ -470,6 +518,12 @@ fn rate_of(format: &str) -> usize {
 
 impl Conn {
     fn send(&self, v: Value) {
+        let kind = v["type"].as_str().unwrap_or_default();
+        let gated = !SERVICE_DEFAULT_EVENTS.contains(&kind) && kind != "error" && kind != "queue_status";
+        if gated && !self.events.iter().any(|e| e == kind) {
+            self.rec.lock().unwrap().withheld_events.push(kind.to_string());
+            return;
+        }
         let _ = self.out.send(Out::Msg(Message::text(v.to_string())));
     }
 
@@ -485,6 +539,9 @@ impl Conn {
                 Err(e) => r.bad_frames.push(format!("not JSON: {e}")),
                 Ok(v) => {
                     if let Some(b64) = v.get("user_audio_chunk").and_then(Value::as_str) {
+                        if *self.held.lock().unwrap() {
+                            r.audio_while_held += 1;
+                        }
                         match decode_samples(b64, &self.cfg.input_format) {
                             Err(e) => r.bad_frames.push(e),
                             Ok(samples) => {
@@ -515,6 +572,7 @@ impl Conn {
                                 }
                             }
                             Some("client_tool_result") => r.tool_results.push(v),
+                            Some("contextual_update" | "user_message" | "user_activity") => r.client_texts.push(v),
                             Some("conversation_initiation_client_data") => r.init.push(v),
                             other => r.bad_frames.push(format!("unexpected client message type {other:?}")),
                         }
@@ -641,6 +699,26 @@ async fn run_script(conn: Arc<Conn>) {
                 conn.send(json!({"type": "agent_tool_request", "agent_tool_request": {"tool_name": "end_call", "tool_call_id": "end_call_1", "tool_type": "system", "event_id": turn}}));
                 conn.send(json!({"type": "agent_tool_response", "agent_tool_response": {"tool_name": "end_call", "tool_call_id": "end_call_1", "tool_type": "system", "is_error": false, "is_called": true, "event_id": turn}}));
                 let _ = conn.out.send(Out::Close(1000, ""));
+            }
+            Step::EndCallNoClose { farewell, ms } => {
+                turn += 1;
+                conn.say(turn, farewell);
+                for _ in 0..ms.div_ceil(conn.cfg.chunk_ms) {
+                    conn.audio(turn, conn.cfg.chunk_ms);
+                }
+                conn.send(json!({"type": "agent_tool_response", "agent_tool_response": {"tool_name": "end_call", "tool_call_id": "end_call_1", "tool_type": "system", "is_error": false, "is_called": true, "event_id": turn}}));
+            }
+            Step::Queue { wait, admit } => {
+                *conn.held.lock().unwrap() = true;
+                conn.send(json!({"type": "queue_status", "queue_status_event": {"status": "waiting"}}));
+                tokio::time::sleep(wait).await;
+                *conn.held.lock().unwrap() = false;
+                if admit {
+                    conn.send(json!({"type": "queue_status", "queue_status_event": {"status": "admitted"}}));
+                } else {
+                    conn.send(json!({"type": "queue_status", "queue_status_event": {"status": "timed_out"}}));
+                    let _ = conn.out.send(Out::Close(3008, "too many concurrent connections"));
+                }
             }
             Step::Close { code, reason } => {
                 let _ = conn.out.send(Out::Close(code, reason));
