@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::ai::{AiSession, CallContext, Provider, StartFuture};
+use crate::ai::{AiSession, CallContext, Provider, StartFuture, WarmUp};
 use crate::amd::{AmdConfig, EarlyMediaReport, Verdict};
 use crate::audio::{AudioEngine, AudioError, AudioStats};
 use crate::call::machine::AiInput;
@@ -133,6 +133,8 @@ struct Io<'p> {
     provider: Option<&'p Arc<dyn Provider>>,
     report: mpsc::Sender<SessionMsg>,
     engine: Option<AudioEngine>,
+    /// The conversation readied ahead of the verdict, until it is started or let go.
+    warm: Option<WarmUp>,
     connecting: Option<StartFuture<'p>>,
     conversation: Option<AiSession>,
     stats: Option<AudioStats>,
@@ -195,10 +197,27 @@ impl Io<'_> {
                     let msg = SessionMsg::Voicemail { call_id: call_id(), left, detail };
                     listened &= self.tell(msg).await;
                 }
+                MediaEffect::WarmAgent => {
+                    self.warm = self.provider.and_then(|p| p.clone().warm_up());
+                }
+                MediaEffect::ConnectWarmAgent => {
+                    if let Some(warm) = self.warm.as_mut() {
+                        warm.connect();
+                    }
+                }
+                MediaEffect::CoolAgent => {
+                    if self.warm.take().is_some() {
+                        debug!("machine: the readied agent connection is closed");
+                    }
+                }
                 MediaEffect::ConnectAgent => {
                     if let Some(provider) = self.provider {
-                        info!(provider = provider.name(), "starting the AI conversation");
-                        self.connecting = Some(provider.start(CallContext::new(call_id(), self.phone_number.clone())));
+                        info!(provider = provider.name(), readied = self.warm.is_some(), "starting the AI conversation");
+                        let ctx = CallContext::new(call_id(), self.phone_number.clone());
+                        self.connecting = Some(match self.warm.take() {
+                            Some(warm) => provider.start_warm(ctx, warm),
+                            None => provider.start(ctx),
+                        });
                     }
                 }
                 MediaEffect::EndAgent => {
@@ -276,6 +295,7 @@ async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: S
         provider: params.provider.as_ref(),
         report,
         engine,
+        warm: None,
         connecting: None,
         conversation: None,
         stats: None,
@@ -352,6 +372,7 @@ async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: S
     let last = machine.handle(MediaInput::Stop, now());
     io.carry_out(last).await;
     io.connecting = None;
+    io.warm = None;
     // The devices first: the next call may need them at once, and closing the
     // agent's socket can take a while.
     io.close_engine().await;

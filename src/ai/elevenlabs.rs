@@ -114,6 +114,11 @@ impl ElevenLabs {
         format!("{}/v1/convai/conversation/get-signed-url?agent_id={}", self.base(), self.agent_id)
     }
 
+    /// The conversation's URL: the public one, or a signed one fetched now.
+    async fn conversation_url(&self) -> Result<String, StartError> {
+        if self.cfg.signed_url { self.fetch_signed_url().await } else { Ok(self.public_url()) }
+    }
+
     async fn fetch_signed_url(&self) -> Result<String, StartError> {
         let key = self.key.as_ref().ok_or(StartError::MissingApiKey)?;
         let uri: http::Uri =
@@ -142,30 +147,91 @@ impl ElevenLabs {
         Ok(url.to_string())
     }
 
-    async fn start_conversation(&self, ctx: CallContext) -> Result<AiSession, StartError> {
+    /// Fetches the URL (and, once [`WarmUp::connect`] says so, opens TCP and
+    /// TLS to its host) in a task of its own.
+    fn warm(self: &Arc<Self>) -> WarmUp {
+        let (go, connect) = tokio::sync::oneshot::channel::<()>();
+        let provider = self.clone();
+        let task = tokio::spawn(async move {
+            let url = provider.conversation_url().await;
+            // Dropped (the call ended, or never got answered): nothing opened.
+            if connect.await.is_err() {
+                return Warm { url, stream: None };
+            }
+            let stream = match &url {
+                Ok(u) => match open_stream(u, provider.tls.clone()).await {
+                    Ok(stream) => Some(stream),
+                    Err(e) => {
+                        debug!(error = %e, "agent host not reached ahead of the verdict; the start connects again");
+                        None
+                    }
+                },
+                Err(_) => None,
+            };
+            Warm { url, stream }
+        });
+        WarmUp { task, go: Some(go) }
+    }
+
+    async fn start_conversation(&self, ctx: CallContext, warm: Option<WarmUp>) -> Result<AiSession, StartError> {
         let after = Duration::from_millis(self.cfg.connect_timeout_ms);
         let deadline = Instant::now() + after;
         let timeout = |stage| StartError::Timeout { stage, after };
 
-        let url = if self.cfg.signed_url {
-            tokio::time::timeout_at(deadline, self.fetch_signed_url()).await.map_err(|_| timeout("signed URL"))??
-        } else {
-            self.public_url()
+        let warmed = match warm {
+            Some(mut warm) => {
+                warm.connect();
+                match tokio::time::timeout_at(deadline, &mut warm.task).await {
+                    Ok(Ok(w)) => Some(w),
+                    Ok(Err(_)) => None, // the task failed: start cold
+                    Err(_) => return Err(timeout("signed URL")),
+                }
+            }
+            None => None,
+        };
+        let (url, stream) = match warmed {
+            Some(Warm { url: Ok(url), stream }) => (url, stream),
+            // A failed fetch ahead of time is tried once more now.
+            Some(Warm { url: Err(_), .. }) | None => {
+                (tokio::time::timeout_at(deadline, self.conversation_url()).await.map_err(|_| timeout("signed URL"))??, None)
+            }
         };
         let ws_config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
-        let connect = tokio_tungstenite::connect_async_tls_with_config(
-            url.as_str(),
-            Some(ws_config),
-            true,
-            Some(Connector::Rustls(self.tls.clone())),
-        );
-        let (mut ws, _) = tokio::time::timeout_at(deadline, connect).await.map_err(|_| timeout("WebSocket upgrade"))?.map_err(|e| {
+        let upgrade_error = |e: tokio_tungstenite::tungstenite::Error| {
             use tokio_tungstenite::tungstenite::Error;
             StartError::Connect(match e {
                 Error::Http(resp) => format!("upgrade refused with HTTP {}", resp.status()),
                 other => other.to_string(),
             })
-        })?;
+        };
+        let warm_ws = match stream {
+            // The connection opened at the answer: only the upgrade is left.
+            Some(stream) => {
+                match tokio::time::timeout_at(deadline, tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(ws_config)))
+                    .await
+                {
+                    Ok(Ok((ws, _))) => Some(ws),
+                    Ok(Err(e)) => {
+                        debug!(error = %e, "upgrade over the early connection failed; connecting again");
+                        None
+                    }
+                    Err(_) => return Err(timeout("WebSocket upgrade")),
+                }
+            }
+            None => None,
+        };
+        let mut ws = match warm_ws {
+            Some(ws) => ws,
+            None => {
+                let connect = tokio_tungstenite::connect_async_tls_with_config(
+                    url.as_str(),
+                    Some(ws_config),
+                    true,
+                    Some(Connector::Rustls(self.tls.clone())),
+                );
+                tokio::time::timeout_at(deadline, connect).await.map_err(|_| timeout("WebSocket upgrade"))?.map_err(upgrade_error)?.0
+            }
+        };
 
         let init = protocol::Initiation {
             dynamic_variables: ctx.variables(&self.cfg.dynamic_variables),
@@ -225,13 +291,76 @@ impl ElevenLabs {
     }
 }
 
+/// What a warm-up got: the conversation URL (or why not) and, if it was
+/// told to connect, the open TCP (+ TLS) connection to its host.
+struct Warm {
+    url: Result<String, StartError>,
+    stream: Option<MaybeTlsStream<TcpStream>>,
+}
+
+/// A conversation readied ahead of the verdict (see [`Provider::warm_up`]):
+/// the signed URL fetched (private agents), then, after [`WarmUp::connect`],
+/// TCP and TLS open to the agent host. Nothing is billed: no WebSocket, no
+/// conversation. Dropping it closes whatever it opened.
+pub struct WarmUp {
+    task: tokio::task::JoinHandle<Warm>,
+    go: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl WarmUp {
+    /// Go on to open the connection (at the answer: not through the
+    /// ringing, which a server's idle timeout may outlast).
+    pub fn connect(&mut self) {
+        if let Some(go) = self.go.take() {
+            let _ = go.send(());
+        }
+    }
+}
+
+impl Drop for WarmUp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl std::fmt::Debug for WarmUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmUp").field("connecting", &self.go.is_none()).finish()
+    }
+}
+
+/// TCP (no Nagle: audio frames are small) and, for `wss://`, TLS to `url`'s host.
+async fn open_stream(url: &str, tls: Arc<rustls::ClientConfig>) -> std::io::Result<MaybeTlsStream<TcpStream>> {
+    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_string());
+    let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
+    let host = uri.host().ok_or_else(|| invalid("no host"))?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let secure = uri.scheme_str() == Some("wss");
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let tcp = TcpStream::connect((host.as_str(), port)).await?;
+    tcp.set_nodelay(true)?;
+    if !secure {
+        return Ok(MaybeTlsStream::Plain(tcp));
+    }
+    let name = rustls::pki_types::ServerName::try_from(host).map_err(|_| invalid("not a host name"))?;
+    let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
+    Ok(MaybeTlsStream::Rustls(stream))
+}
+
 impl Provider for ElevenLabs {
     fn name(&self) -> &'static str {
         "elevenlabs"
     }
 
     fn start(&self, ctx: CallContext) -> StartFuture<'_> {
-        Box::pin(self.start_conversation(ctx))
+        Box::pin(self.start_conversation(ctx, None))
+    }
+
+    fn warm_up(self: Arc<Self>) -> Option<WarmUp> {
+        Some(self.warm())
+    }
+
+    fn start_warm(&self, ctx: CallContext, warm: WarmUp) -> StartFuture<'_> {
+        Box::pin(self.start_conversation(ctx, Some(warm)))
     }
 }
 

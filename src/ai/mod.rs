@@ -40,7 +40,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{AiConfig, AudioFormat, DynamicValue, EchoConfig, Overrides, ProviderKind};
 pub use echo::Echo;
-pub use elevenlabs::ElevenLabs;
+pub use elevenlabs::{ElevenLabs, WarmUp};
 pub use playout::Playout;
 
 /// What a conversation is started with.
@@ -232,6 +232,18 @@ pub trait Provider: Send + Sync {
     fn name(&self) -> &'static str;
     /// Starts a conversation; resolves once it runs.
     fn start(&self, ctx: CallContext) -> StartFuture<'_>;
+    /// Readies a conversation before it is asked for (for ElevenLabs: the
+    /// signed URL, then TCP and TLS once told to connect), so that the start
+    /// after a `human` verdict pays only for what is left. Nothing is billed;
+    /// dropping the handle closes anything it opened. `None`: nothing to ready.
+    fn warm_up(self: Arc<Self>) -> Option<WarmUp> {
+        None
+    }
+    /// [`Provider::start`] with what [`Provider::warm_up`] readied.
+    fn start_warm(&self, ctx: CallContext, warm: WarmUp) -> StartFuture<'_> {
+        drop(warm);
+        self.start(ctx)
+    }
 }
 
 /// A client tool: parameters in, a string result (or a [`ToolError`]) out.

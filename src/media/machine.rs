@@ -12,6 +12,10 @@
 //! - at most one verdict, and exactly one when classification is on (an
 //!   `unknown` when the audio ends first);
 //! - [`MediaEffect::ConnectAgent`] only after [`MediaInput::StartAi`], at most once;
+//! - the agent is readied ahead ([`MediaEffect::WarmAgent`]: its URL from the
+//!   engine's start, [`MediaEffect::ConnectWarmAgent`]: its connection from
+//!   the answer, never before) and the readied connection is let go
+//!   ([`MediaEffect::CoolAgent`]) at a `machine` verdict;
 //! - after an interruption, no agent audio of the interrupted turns plays;
 //! - a normal end of the conversation is reported only once its farewell has
 //!   been heard (or its limit passed, or the audio stopped);
@@ -116,8 +120,14 @@ pub enum MediaEffect {
     Ai(AiInput),
     /// Report the voicemail drop's end: `left`, or why it could not be.
     Voicemail { left: bool, detail: String },
-    /// Start the provider's conversation; [`MediaInput::AgentConnected`] or
-    /// [`MediaInput::AgentStartFailed`] follows.
+    /// Ready the provider's conversation (fetch what needs no connection).
+    WarmAgent,
+    /// The call is answered: the readied conversation may open its connection.
+    ConnectWarmAgent,
+    /// Let the readied conversation go (a machine answered).
+    CoolAgent,
+    /// Start the provider's conversation (with what was readied);
+    /// [`MediaInput::AgentConnected`] or [`MediaInput::AgentStartFailed`] follows.
     ConnectAgent,
     /// End the conversation (it started but cannot be bridged).
     EndAgent,
@@ -164,6 +174,8 @@ pub struct MediaMachine {
     figures: AiFigures,
     /// When classification must be over, by the clock (set once it runs).
     verdict_due_ms: Option<u64>,
+    /// A [`MediaEffect::WarmAgent`] is out and not let go.
+    warm: bool,
 }
 
 /// What the session leaves for the call record.
@@ -191,6 +203,7 @@ impl MediaMachine {
             agent: None,
             figures: AiFigures::default(),
             verdict_due_ms: None,
+            warm: false,
         }
     }
 
@@ -263,6 +276,15 @@ impl MediaMachine {
 
     fn on_engine_started(&mut self, rate: u32, out: &mut Vec<MediaEffect>) {
         self.engine = Engine::Running { rate };
+        // A person may answer: the agent's set-up starts now, off the path
+        // from the verdict to the first word.
+        if self.setup.has_provider && self.ai_requested_at_ms.is_none() {
+            self.warm = true;
+            out.push(MediaEffect::WarmAgent);
+            if self.answered {
+                out.push(MediaEffect::ConnectWarmAgent);
+            }
+        }
         // The voicemail drop listens from the answer on (its noise floor).
         if let (Some((message, cfg)), Some(amd)) = (&self.setup.voicemail, &self.setup.amd) {
             match VoicemailDrop::new(amd, cfg, message, rate) {
@@ -282,6 +304,9 @@ impl MediaMachine {
             out.push(MediaEffect::Note(Note::EarlyMediaAnalysed { kind: report.kind.as_str(), analysed_ms: report.analysed_ms }));
         }
         self.amd = new_amd(&self.setup);
+        if self.warm {
+            out.push(MediaEffect::ConnectWarmAgent);
+        }
         if !matches!(self.engine, Engine::Running { .. }) {
             self.finish_classification(out);
         }
@@ -296,7 +321,7 @@ impl MediaMachine {
         }
         if let Some(verdict) = self.amd.as_mut().and_then(|detector| detector.push(samples)) {
             self.amd = None;
-            out.push(MediaEffect::Verdict(verdict));
+            self.report_verdict(verdict, out);
         }
         if let Some(agent) = self.agent.as_mut() {
             agent.caller_audio(samples, now_ms, &mut self.figures, out);
@@ -387,7 +412,15 @@ impl MediaMachine {
     /// No more audio for the classifier: it decides now (an `unknown`).
     fn finish_classification(&mut self, out: &mut Vec<MediaEffect>) {
         if let Some(mut detector) = self.amd.take() {
-            out.push(MediaEffect::Verdict(detector.finish()));
+            let verdict = detector.finish();
+            self.report_verdict(verdict, out);
+        }
+    }
+
+    fn report_verdict(&mut self, verdict: Verdict, out: &mut Vec<MediaEffect>) {
+        out.push(MediaEffect::Verdict(verdict));
+        if verdict.kind == crate::amd::Kind::Machine && std::mem::take(&mut self.warm) {
+            out.push(MediaEffect::CoolAgent);
         }
     }
 }
@@ -415,8 +448,38 @@ mod tests {
 
     fn running(setup: MediaSetup) -> MediaMachine {
         let mut m = MediaMachine::new(setup);
-        assert!(m.handle(MediaInput::EngineStarted { rate: RATE }, at(0)).is_empty());
+        let readied = m.handle(MediaInput::EngineStarted { rate: RATE }, at(0));
+        assert!(readied.iter().all(|e| matches!(e, MediaEffect::WarmAgent | MediaEffect::ConnectWarmAgent)), "{readied:?}");
         m
+    }
+
+    #[test]
+    fn the_agent_is_readied_from_the_start_connected_from_the_answer_and_let_go_for_a_machine() {
+        // Early media: the URL now, the connection only at the answer.
+        let mut m = MediaMachine::new(setup(false));
+        assert_eq!(m.handle(MediaInput::EngineStarted { rate: RATE }, at(0)), vec![MediaEffect::WarmAgent]);
+        assert!(feed(&mut m, &tone(400, 0.0, 0.0), 0, Playback::default()).iter().all(|e| *e != MediaEffect::ConnectWarmAgent));
+        let answered = m.handle(MediaInput::Answered, at(500));
+        assert_eq!(answered.iter().filter(|e| **e == MediaEffect::ConnectWarmAgent).count(), 1, "{answered:?}");
+        // A machine: the readied connection is let go with the verdict.
+        let effects = feed(&mut m, &clip("clip_0023.flac"), 500, Playback::default());
+        let verdict = effects.iter().position(|e| matches!(e, MediaEffect::Verdict(v) if v.kind == Kind::Machine)).expect("machine");
+        assert_eq!(effects.get(verdict + 1), Some(&MediaEffect::CoolAgent), "{effects:?}");
+        assert_eq!(effects.iter().filter(|e| **e == MediaEffect::CoolAgent).count(), 1);
+
+        // Started at the answer: both at once; a person keeps it for the start.
+        let mut m = MediaMachine::new(setup(true));
+        assert_eq!(m.handle(MediaInput::EngineStarted { rate: RATE }, at(0)), vec![MediaEffect::WarmAgent, MediaEffect::ConnectWarmAgent]);
+        let effects = feed(&mut m, &clip("clip_0008.flac"), 0, Playback::default());
+        assert!(effects.iter().any(|e| matches!(e, MediaEffect::Verdict(v) if v.kind == Kind::Human)));
+        assert!(!effects.contains(&MediaEffect::CoolAgent));
+        assert_eq!(m.handle(MediaInput::StartAi, at(9_000)), vec![MediaEffect::ConnectAgent]);
+
+        // No provider, or no engine: nothing to ready.
+        let mut m = MediaMachine::new(MediaSetup { has_provider: false, ..setup(true) });
+        assert!(m.handle(MediaInput::EngineStarted { rate: RATE }, at(0)).is_empty());
+        let mut m = MediaMachine::new(setup(true));
+        assert!(!m.handle(MediaInput::EngineUnavailable, at(0)).iter().any(|e| matches!(e, MediaEffect::WarmAgent)));
     }
 
     fn info() -> SessionInfo {
@@ -544,7 +607,13 @@ mod tests {
         let voice = clip("clip_0001.flac");
         assert!(verdicts(&feed(&mut m, &voice, 0, Playback::default())).is_empty(), "no verdict before 200 OK");
         let answered = m.handle(MediaInput::Answered, at(8_000));
-        assert!(matches!(answered.as_slice(), [MediaEffect::Note(Note::EarlyMediaAnalysed { kind: "announcement", .. })]), "{answered:?}");
+        assert!(
+            matches!(
+                answered.as_slice(),
+                [MediaEffect::Note(Note::EarlyMediaAnalysed { kind: "announcement", .. }), MediaEffect::ConnectWarmAgent]
+            ),
+            "{answered:?}"
+        );
         assert_eq!(verdicts(&feed(&mut m, &voice, 8_000, Playback::default())).len(), 1);
         let summary = m.summary(0);
         assert_eq!(summary.early_media.map(|r| r.kind.as_str()), Some("announcement"));

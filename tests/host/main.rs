@@ -14,6 +14,7 @@ mod ai_calls;
 mod ai_endings;
 mod ai_protocol;
 mod ai_session;
+mod ai_warm;
 mod amd;
 mod amd_alloc;
 mod api;

@@ -134,6 +134,9 @@ pub struct FakeConfig {
     /// leaves partial blocks in the client's resampler).
     pub chunk_ms: u32,
     pub script: Vec<Step>,
+    /// Closes a TCP connection that sent no request for this long (a
+    /// server's idle timeout).
+    pub idle_close_after: Option<Duration>,
     /// The host (and port) the signed URL names instead of this server's
     /// (a `ws://` URL to somewhere else, which the client must refuse).
     pub signed_url_host: Option<String>,
@@ -158,6 +161,7 @@ impl Default for FakeConfig {
             chunk_ms: 100,
             script: Vec::new(),
             signed_url_host: None,
+            idle_close_after: None,
         }
     }
 }
@@ -176,6 +180,13 @@ pub fn marker(event_id: u64) -> i16 {
 pub struct Recorded {
     /// WebSocket upgrade requests (accepted or refused).
     pub connections: u32,
+    /// TCP connections accepted (each HTTP request and upgrade has one; a
+    /// connection opened ahead of time is one too).
+    pub tcp_accepts: u32,
+    /// Connections the client closed without sending a request.
+    pub closed_unused: u32,
+    /// Idle connections the fake closed (`idle_close_after`).
+    pub idle_closed: u32,
     pub signed_url_requests: u32,
     /// Upgrade request paths with their queries.
     pub upgrade_paths: Vec<String>,
@@ -236,6 +247,8 @@ impl FakeAgent {
             let mut signatures = 0u32;
             while let Ok((tcp, _)) = listener.accept().await {
                 signatures += 1;
+                r.lock().unwrap().tcp_accepts += 1;
+                n.notify_waiters();
                 let _ = tcp.set_nodelay(true);
                 tokio::spawn(serve(tcp, addr, c.clone(), r.clone(), n.clone(), signatures));
             }
@@ -302,7 +315,20 @@ fn query_param(path: &str, name: &str) -> Option<String> {
 }
 
 async fn serve(mut tcp: TcpStream, addr: SocketAddr, cfg: Arc<Mutex<FakeConfig>>, rec: Arc<Mutex<Recorded>>, changed: Arc<Notify>, n: u32) {
-    let Some(head) = peek_head(&tcp).await else { return };
+    let idle = cfg.lock().unwrap().idle_close_after.unwrap_or(Duration::from_secs(3600));
+    let head = match tokio::time::timeout(idle, peek_head(&tcp)).await {
+        Ok(Some(head)) => head,
+        Ok(None) => {
+            rec.lock().unwrap().closed_unused += 1;
+            changed.notify_waiters();
+            return;
+        }
+        Err(_) => {
+            rec.lock().unwrap().idle_closed += 1;
+            changed.notify_waiters();
+            return;
+        }
+    };
     let request_line = head.lines().next().unwrap_or_default().to_string();
     let path = request_line.split(' ').nth(1).unwrap_or_default().to_string();
     if path.starts_with("/v1/convai/conversation/get-signed-url") {
