@@ -26,6 +26,17 @@ use crate::sd_notify::Notifier;
 use crate::session::{self, Session, SessionMsg};
 use crate::store::{Store, UnknownCursor};
 
+/// Runs `f`, which may block on the disk, without holding up the other tasks
+/// of this worker: on the daemon's multi-thread runtime the worker's other
+/// tasks move to another thread meanwhile (`block_in_place`); elsewhere (a
+/// current-thread runtime in tests, no runtime) it just runs.
+pub fn off_the_worker<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Requests from the HTTP API (and so from the CLI).
 #[derive(Debug)]
 pub enum ApiRequest {
@@ -242,7 +253,7 @@ impl Controller {
                         rec.first_agent_audio_ms = figures.first_agent_audio_ms;
                         rec.dropped_chunks = figures.dropped_chunks;
                     }
-                    if let Err(err) = self.store.put(&record) {
+                    if let Err(err) = self.put(&record) {
                         error!(%err, "media counters not saved");
                     }
                 }
@@ -287,7 +298,7 @@ impl Controller {
             info!(%origin, "dialling");
             debug!(phone_number = %number, "dialling this number");
         });
-        if let Err(err) = self.store.put(&record) {
+        if let Err(err) = self.put(&record) {
             span.in_scope(|| error!(%err, "call record not saved; not dialling"));
             let not_sent = Input::CommandDone { tag: CommandTag::Dial, result: Err(CommandError::NotSent) };
             let effects = self.machine.handle(not_sent, now);
@@ -467,10 +478,19 @@ impl Controller {
         }
     }
 
+    /// The journal's append, off this worker: `fdatasync` on a slow SD card
+    /// can take seconds, and this task must wait for it (a record is on disk
+    /// before anyone is told), but the Baresip link, the API and the media
+    /// sessions scheduled on the same worker must not (see [`off_the_worker`]).
+    fn put(&mut self, record: &CallRecord) -> Result<(), crate::store::StoreError> {
+        let store = &mut self.store;
+        off_the_worker(|| store.put(record))
+    }
+
     /// Writes the record to the journal (synced). Nothing else: what the new
     /// status means comes in the machine's next effects and [`Self::announce`].
     fn persist(&mut self, record: &CallRecord) {
-        if let Err(err) = self.store.put(record) {
+        if let Err(err) = self.put(record) {
             // Keep calling: losing history is bad, dropping a live call is worse.
             error!(%err, "call record not saved");
         }
@@ -525,5 +545,36 @@ impl Controller {
             Some(record) => info_span!("call", call_id = %record.id),
             None => Span::none(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::off_the_worker;
+    use std::time::Duration;
+
+    /// One worker: a disk write that blocks it would stop every other task
+    /// on it; off the worker, another task runs meanwhile (and here is what
+    /// lets the blocked one go on).
+    #[test]
+    fn a_blocking_write_does_not_hold_up_the_other_tasks_of_its_worker() {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let (ticks_tx, ticks_rx) = std::sync::mpsc::channel::<()>();
+        runtime.block_on(async move {
+            let writer = tokio::spawn(async move {
+                off_the_worker(|| {
+                    // Blocks until the other task has run five times.
+                    (0..5).all(|_| ticks_rx.recv_timeout(Duration::from_secs(5)).is_ok())
+                })
+            });
+            tokio::spawn(async move {
+                while ticks_tx.send(()).is_ok() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            });
+            assert!(writer.await.unwrap(), "the other task ran while the write blocked");
+        });
+        // Outside a runtime it simply runs.
+        assert_eq!(off_the_worker(|| 7), 7);
     }
 }

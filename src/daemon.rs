@@ -74,6 +74,9 @@ async fn serve(config: Arc<Config>) -> i32 {
         backoff_max: std::time::Duration::from_secs(5),
     };
     let baresip = client::spawn(client_config, reports_tx);
+    // The link's task holds the receiving end: it is gone when this resolves.
+    let link = baresip.clone();
+    let mut link_task = tokio::spawn(async move { link.closed().await });
     let (api_tx, api_rx) = mpsc::channel(32);
     let (linked_tx, linked_rx) = oneshot::channel();
     let extras = match box_io(&config) {
@@ -88,7 +91,7 @@ async fn serve(config: Arc<Config>) -> i32 {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let router = crate::api::router(api_tx, config.api.token.clone(), config.baresip.ctrl);
     let mut api_stop = stop_rx.clone();
-    let api = tokio::spawn(crate::api::server::serve(listener, router, crate::api::server::Limits::default(), async move {
+    let mut api = tokio::spawn(crate::api::server::serve(listener, router, crate::api::server::Limits::default(), async move {
         let _ = api_stop.changed().await;
     }));
     info!(listen = %config.api.listen, baresip = %config.baresip.ctrl, "cap4 daemon started");
@@ -101,10 +104,16 @@ async fn serve(config: Arc<Config>) -> i32 {
     });
 
     let mut controller_stop = stop_rx;
-    let controller_task = tokio::spawn(controller.run(reports_rx, api_rx, extras, async move {
+    let mut controller_task = tokio::spawn(controller.run(reports_rx, api_rx, extras, async move {
         let _ = controller_stop.changed().await;
     }));
-    wait_for_signal().await;
+    let tasks = &mut [("controller", &mut controller_task), ("HTTP API", &mut api), ("Baresip link", &mut link_task)];
+    if let Err(ended) = crate::supervise::until_shutdown(wait_for_signal(), tasks).await {
+        // Without it the daemon would answer 503 (or nothing) until someone
+        // noticed; exiting lets systemd restart it, and says why.
+        error!(task = ended.task, how = %ended.how, "{ended}: cap4 exits");
+        return exit::SOFTWARE;
+    }
     let _ = stop_tx.send(true);
     let _ = controller_task.await;
     if let Err(err) = api.await {

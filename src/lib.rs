@@ -24,6 +24,7 @@ pub mod sd_notify;
 pub mod section;
 pub mod session;
 pub mod store;
+pub mod supervise;
 pub mod voicemail;
 pub mod wav;
 
@@ -37,6 +38,8 @@ pub mod exit {
     pub const UNAVAILABLE: i32 = 69;
     /// The state directory cannot be used.
     pub const CANT_CREATE: i32 = 73;
+    /// A task of the daemon ended before shutdown (systemd restarts it).
+    pub const SOFTWARE: i32 = 70;
     /// The configuration is invalid.
     pub const CONFIG: i32 = 78;
 }

@@ -13,4 +13,5 @@ mod vm_audio;
 mod vm_bench;
 mod vm_box;
 mod vm_cpu;
+mod vm_first_word;
 mod vm_jitter;

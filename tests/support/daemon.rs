@@ -31,6 +31,8 @@ pub struct DaemonConfig {
     /// `[log] level`: `debug` in tests (the log is evidence), `info` where
     /// the figures should be the shipped default's (benchmarks).
     pub log_level: &'static str,
+    /// More environment for the daemon (`ELEVENLABS_API_KEY`, ...).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl DaemonConfig {
@@ -45,6 +47,7 @@ impl DaemonConfig {
             extra: String::new(),
             ai: "[ai]\nenabled = false\n".into(),
             log_level: "debug",
+            extra_env: Vec::new(),
         }
     }
 }
@@ -56,6 +59,7 @@ pub struct Daemon {
     config_path: PathBuf,
     log_path: PathBuf,
     token: Option<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -78,8 +82,15 @@ impl Daemon {
             cfg.extra
         );
         std::fs::write(&config_path, text).expect("write cap4.toml");
-        let mut daemon =
-            Daemon { child: None, api, dir: dir.to_path_buf(), config_path, log_path: dir.join("cap4.log"), token: cfg.token.clone() };
+        let mut daemon = Daemon {
+            child: None,
+            api,
+            dir: dir.to_path_buf(),
+            config_path,
+            log_path: dir.join("cap4.log"),
+            token: cfg.token.clone(),
+            env: cfg.extra_env.clone(),
+        };
         daemon.spawn();
         daemon
     }
@@ -96,6 +107,7 @@ impl Daemon {
         if let Some(token) = &self.token {
             command.env("CAP4_API_TOKEN", token);
         }
+        command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(log)).spawn().expect("spawn cap4");
         self.child = Some(child);
         let api = self.api.clone();

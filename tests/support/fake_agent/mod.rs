@@ -201,6 +201,9 @@ pub struct Recorded {
     /// When each caller chunk arrived.
     pub chunk_times: Vec<Instant>,
     pub first_agent_audio_sent_at: Option<Instant>,
+    /// When each conversation's metadata went out, and its first audio.
+    pub metadata_sent_at: Vec<Instant>,
+    pub first_audio_sent_at: Vec<Instant>,
     /// Loud caller chunks (RMS over 500).
     pub loud_chunks: u64,
     pub last_loud_at: Option<Instant>,
@@ -429,6 +432,7 @@ async fn serve(mut tcp: TcpStream, addr: SocketAddr, cfg: Arc<Mutex<FakeConfig>>
     if ws.send(Message::text(meta.to_string())).await.is_err() {
         return;
     }
+    rec.lock().unwrap().metadata_sent_at.push(Instant::now());
 
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
     let conn = Arc::new(Conn {
@@ -438,6 +442,7 @@ async fn serve(mut tcp: TcpStream, addr: SocketAddr, cfg: Arc<Mutex<FakeConfig>>
         cfg: c.clone(),
         events,
         held: Mutex::new(false),
+        spoke: Mutex::new(false),
         pings: Mutex::new(Vec::new()),
         slow: Mutex::new(Duration::ZERO),
     });
@@ -510,6 +515,8 @@ struct Conn {
     events: Vec<String>,
     /// Held in the queue: caller audio is discarded (and counted).
     held: Mutex<bool>,
+    /// This conversation's first audio went out.
+    spoke: Mutex<bool>,
     /// (ping id, sent at, answered).
     pings: Mutex<Vec<(u64, Instant, bool)>>,
     slow: Mutex<Duration>,
@@ -618,7 +625,13 @@ impl Conn {
     fn audio(&self, event_id: u64, ms: u32) {
         let samples = vec![marker(event_id); rate_of(&self.cfg.output_format) * ms as usize / 1000];
         self.send(json!({"type": "audio", "audio_event": {"audio_base_64": encode_samples(&samples, &self.cfg.output_format), "event_id": event_id}}));
-        self.rec.lock().unwrap().first_agent_audio_sent_at.get_or_insert_with(Instant::now);
+        let mut r = self.rec.lock().unwrap();
+        r.first_agent_audio_sent_at.get_or_insert_with(Instant::now);
+        let mut spoke = self.spoke.lock().unwrap();
+        if !*spoke {
+            *spoke = true;
+            r.first_audio_sent_at.push(Instant::now());
+        }
     }
 
     fn say(&self, event_id: u64, text: &str) {
