@@ -9,7 +9,10 @@
 //! given input; each reply is one new `event_id`; the session never ends by
 //! itself (the call does).
 
+use tokio::sync::mpsc;
+
 use super::config::{AudioFormat, EchoConfig, PCM_RATES};
+
 use super::{AiEvent, AiSession, CallContext, Provider, SessionInfo, SessionIo, StartError, StartFuture};
 use crate::section::SectionError;
 
@@ -176,8 +179,17 @@ async fn run(cfg: EchoConfig, io: SessionIo) {
     // Texts for the agent mean nothing to an echo: kept open, never read.
     let SessionIo { mut audio, texts: _texts, events, mut stop } = io;
     let mut core = EchoCore::new(cfg);
-    let send = |evs: Vec<AiEvent>| evs.into_iter().all(|e| events.send(e).is_ok());
-    if !send(core.greet()) {
+    // A full channel waits here: the caller's audio queues (and is dropped
+    // and counted by the session's handle) rather than events piling up.
+    async fn send(events: &mpsc::Sender<AiEvent>, evs: Vec<AiEvent>) -> bool {
+        for e in evs {
+            if events.send(e).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+    if !send(&events, core.greet()).await {
         return;
     }
     loop {
@@ -185,7 +197,7 @@ async fn run(cfg: EchoConfig, io: SessionIo) {
             _ = &mut stop => return,
             chunk = audio.recv() => match chunk {
                 Some(pcm) => {
-                    if !send(core.push(&pcm)) {
+                    if !send(&events, core.push(&pcm)).await {
                         return;
                     }
                 }

@@ -272,6 +272,7 @@ impl ElevenLabs {
         let (mut session, io) = AiSession::channels(info, self.cfg.chunk_samples());
         let reader = Reader {
             events: io.events.clone(),
+            backlog: std::collections::VecDeque::new(),
             output: self.cfg.output_format,
             tools: self.tools.clone(),
             interrupted_upto: None,
@@ -425,7 +426,10 @@ enum Ctl {
 }
 
 struct Reader {
-    events: mpsc::UnboundedSender<AiEvent>,
+    events: mpsc::Sender<AiEvent>,
+    /// Events the call has no room for yet, in order; while any wait, the
+    /// socket is not read (so at most one frame's events are ever here).
+    backlog: std::collections::VecDeque<AiEvent>,
     output: AudioFormat,
     tools: ClientTools,
     interrupted_upto: Option<u64>,
@@ -457,7 +461,13 @@ async fn run(ws: Ws, io: SessionIo, mut reader: Reader, input: AudioFormat) {
             EndReason::Normal { .. } => info!(reason = %end, "AI conversation ended"),
             _ => warn!(reason = %end, "AI conversation failed"),
         }
-        let _ = reader.events.send(AiEvent::Ended(end));
+        // What waits goes first: Ended is last.
+        while let Some(event) = reader.backlog.pop_front() {
+            if reader.events.send(event).await.is_err() {
+                break;
+            }
+        }
+        let _ = reader.events.send(AiEvent::Ended(end)).await;
     }
     let _ = ctl_tx.send(Ctl::Finish);
     if tokio::time::timeout(Duration::from_secs(1), &mut writer).await.is_err() {
@@ -522,8 +532,13 @@ async fn write_loop(
 }
 
 impl Reader {
-    fn emit(&self, event: AiEvent) {
-        let _ = self.events.send(event);
+    fn emit(&mut self, event: AiEvent) {
+        if !self.backlog.is_empty() {
+            return self.backlog.push_back(event);
+        }
+        if let Err(mpsc::error::TrySendError::Full(event)) = self.events.try_send(event) {
+            self.backlog.push_back(event);
+        }
     }
 
     /// Runs until the conversation ends (`Some`) or we stopped it (`None`).
@@ -537,7 +552,17 @@ impl Reader {
         loop {
             let error_deadline = self.error_deadline;
             let end_call_deadline = self.end_call_deadline;
+            let (events, waiting) = (self.events.clone(), !self.backlog.is_empty());
             tokio::select! {
+                permit = events.reserve(), if waiting => match permit {
+                    Ok(permit) => {
+                        if let Some(event) = self.backlog.pop_front() {
+                            permit.send(event);
+                        }
+                    }
+                    // The call is gone: nobody to tell.
+                    Err(_) => return None,
+                },
                 _ = &mut stop => {
                     let _ = ctl.send(Ctl::Close(1000, "call ended"));
                     // Give the agent a moment to answer the close, then go.
@@ -573,7 +598,7 @@ impl Reader {
                     let _ = ctl.send(Ctl::Close(1000, "end_call"));
                     return Some(EndReason::Normal { detail: "end_call (the agent ended the call)".into() });
                 }
-                next = tokio::time::timeout(self.idle, stream.next()) => {
+                next = tokio::time::timeout(self.idle, stream.next()), if !waiting => {
                     let msg = match next {
                         Err(_) => {
                             let _ = ctl.send(Ctl::Close(1000, "agent silent"));

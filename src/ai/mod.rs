@@ -20,6 +20,8 @@
 //! after its [`AiEvent::Interruption`], and [`AiEvent::Ended`] comes exactly
 //! once, last (unless the caller ended the session). `send_audio` never
 //! blocks: if the provider cannot keep up, chunks are dropped and counted.
+//! At most 256 events wait for the call; a provider with more to say waits
+//! (for ElevenLabs: stops reading the socket, so TCP holds the agent back).
 //! Dropping the handle or [`AiSession::end`] closes the conversation (1000).
 
 pub mod config;
@@ -335,7 +337,7 @@ pub enum ClientText {
 pub(crate) struct SessionIo {
     pub audio: mpsc::Receiver<Vec<i16>>,
     pub texts: mpsc::Receiver<ClientText>,
-    pub events: mpsc::UnboundedSender<AiEvent>,
+    pub events: mpsc::Sender<AiEvent>,
     pub stop: oneshot::Receiver<()>,
 }
 
@@ -343,6 +345,10 @@ pub(crate) struct SessionIo {
 const AUDIO_QUEUE: usize = 50;
 /// Texts in flight before new ones are refused.
 const TEXT_QUEUE: usize = 16;
+/// Events the provider may have waiting for the call before it stops
+/// reading the agent (TCP then holds the agent back): a turn's audio comes
+/// faster than real time, a few dozen chunks, and the call takes each at once.
+pub(crate) const EVENT_QUEUE: usize = 256;
 
 /// One conversation, owned by the call.
 pub struct AiSession {
@@ -351,7 +357,7 @@ pub struct AiSession {
     pending: Vec<i16>,
     audio: mpsc::Sender<Vec<i16>>,
     texts: mpsc::Sender<ClientText>,
-    events: mpsc::UnboundedReceiver<AiEvent>,
+    events: mpsc::Receiver<AiEvent>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     dropped_chunks: u64,
@@ -370,7 +376,7 @@ impl AiSession {
     /// hands it over with [`AiSession::attach`].
     pub(crate) fn channels(info: SessionInfo, chunk_samples: usize) -> (AiSession, SessionIo) {
         let (audio_tx, audio_rx) = mpsc::channel(AUDIO_QUEUE);
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (texts_tx, texts_rx) = mpsc::channel(TEXT_QUEUE);
         let (stop_tx, stop_rx) = oneshot::channel();
         let session = AiSession {
@@ -439,6 +445,11 @@ impl AiSession {
     /// Chunks handed to the provider, and chunks dropped because it lagged.
     pub fn audio_counters(&self) -> (u64, u64) {
         (self.sent_chunks, self.dropped_chunks)
+    }
+
+    /// Events waiting to be taken (never more than the channel's bound).
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
     }
 
     /// The next event; `None` once [`AiEvent::Ended`] was taken.

@@ -15,3 +15,4 @@ mod vm_box;
 mod vm_cpu;
 mod vm_first_word;
 mod vm_jitter;
+mod vm_soak;

@@ -338,3 +338,26 @@ async fn an_oversized_agent_frame_ends_the_conversation_instead_of_filling_memor
     assert!(ended(&events).is_some(), "a 2 MiB frame must end the session: {events:?}");
     assert!(!events.iter().any(|(_, e)| matches!(e, AiEvent::AgentResponse { .. })), "it was not taken in");
 }
+
+#[tokio::test]
+async fn an_agent_that_outruns_the_call_is_held_back_and_loses_nothing() {
+    // 2000 chunks of 10 ms at once, while the call takes none for a second.
+    let fake = FakeAgent::start(FakeConfig {
+        chunk_ms: 10,
+        script: vec![
+            Step::Say { text: "A very long turn", ms: 20_000 },
+            Step::Sleep(Duration::from_secs(1)),
+            Step::Close { code: 1000, reason: "" },
+        ],
+        ..FakeConfig::default()
+    })
+    .await;
+    let mut s = provider(config(&fake)).start(CallContext::new("c", "1")).await.expect("starts");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(s.pending_events() <= 256, "bounded: {} events wait", s.pending_events());
+    let events = listen(&mut s, Duration::from_secs(20)).await;
+    assert!(ended(&events).is_some_and(|e| e.is_normal()), "{:?}", ended(&events));
+    let chunks = audio(&events);
+    assert_eq!(chunks.len(), 2000, "nothing lost");
+    assert!(chunks.iter().all(|&(id, n)| id == 1 && n == 160));
+}
