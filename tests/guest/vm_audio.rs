@@ -287,3 +287,40 @@ fn recovery_restarts_devices_that_are_still_running() {
     pcm.read(&mut buf).expect("a period");
     assert!(pcm.playback_queued().expect("queued") <= fill, "playback runs again");
 }
+
+/// A device other programs hold fails the open at once, saying so: the call
+/// goes on without audio (`ai_failed`, "no audio") and does not wait in
+/// silence. Seen on Debian's 6.12 kernel: a blocking open of a taken hw
+/// subdevice, named (`hw:Loopback,1,0`) or left to ALSA (`hw:Loopback,1`
+/// with all four taken, held here), returns EBUSY at once, as a
+/// non-blocking one does; so the engine keeps its blocking open.
+#[test]
+#[ignore = "boots a QEMU guest; run by scripts/test"]
+fn a_busy_device_fails_the_open_at_once() {
+    if !in_guest() {
+        run_in_guest(module_path!(), "a_busy_device_fails_the_open_at_once", guest());
+        return;
+    }
+    let _holders: Vec<vmkit::Proc> = (0..4)
+        .map(|sub| {
+            vmkit::Proc(
+                std::process::Command::new("arecord")
+                    .args(["-q", "-D", &format!("hw:Loopback,1,{sub}"), "-f", "S16_LE", "-r", "8000", "-c", "1", "-d", "60", "/dev/null"])
+                    .spawn()
+                    .expect("arecord"),
+            )
+        })
+        .collect();
+    let held = vmkit::wait_for(Duration::from_secs(10), || {
+        (0..4).all(|sub| fs::read_to_string(format!("/proc/asound/Loopback/pcm1c/sub{sub}/status")).is_ok_and(|s| s.contains("RUNNING")))
+    });
+    assert!(held, "arecord holds every capture subdevice");
+    let cfg = AudioConfig { capture_device: "hw:Loopback,1".into(), ..engine_config() };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(AudioEngine::start(&cfg).map(|_| ()).map_err(|e| e.to_string()));
+    });
+    let result = rx.recv_timeout(Duration::from_secs(5)).expect("the open returns, not waits for a free device");
+    let err = result.expect_err("every subdevice is held by another program");
+    assert!(err.contains("busy"), "the reason says so: {err}");
+}
