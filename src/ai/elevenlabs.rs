@@ -184,7 +184,7 @@ impl ElevenLabs {
                 match tokio::time::timeout_at(deadline, &mut warm.task).await {
                     Ok(Ok(w)) => Some(w),
                     Ok(Err(_)) => None, // the task failed: start cold
-                    Err(_) => return Err(timeout("signed URL")),
+                    Err(_) => return Err(timeout("signed URL or connection readied at the answer")),
                 }
             }
             None => None,
