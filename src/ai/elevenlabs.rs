@@ -50,6 +50,10 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// audio chunk: 250 ms of 48 kHz PCM, base64, about 32 KB. The Python SDK
 /// takes 16 MiB; a Pi should not buffer that for a peer that misbehaves.
 pub const MAX_MESSAGE: usize = 1 << 20;
+/// How long the upgrade over a connection readied at the answer may take
+/// before a fresh connection is tried (one round trip and the service's
+/// handling: well under this anywhere the service answers at all).
+const WARM_UPGRADE_LIMIT: Duration = Duration::from_secs(2);
 /// Largest signed-URL response body.
 const MAX_HTTP_BODY: usize = 64 << 10;
 
@@ -206,8 +210,10 @@ impl ElevenLabs {
         };
         let warm_ws = match stream {
             // The connection opened at the answer: only the upgrade is left.
+            // A path that lost it silently must not eat the whole deadline.
             Some(stream) => {
-                match tokio::time::timeout_at(deadline, tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(ws_config)))
+                let limit = (Instant::now() + WARM_UPGRADE_LIMIT).min(deadline);
+                match tokio::time::timeout_at(limit, tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(ws_config)))
                     .await
                 {
                     Ok(Ok((ws, _))) => Some(ws),
@@ -215,7 +221,10 @@ impl ElevenLabs {
                         debug!(error = %e, "upgrade over the early connection failed; connecting again");
                         None
                     }
-                    Err(_) => return Err(timeout("WebSocket upgrade")),
+                    Err(_) => {
+                        debug!("no answer on the early connection; connecting again");
+                        None
+                    }
                 }
             }
             None => None,

@@ -3,7 +3,7 @@
 //! URL is fetched at once, the connection opens only when told (the answer),
 //! the start after it opens nothing new, a dropped warm-up closes what it
 //! opened without an upgrade (nothing billed), and a readied connection the
-//! server has meanwhile closed costs only a fresh connect.
+//! server has meanwhile closed, or that went silent, costs only a fresh connect.
 
 use crate::support::fake_agent;
 
@@ -86,4 +86,18 @@ async fn a_public_agent_readies_its_connection_too() {
     fake.wait_for(WAIT, "the early connection", |r| r.tcp_accepts == 1).await;
     provider.start_warm(CallContext::new("c", "1"), warm).await.expect("starts");
     assert_eq!(counts(&fake), (0, 1, 1));
+}
+
+#[tokio::test]
+async fn a_readied_connection_that_went_silent_costs_a_fresh_connect_not_the_call() {
+    // Connection 1 is the signed URL's; 2, the readied one, is never answered.
+    let fake = FakeAgent::start(FakeConfig { silent_connections: vec![2], ..FakeConfig::default() }).await;
+    let provider = private(&fake);
+    let mut warm = provider.clone().warm_up().expect("readies");
+    warm.connect();
+    fake.wait_for(WAIT, "the early connection", |r| r.tcp_accepts == 2).await;
+    // Within the 3 s connect timeout, or this is a Timeout error.
+    let s = provider.start_warm(CallContext::new("c", "1"), warm).await.expect("starts on a fresh connection");
+    assert_eq!(counts(&fake), (1, 3, 1));
+    drop(s);
 }

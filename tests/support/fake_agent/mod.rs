@@ -137,6 +137,9 @@ pub struct FakeConfig {
     /// Closes a TCP connection that sent no request for this long (a
     /// server's idle timeout).
     pub idle_close_after: Option<Duration>,
+    /// TCP connections (by their number, from 1) accepted and then never
+    /// answered: a path that silently lost the flow.
+    pub silent_connections: Vec<u32>,
     /// The host (and port) the signed URL names instead of this server's
     /// (a `ws://` URL to somewhere else, which the client must refuse).
     pub signed_url_host: Option<String>,
@@ -162,6 +165,7 @@ impl Default for FakeConfig {
             script: Vec::new(),
             signed_url_host: None,
             idle_close_after: None,
+            silent_connections: Vec::new(),
         }
     }
 }
@@ -318,6 +322,11 @@ fn query_param(path: &str, name: &str) -> Option<String> {
 }
 
 async fn serve(mut tcp: TcpStream, addr: SocketAddr, cfg: Arc<Mutex<FakeConfig>>, rec: Arc<Mutex<Recorded>>, changed: Arc<Notify>, n: u32) {
+    if cfg.lock().unwrap().silent_connections.contains(&n) {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(tcp);
+        return;
+    }
     let idle = cfg.lock().unwrap().idle_close_after.unwrap_or(Duration::from_secs(3600));
     let head = match tokio::time::timeout(idle, peek_head(&tcp)).await {
         Ok(Some(head)) => head,
