@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use daemon::{Daemon, DaemonConfig};
-use vmkit::{Guest, in_guest, run_in_guest};
+use vmkit::{Guest, in_guest, run_in_guest, status_field};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -47,10 +47,6 @@ fn stat_ticks(stat: &str) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
-fn status_field(status: &str, key: &str) -> Option<u64> {
-    status.lines().find_map(|l| l.strip_prefix(key)?.trim().trim_end_matches(" kB").parse().ok())
 }
 
 fn sample(pid: u32) -> ProcTimes {

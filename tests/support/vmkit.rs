@@ -268,6 +268,11 @@ pub fn start_baresip_tuned(dir: &Path, sip_port: u16, set: &[(&str, &str)]) -> i
     Ok(Proc(child))
 }
 
+/// A number field of a `/proc/.../status` text (`VmRSS:`, `voluntary_ctxt_switches:`; kB for sizes).
+pub fn status_field(status: &str, key: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix(key)?.trim().trim_end_matches(" kB").parse().ok())
+}
+
 /// A synthetic-corpus clip (8 kHz mono FLAC under `tests/fixtures/amd/synthetic`)
 /// written to `dir` as raw µ-law, what SIPp's rtp_stream sends.
 pub fn clip_as_ulaw(name: &str, dir: &Path) -> PathBuf {
