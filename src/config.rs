@@ -44,6 +44,10 @@ pub struct Config {
     pub voicemail: crate::voicemail::VoicemailConfig,
     /// The voicemail message, 8 kHz mono, loaded at start (`None`: hang up).
     pub voicemail_message: Option<std::sync::Arc<Vec<i16>>>,
+    /// `[[plan]]`: the call plans, by name.
+    pub plans: Vec<crate::plan::Plan>,
+    /// `[webhook]` and its secret, if a webhook is configured.
+    pub webhook: Option<crate::webhook::WebhookConfig>,
 }
 
 /// `[gpio]`: the button and LED lines.
@@ -71,8 +75,9 @@ pub enum DuringCall {
 /// `[button]`: what the button does.
 #[derive(Debug, Clone)]
 pub struct ButtonConfig {
-    /// The number a short press dials; none: a short press only logs.
-    pub phone_number: Option<crate::phone::PhoneNumber>,
+    /// The plan a short press runs: `[button] plan`, or the one-number plan
+    /// of `[button] phone_number`; none: a short press only logs.
+    pub plan: Option<crate::plan::Plan>,
     pub long_press: Duration,
     pub during_call: DuringCall,
 }
@@ -153,6 +158,10 @@ struct RawConfig {
     ai: crate::ai::AiConfig,
     #[serde(default)]
     voicemail: crate::voicemail::VoicemailConfig,
+    #[serde(default)]
+    plan: Vec<crate::plan::RawPlan>,
+    #[serde(default)]
+    webhook: crate::webhook::RawWebhook,
 }
 
 #[derive(Deserialize, Default)]
@@ -171,6 +180,7 @@ struct RawGpio {
 #[serde(deny_unknown_fields)]
 struct RawButton {
     phone_number: Option<Spanned<String>>,
+    plan: Option<Spanned<String>>,
     long_press_ms: Option<Spanned<u64>>,
     #[serde(default)]
     during_call: DuringCall,
@@ -291,7 +301,26 @@ impl Config {
             led_green: raw.gpio.led_green,
             led_red: raw.gpio.led_red,
         };
-        let button = ButtonConfig { phone_number, long_press: Duration::from_millis(long_press_ms), during_call: raw.button.during_call };
+        let plans = crate::plan::config::validate(std::mem::take(&mut raw.plan)).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: e.key,
+            line: e.at.map(|at| line_at(text, at)),
+            message: e.message,
+        })?;
+        let button_plan = match (&raw.button.plan, phone_number) {
+            (Some(name), Some(_)) => {
+                return Err(v.error("button.plan", Some(name), "set either plan or phone_number, not both".into()));
+            }
+            (Some(name), None) => Some(plans.iter().find(|p| p.name == *name.get_ref()).cloned().ok_or_else(|| {
+                let known: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+                v.error("button.plan", Some(name), format!("no [[plan]] named `{}` (plans: {})", name.get_ref(), known.join(", ")))
+            })?),
+            (None, Some(number)) => Some(crate::plan::Plan::single("button", number)),
+            (None, None) => None,
+        };
+        let button =
+            ButtonConfig { plan: button_plan, long_press: Duration::from_millis(long_press_ms), during_call: raw.button.during_call };
+        let webhook = raw.webhook.validate(env).map_err(|e| section_error(path, text, &e))?;
 
         // These sections validate themselves; their errors name the key.
         raw.audio.validate().map_err(|e| section_error(path, text, &e))?;
@@ -331,6 +360,8 @@ impl Config {
             ai_key,
             voicemail: raw.voicemail,
             voicemail_message,
+            plans,
+            webhook,
             baresip: BaresipConfig { ctrl, dial_uri, command_timeout: Duration::from_millis(command_timeout_ms) },
             call: CallConfig {
                 ring_timeout: Duration::from_secs(ring),
@@ -634,6 +665,25 @@ mod tests {
         let (key, line, message) = invalid("[ai]\napi_key = \"sk_live_123\"\n");
         assert_eq!((key.as_str(), line), ("ai.api_key", Some(2)));
         assert!(message.contains("ELEVENLABS_API_KEY") && !message.contains("sk_live_123"), "{message}");
+    }
+
+    #[test]
+    fn plans_and_the_button_plan_are_checked_with_their_lines() {
+        let plans = "[[plan]]\nname = \"help\"\nnumbers = [\"+15550001\"]\n[[plan]]\nname = \"night\"\nnumbers = [\"+15550002\", \"x\"]\n";
+        let (key, line, _) = invalid(plans);
+        assert_eq!((key.as_str(), line), ("plan[2].numbers", Some(6)));
+        let (key, line, message) = invalid("[button]\nplan = \"nope\"\n[[plan]]\nname = \"help\"\nnumbers = [\"+15550001\"]\n");
+        assert_eq!((key.as_str(), line), ("button.plan", Some(2)));
+        assert!(message.contains("plans: help"), "{message}");
+        let (key, ..) =
+            invalid("[button]\nplan = \"help\"\nphone_number = \"+15550009\"\n[[plan]]\nname = \"help\"\nnumbers = [\"+15550001\"]\n");
+        assert_eq!(key, "button.plan");
+        let config = parse("[button]\nphone_number = \"+15550009\"\n").expect("valid");
+        let plan = config.button.plan.expect("the one-number plan");
+        assert_eq!((plan.numbers.len(), plan.total_attempts()), (1, 1), "phone_number is one attempt, as before plans");
+        let (key, line, message) = invalid("[webhook]\nurl = \"https://hooks.example.com/x\"\n");
+        assert_eq!((key.as_str(), line), ("webhook.url", Some(2)));
+        assert!(message.contains("CAP4_WEBHOOK_SECRET"), "{message}");
     }
 
     #[test]

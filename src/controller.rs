@@ -22,6 +22,8 @@ use crate::config::Config;
 use crate::config::DuringCall;
 use crate::leds::{BRIEF, LedState, LedView};
 use crate::phone::PhoneNumber;
+use crate::plan::journal::{Loaded, RunJournal};
+use crate::plan::{Attempt, CancelRefused, Plan, PlanRun, PlanRuns, StartRefused};
 use crate::sd_notify::Notifier;
 use crate::session::{self, Session, SessionMsg};
 use crate::store::{Store, UnknownCursor};
@@ -45,6 +47,19 @@ pub enum ApiRequest {
     Get { id: String, reply: oneshot::Sender<Option<CallRecord>> },
     List { limit: usize, before: Option<String>, reply: oneshot::Sender<Result<Vec<CallRecord>, UnknownCursor>> },
     Health { reply: oneshot::Sender<Health> },
+    RunPlan { name: String, reply: oneshot::Sender<Result<PlanRun, PlanRefusal>> },
+    GetRun { id: String, reply: oneshot::Sender<Option<PlanRun>> },
+    ListRuns { limit: usize, reply: oneshot::Sender<Vec<PlanRun>> },
+    CancelRun { id: String, reply: oneshot::Sender<Result<PlanRun, CancelRefused>> },
+}
+
+/// Why a plan run was not started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanRefusal {
+    /// No `[[plan]]` by that name; the names there are.
+    UnknownPlan { known: Vec<String> },
+    /// Another run is running (its id): one at a time, as calls are.
+    AlreadyRunning(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +71,8 @@ pub enum DialRefusal {
         message: String,
         disk_full: bool,
     },
+    /// A plan run waits for its next attempt (its id): cancel it first.
+    PlanPending(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +91,10 @@ pub struct Health {
     pub calls_recorded: usize,
     /// Why the journal is behind memory (a full disk), if it is.
     pub storage_error: Option<String>,
+    /// The running plan run, if one is.
+    pub plan_run: Option<String>,
+    /// Webhook deliveries waiting, and dropped since start (`None`: no webhook).
+    pub webhook: Option<(usize, u64)>,
 }
 
 /// How long a graceful stop waits for an active call to be hung up.
@@ -98,6 +119,12 @@ pub struct Controller {
     provider: Option<Arc<dyn crate::ai::Provider>>,
     session_tx: mpsc::Sender<SessionMsg>,
     session_rx: Option<mpsc::Receiver<SessionMsg>>,
+    /// Calls whose media session has not reported `Done`: their record is
+    /// final (for the webhook) only then.
+    media_pending: std::collections::HashSet<String>,
+    plans: PlanRuns,
+    plan_journal: Option<RunJournal>,
+    webhook: Option<crate::webhook::deliver::Webhook>,
 }
 
 /// The controller's inputs besides Baresip's reports and the API.
@@ -154,7 +181,24 @@ impl Controller {
             on_first_link,
             leds: None,
             notifier: Notifier::from_env(),
+            media_pending: std::collections::HashSet::new(),
+            plans: PlanRuns::default(),
+            plan_journal: None,
+            webhook: None,
         }
+    }
+
+    /// The plan runs the journal had; resumed when [`Self::run`] starts.
+    pub fn with_plans(mut self, journal: RunJournal, loaded: Loaded) -> Self {
+        self.plans = PlanRuns::new(loaded.runs);
+        self.plan_journal = Some(journal);
+        self
+    }
+
+    /// Ended calls and runs go to this webhook's outbox.
+    pub fn with_webhook(mut self, webhook: crate::webhook::deliver::Webhook) -> Self {
+        self.webhook = Some(webhook);
+        self
     }
 
     /// Runs until `stop` resolves (then hangs up any active call, briefly) or the
@@ -176,11 +220,16 @@ impl Controller {
         let mut watchdog = Notifier::watchdog_interval().map(tokio::time::interval);
         let mut stop_by: Option<tokio::time::Instant> = None;
         let mut api_open = true;
+        self.resume_plans();
         loop {
             if stop_by.is_some() && self.machine.active().is_none() {
                 break;
             }
-            let deadline = self.machine.next_deadline().map(|ms| tokio::time::Instant::from_std(self.clock.instant_at(ms)));
+            let call_deadline = self.machine.next_deadline().map(|ms| tokio::time::Instant::from_std(self.clock.instant_at(ms)));
+            let deadline = match (call_deadline, self.plan_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let wake = match (deadline, stop_by) {
                 (Some(d), Some(s)) => Some(d.min(s)),
                 (d, s) => d.or(s),
@@ -223,6 +272,9 @@ impl Controller {
                     self.apply(effects);
                 }
             }
+            if stop_by.is_none() {
+                self.advance_plans();
+            }
             self.update_leds(None);
         }
         self.notifier.stopping();
@@ -234,8 +286,12 @@ impl Controller {
             SessionMsg::Ai { call_id, input } => self.session_input(&call_id, Input::Ai(input)),
             SessionMsg::Voicemail { call_id, left, detail } => self.session_input(&call_id, Input::VoicemailDone { left, detail }),
             SessionMsg::Done { call_id, stats, ai, early_media } => {
+                self.media_pending.remove(&call_id);
                 // The counters go into the ended call's record.
                 if stats.is_none() && ai.is_none() && early_media.is_none() {
+                    if self.store.get(&call_id).is_some_and(|r| !r.is_active()) {
+                        self.call_final(&call_id);
+                    }
                     return;
                 }
                 if let Some(mut record) = self.store.get(&call_id).cloned().filter(|r| !r.is_active()) {
@@ -256,6 +312,7 @@ impl Controller {
                     if let Err(err) = self.put(&record) {
                         error!(%err, "media counters not saved");
                     }
+                    self.call_final(&call_id);
                 }
             }
         }
@@ -284,11 +341,11 @@ impl Controller {
 
     /// Places a call. Nothing is dialled that is not on disk first: a record that
     /// cannot be saved ends the call before the dial goes out.
-    fn start_call(&mut self, number: &PhoneNumber, origin: &str) -> Result<CallRecord, DialRefusal> {
+    fn start_call(&mut self, number: &PhoneNumber, origin: &str, plan: Option<(String, u32)>) -> Result<CallRecord, DialRefusal> {
         let now = self.clock.now();
         let id = uuid::Uuid::new_v4().to_string();
         let uri = self.config.dial_uri_for(number.as_str());
-        let (record, effects) = self.machine.dial(id, number, uri, now).map_err(|err| {
+        let (record, effects) = self.machine.dial(id, number, uri, plan, now).map_err(|err| {
             info!(?err, %origin, "dial refused");
             DialRefusal::Machine(err)
         })?;
@@ -309,22 +366,161 @@ impl Controller {
         Ok(self.store.get(&record.id).cloned().unwrap_or(record))
     }
 
-    /// A button press: dial the configured number, or hang up.
+    /// A button press: run the button's plan, or hang up (a long press
+    /// cancels the running plan run too).
     fn on_press(&mut self, press: Press) {
         let active = self.machine.active().map(|r| r.id.clone());
+        let running = self.plans.running().map(|r| r.id.clone());
         match (press, active) {
-            (Press::Short, None) => match self.config.button.phone_number.clone() {
-                Some(number) => {
-                    if self.start_call(&number, "button").is_err() {
+            (Press::Short, None) => match (running, self.config.button.plan.clone()) {
+                (Some(run), _) => {
+                    info!(plan_run = %run, "button press ignored: a plan run waits for its next attempt (a long press cancels it)")
+                }
+                (None, Some(plan)) => {
+                    if self.start_run(plan, "button").is_err() {
                         self.update_leds(Some(LedState::Error));
                     }
                 }
-                None => warn!("button press ignored: no [button] phone_number configured"),
+                (None, None) => warn!("button press ignored: no [button] plan or phone_number configured"),
             },
             (Press::Short, Some(id)) if self.config.button.during_call == DuringCall::Hangup => self.hangup_by_button(&id),
             (Press::Short, Some(_)) => info!("button press during a call ignored ([button] during_call = \"ignore\")"),
-            (Press::Long, Some(id)) => self.hangup_by_button(&id),
-            (Press::Long, None) => info!("long press with no call: nothing to hang up"),
+            (Press::Long, active) => {
+                if let Some(run) = running {
+                    let _ = self.cancel_run(&run, "button");
+                }
+                match active {
+                    Some(id) => self.hangup_by_button(&id),
+                    None => info!("long press with no call: nothing to hang up"),
+                }
+            }
+        }
+    }
+
+    /// Starts a run of `plan`; its first attempt goes out at the end of
+    /// this turn of the loop ([`Self::advance_plans`]).
+    fn start_run(&mut self, plan: Plan, origin: &str) -> Result<PlanRun, PlanRefusal> {
+        let name = plan.name.clone();
+        let id = uuid::Uuid::new_v4().to_string();
+        let run = self.plans.start(plan, id, origin, self.clock.now()).map_err(|StartRefused::AlreadyRunning(running)| {
+            info!(plan = %name, %origin, plan_run = %running, "plan run refused: another is running");
+            PlanRefusal::AlreadyRunning(running)
+        })?;
+        info!(plan = %name, %origin, plan_run = %run.id, attempts = run.max_attempts, "plan run started");
+        self.persist_run(&run);
+        Ok(run)
+    }
+
+    /// Cancels run `id` and hangs up its call in flight.
+    fn cancel_run(&mut self, id: &str, origin: &str) -> Result<PlanRun, CancelRefused> {
+        let (run, in_flight) = self.plans.cancel(id, origin, self.clock.now())?;
+        self.persist_run(&run);
+        self.run_ended(&run);
+        if let Some(call) = in_flight {
+            if let Ok((_, effects)) = self.machine.hangup(&call, origin, self.clock.now()) {
+                info_span!("call", call_id = %call).in_scope(|| info!(%origin, plan_run = %id, "hangup requested: plan run cancelled"));
+                self.apply(effects);
+            }
+        }
+        Ok(run)
+    }
+
+    /// After a restart: attempts in flight count as failed, pauses go on.
+    fn resume_plans(&mut self) {
+        for run in self.plans.resume(self.clock.now()) {
+            info!(plan_run = %run.id, plan = %run.plan, state = run.state.as_str(), next_attempt_at = run.next_attempt_at.as_deref().unwrap_or(""), "plan run resumed after a restart");
+            self.persist_run(&run);
+            self.run_ended(&run);
+        }
+        if let Some(run) = self.plans.running() {
+            info!(plan_run = %run.id, plan = %run.plan, next_attempt_at = run.next_attempt_at.as_deref().unwrap_or(""), "plan run goes on");
+        }
+    }
+
+    /// When the pending attempt is due, if that is still to come.
+    fn plan_deadline(&self) -> Option<tokio::time::Instant> {
+        let now = self.clock.now();
+        let at = self.plans.next_deadline_unix_ms().filter(|&at| at > now.unix_ms)?;
+        let wait = Duration::from_millis(u64::try_from(at - now.unix_ms).unwrap_or(0));
+        Some(tokio::time::Instant::now() + wait)
+    }
+
+    /// Places the pending attempt if it is due and the line is free: no
+    /// call up, Baresip connected. Otherwise it waits; the loop comes back
+    /// here after every input.
+    fn advance_plans(&mut self) {
+        let Some(attempt) = self.plans.due(self.clock.now()) else { return };
+        if self.machine.active().is_some() || !self.machine.link_up() {
+            return;
+        }
+        let Attempt { run_id, attempt: n, number } = attempt.clone();
+        match self.start_call(&number, "plan", Some((run_id.clone(), n))) {
+            Ok(record) => {
+                info_span!("call", call_id = %record.id).in_scope(|| info!(plan_run = %run_id, attempt = n, "plan attempt placed"));
+                if let Some(run) = self.plans.placed(&attempt, &record.id) {
+                    self.persist_run(&run);
+                }
+            }
+            // The line is not free after all: the attempt waits.
+            Err(DialRefusal::Machine(_) | DialRefusal::PlanPending(_)) => {}
+            Err(DialRefusal::Storage { message, .. }) => {
+                warn!(plan_run = %run_id, attempt = n, %message, "plan attempt not placed");
+                if let Some(run) = self.plans.not_placed(&attempt, format!("not placed: {message}"), self.clock.now()) {
+                    self.persist_run(&run);
+                    self.run_ended(&run);
+                }
+            }
+        }
+    }
+
+    /// A call of a run ended: the run goes on or ends.
+    fn plan_call_ended(&mut self, record: &CallRecord) {
+        if record.plan_run.is_none() {
+            return;
+        }
+        if let Some(run) = self.plans.call_ended(record, self.clock.now()) {
+            if run.is_running() {
+                let last = run.attempts.last().and_then(|a| a.result.as_deref()).unwrap_or("");
+                info!(plan_run = %run.id, attempt = run.attempts.len(), result = last, next_attempt_at = run.next_attempt_at.as_deref().unwrap_or(""), "plan attempt failed; next one pending");
+            }
+            self.persist_run(&run);
+            self.run_ended(&run);
+        }
+    }
+
+    /// The run's journal line, synced (off this worker, as the calls').
+    fn persist_run(&mut self, run: &PlanRun) {
+        let Some(journal) = self.plan_journal.as_mut() else { return };
+        if let Err(err) = off_the_worker(|| journal.append(run)) {
+            error!(%err, plan_run = %run.id, "plan run not saved");
+        }
+    }
+
+    /// Says a run ended, if it did: the log line and the webhook.
+    fn run_ended(&mut self, run: &PlanRun) {
+        if run.is_running() {
+            return;
+        }
+        info!(plan_run = %run.id, plan = %run.plan, state = run.state.as_str(), reason = run.reason.as_deref().unwrap_or(""), calls = run.calls.len(), "plan run ended");
+        self.send_to_webhook(crate::webhook::Kind::PlanRun, run);
+    }
+
+    /// The call's record is final (ended, media counters in): the webhook.
+    fn call_final(&mut self, call_id: &str) {
+        if let Some(record) = self.store.get(call_id).cloned() {
+            self.send_to_webhook(crate::webhook::Kind::Call, &record);
+        }
+    }
+
+    /// Into the webhook's outbox, synced, if a webhook is configured.
+    fn send_to_webhook(&mut self, kind: crate::webhook::Kind, record: &impl serde::Serialize) {
+        let Some(webhook) = &self.webhook else { return };
+        let now = self.clock.now().unix_ms;
+        let put = crate::webhook::body(kind, record)
+            .map_err(|e| e.to_string())
+            .and_then(|body| off_the_worker(|| webhook.put(kind, &body, now)).map_err(|e| e.to_string()));
+        if let Err(err) = put {
+            error!(%err, kind = kind.as_str(), "webhook delivery not kept");
         }
     }
 
@@ -340,10 +536,10 @@ impl Controller {
         let Some(leds) = &self.leds else { return };
         let call = self.machine.active();
         let classifying = self.config.amd.enabled && call.is_some_and(|r| r.answer.is_none());
-        let steady = LedState::steady_for(self.machine.link_up(), call.map(|r| r.status), classifying);
+        let steady = LedState::steady_for(self.machine.link_up(), call.map(|r| r.status), classifying, self.plans.pending().is_some());
         let current = *leds.borrow();
         let now = tokio::time::Instant::now();
-        let in_call = !matches!(steady, LedState::Idle | LedState::NoBaresip);
+        let in_call = !matches!(steady, LedState::Idle | LedState::NoBaresip | LedState::PlanPending);
         let next = match brief {
             Some(brief) => LedView { shown: brief, steady, until: Some(now + BRIEF) },
             // A brief pattern plays out, unless a new call starts.
@@ -400,7 +596,27 @@ impl Controller {
         let now = self.clock.now();
         match req {
             ApiRequest::Dial { number, reply } => {
-                let _ = reply.send(self.start_call(&number, "api"));
+                let refusal = self.plans.pending().map(|run| DialRefusal::PlanPending(run.id.clone()));
+                let _ = reply.send(match refusal {
+                    Some(refusal) => Err(refusal),
+                    None => self.start_call(&number, "api", None),
+                });
+            }
+            ApiRequest::RunPlan { name, reply } => {
+                let result = match self.config.plans.iter().find(|p| p.name == name).cloned() {
+                    Some(plan) => self.start_run(plan, "api"),
+                    None => Err(PlanRefusal::UnknownPlan { known: self.config.plans.iter().map(|p| p.name.clone()).collect() }),
+                };
+                let _ = reply.send(result);
+            }
+            ApiRequest::GetRun { id, reply } => {
+                let _ = reply.send(self.plans.get(&id).cloned());
+            }
+            ApiRequest::ListRuns { limit, reply } => {
+                let _ = reply.send(self.plans.list(limit));
+            }
+            ApiRequest::CancelRun { id, reply } => {
+                let _ = reply.send(self.cancel_run(&id, "api"));
             }
             ApiRequest::Hangup { id, origin, reply } => match self.machine.hangup(&id, &origin, now) {
                 Ok((_, effects)) => {
@@ -430,6 +646,11 @@ impl Controller {
                     active_call: self.machine.active().map(|r| r.id.clone()),
                     calls_recorded: self.store.len(),
                     storage_error: self.store.unsynced().map(str::to_owned),
+                    plan_run: self.plans.running().map(|r| r.id.clone()),
+                    webhook: self.webhook.as_ref().map(|w| {
+                        let outbox = w.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        (outbox.len(), outbox.dropped)
+                    }),
                 });
             }
         }
@@ -513,6 +734,10 @@ impl Controller {
         if let Some(brief) = LedState::brief_after(record.outcome) {
             self.update_leds(Some(brief));
         }
+        self.plan_call_ended(&record);
+        if !self.media_pending.contains(&record.id) {
+            self.call_final(&record.id);
+        }
         let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting_hangups).into_iter().partition(|(id, _)| *id == record.id);
         self.waiting_hangups = waiting;
         for (_, reply) in done {
@@ -533,6 +758,7 @@ impl Controller {
             provider: self.provider.clone(),
             voicemail: self.config.voicemail_message.clone().map(|m| (m, self.config.voicemail.clone())),
         };
+        self.media_pending.insert(params.call_id.clone());
         if let Some(mut previous) = self.session.replace(session::start(params, self.session_tx.clone())) {
             // Never two at once: the devices are one.
             warn!(call_id = %previous.call_id, "a media session was still running; stopped");

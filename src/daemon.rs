@@ -86,7 +86,34 @@ async fn serve(config: Arc<Config>) -> i32 {
             return exit::CONFIG;
         }
     };
-    let controller = Controller::new(config.clone(), store, clock, baresip, Some(linked_tx));
+    let (journal, loaded) = match crate::plan::journal::RunJournal::open(&config.storage.dir, crate::plan::machine::MAX_RUNS) {
+        Ok(opened) => opened,
+        Err(err) => {
+            error!(%err, "cannot open the plan runs");
+            return exit::CANT_CREATE;
+        }
+    };
+    for line in &loaded.skipped_lines {
+        warn!(line, "plan journal: incomplete line skipped (cut short by a crash or power loss)");
+    }
+    let mut controller = Controller::new(config.clone(), store, clock, baresip, Some(linked_tx)).with_plans(journal, loaded);
+    let mut webhook_task = None;
+    if let Some(webhook_config) = config.webhook.clone() {
+        let outbox = match crate::webhook::outbox::Outbox::open(&config.storage.dir, webhook_config.max_pending) {
+            Ok(outbox) => outbox,
+            Err(err) => {
+                error!(%err, "cannot open the webhook outbox");
+                return exit::CANT_CREATE;
+            }
+        };
+        info!(pending = outbox.len(), host = webhook_config.url.host().unwrap_or(""), "webhook outbox opened");
+        let webhook = crate::webhook::deliver::Webhook {
+            outbox: Arc::new(std::sync::Mutex::new(outbox)),
+            bell: Arc::new(tokio::sync::Notify::new()),
+        };
+        webhook_task = Some(tokio::spawn(crate::webhook::deliver::run(webhook.clone(), webhook_config)));
+        controller = controller.with_webhook(webhook);
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let router = crate::api::router(api_tx, config.api.token.clone(), config.baresip.ctrl);
@@ -107,7 +134,14 @@ async fn serve(config: Arc<Config>) -> i32 {
     let mut controller_task = tokio::spawn(controller.run(reports_rx, api_rx, extras, async move {
         let _ = controller_stop.changed().await;
     }));
-    let tasks = &mut [("controller", &mut controller_task), ("HTTP API", &mut api), ("Baresip link", &mut link_task)];
+    // Without a webhook its task is one that never ends.
+    let mut webhook_task = webhook_task.unwrap_or_else(|| tokio::spawn(std::future::pending()));
+    let tasks = &mut [
+        ("controller", &mut controller_task),
+        ("HTTP API", &mut api),
+        ("Baresip link", &mut link_task),
+        ("webhook", &mut webhook_task),
+    ];
     if let Err(ended) = crate::supervise::until_shutdown(wait_for_signal(), tasks).await {
         // Without it the daemon would answer 503 (or nothing) until someone
         // noticed; exiting lets systemd restart it, and says why.

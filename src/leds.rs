@@ -32,6 +32,8 @@ pub enum LedState {
     Classifying,
     /// Answered and talking (to the AI agent).
     Talking,
+    /// No call now: a plan run waits for its next attempt.
+    PlanPending,
     /// Brief: an answering machine answered.
     Machine,
     /// Brief: no answer, busy, rejected or unreachable.
@@ -42,11 +44,12 @@ pub enum LedState {
 
 impl LedState {
     /// The steady pattern for the box's situation: the Baresip link, the
-    /// active call's status (if any), and whether its answer is still being
-    /// classified.
-    pub fn steady_for(link_up: bool, call: Option<Status>, classifying: bool) -> LedState {
+    /// active call's status (if any), whether its answer is still being
+    /// classified, and whether a plan run waits for its next attempt.
+    pub fn steady_for(link_up: bool, call: Option<Status>, classifying: bool, plan_pending: bool) -> LedState {
         match (link_up, call) {
             (false, _) => LedState::NoBaresip,
+            (true, None | Some(Status::Ended)) if plan_pending => LedState::PlanPending,
             (true, None | Some(Status::Ended)) => LedState::Idle,
             (true, Some(Status::Dialing)) => LedState::Dialing,
             (true, Some(Status::Ringing | Status::EarlyMedia)) => LedState::Ringing,
@@ -75,6 +78,8 @@ impl LedState {
             Self::Ringing => &[(true, false, 500), (false, false, 500)],
             Self::Classifying => &[(true, false, 100), (false, false, 100), (true, false, 100), (false, false, 700)],
             Self::Talking => &[(true, false, 1000)],
+            // Green then red, then a pause: "not done yet, trying again".
+            Self::PlanPending => &[(true, false, 250), (false, true, 250), (false, false, 1500)],
             Self::Machine => &[(false, true, 100), (false, false, 100), (false, true, 100), (false, false, 700)],
             Self::NoAnswer => &[(false, true, 125), (false, false, 125)],
             Self::Error => &[(false, true, 1000)],
@@ -161,13 +166,15 @@ mod tests {
 
     #[test]
     fn the_steady_pattern_follows_the_link_and_the_call() {
-        assert_eq!(LedState::steady_for(false, Some(Status::Answered), false), LedState::NoBaresip);
-        assert_eq!(LedState::steady_for(true, None, false), LedState::Idle);
-        assert_eq!(LedState::steady_for(true, Some(Status::Ended), false), LedState::Idle);
-        assert_eq!(LedState::steady_for(true, Some(Status::Dialing), false), LedState::Dialing);
-        assert_eq!(LedState::steady_for(true, Some(Status::EarlyMedia), false), LedState::Ringing);
-        assert_eq!(LedState::steady_for(true, Some(Status::Answered), true), LedState::Classifying);
-        assert_eq!(LedState::steady_for(true, Some(Status::Answered), false), LedState::Talking);
+        assert_eq!(LedState::steady_for(false, Some(Status::Answered), false, true), LedState::NoBaresip);
+        assert_eq!(LedState::steady_for(true, None, false, false), LedState::Idle);
+        assert_eq!(LedState::steady_for(true, None, false, true), LedState::PlanPending);
+        assert_eq!(LedState::steady_for(true, Some(Status::Ringing), false, true), LedState::Ringing, "the attempt's call shows");
+        assert_eq!(LedState::steady_for(true, Some(Status::Ended), false, false), LedState::Idle);
+        assert_eq!(LedState::steady_for(true, Some(Status::Dialing), false, false), LedState::Dialing);
+        assert_eq!(LedState::steady_for(true, Some(Status::EarlyMedia), false, false), LedState::Ringing);
+        assert_eq!(LedState::steady_for(true, Some(Status::Answered), true, false), LedState::Classifying);
+        assert_eq!(LedState::steady_for(true, Some(Status::Answered), false, false), LedState::Talking);
     }
 
     #[test]

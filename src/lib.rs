@@ -20,6 +20,7 @@ pub mod leds;
 pub mod logging;
 pub mod media;
 pub mod phone;
+pub mod plan;
 pub mod sd_notify;
 pub mod section;
 pub mod session;
@@ -27,6 +28,7 @@ pub mod store;
 pub mod supervise;
 pub mod voicemail;
 pub mod wav;
+pub mod webhook;
 
 /// Process exit codes (sysexits.h where one fits).
 pub mod exit {

@@ -386,6 +386,8 @@ mod tests {
             early_media: None,
             ai: None,
             transcript: Vec::new(),
+            plan_run: None,
+            attempt: None,
         }
     }
 

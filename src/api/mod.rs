@@ -1,6 +1,8 @@
 //! The local HTTP API. Paths and field names follow the system CAP4 replaces
 //! (`POST /api/calls/dial`, `GET /api/calls/{id}`, `POST /api/calls/{id}/hangup`,
-//! `GET /api/calls`) and add `GET /api/health`.
+//! `GET /api/calls`) and add `GET /api/health` and the plan runs
+//! (`POST /api/plans/{name}/run`, `GET /api/plans/runs`,
+//! `GET /api/plans/runs/{id}`, `POST /api/plans/runs/{id}/cancel`).
 //!
 //! Promises: every error is JSON `{"error": {"code", "message"}}`; bodies are
 //! capped at [`MAX_BODY`]; a `Host` that is not `localhost` or an IP literal
@@ -29,9 +31,10 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::call::machine::DialError;
-use crate::controller::{ApiRequest, DialRefusal, HangupRefusal};
+use crate::controller::{ApiRequest, DialRefusal, HangupRefusal, PlanRefusal};
 use crate::environment::Secret;
 use crate::phone::PhoneNumber;
+use crate::plan::CancelRefused;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -69,6 +72,10 @@ pub fn router(controller: mpsc::Sender<ApiRequest>, token: Option<Secret>, bares
         .route("/api/calls/{id}", get(show))
         .route("/api/calls/{id}/hangup", post(hangup))
         .route("/api/health", get(health))
+        .route("/api/plans/{name}/run", post(run_plan))
+        .route("/api/plans/runs", get(list_runs))
+        .route("/api/plans/runs/{id}", get(show_run))
+        .route("/api/plans/runs/{id}/cancel", post(cancel_run))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "not_found", "no such path".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this path".into())
@@ -166,6 +173,11 @@ async fn dial(State(state): State<ApiState>, body: Result<Bytes, BytesRejection>
             "baresip_unavailable",
             "Baresip is still hanging up a call left from before; try again in a moment".into(),
         )),
+        Err(DialRefusal::PlanPending(run)) => Err(ApiError(
+            StatusCode::CONFLICT,
+            "plan_pending",
+            format!("plan run {run} waits for its next attempt; cancel it first (POST /api/plans/runs/{run}/cancel)"),
+        )),
         Err(DialRefusal::Storage { message: err, disk_full }) => Err(ApiError(
             // RFC 4918's 507 says what a full disk is; anything else, 500.
             if disk_full { StatusCode::INSUFFICIENT_STORAGE } else { StatusCode::INTERNAL_SERVER_ERROR },
@@ -175,12 +187,13 @@ async fn dial(State(state): State<ApiState>, body: Result<Bytes, BytesRejection>
     }
 }
 
-fn call_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+/// The `{id}` (or `{name}`) of the path.
+fn path_part(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     path.map(|Path(id)| id).map_err(|rej| ApiError(StatusCode::BAD_REQUEST, "bad_request", rej.body_text()))
 }
 
 async fn show(State(state): State<ApiState>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
-    let id = call_id(path)?;
+    let id = path_part(path)?;
     match ask(&state, |reply| ApiRequest::Get { id: id.clone(), reply }).await? {
         Some(record) => Ok(axum::Json(record).into_response()),
         None => Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no call {id}"))),
@@ -188,7 +201,7 @@ async fn show(State(state): State<ApiState>, path: Result<Path<String>, PathReje
 }
 
 async fn hangup(State(state): State<ApiState>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
-    let id = call_id(path)?;
+    let id = path_part(path)?;
     let origin = "api".to_string();
     match ask(&state, |reply| ApiRequest::Hangup { id: id.clone(), origin, reply }).await? {
         Ok(record) => Ok(axum::Json(record).into_response()),
@@ -208,16 +221,68 @@ struct ListQuery {
     before: Option<String>,
 }
 
+/// `?limit=`: [`DEFAULT_LIMIT`] if not given, at most [`MAX_LIMIT`].
+fn page_limit(given: Option<usize>) -> Result<usize, ApiError> {
+    let limit = given.unwrap_or(DEFAULT_LIMIT);
+    if (1..=MAX_LIMIT).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "bad_query", format!("limit must be 1..={MAX_LIMIT}")))
+    }
+}
+
 async fn list(State(state): State<ApiState>, query: Result<Query<ListQuery>, QueryRejection>) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|rej| ApiError(StatusCode::UNPROCESSABLE_ENTITY, "bad_query", rej.body_text()))?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, "bad_query", format!("limit must be 1..={MAX_LIMIT}")));
-    }
+    let limit = page_limit(query.limit)?;
     let before = query.before.clone();
     match ask(&state, |reply| ApiRequest::List { limit, before, reply }).await? {
         Ok(records) => Ok(axum::Json(records).into_response()),
         Err(_) => Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no call {} to page before", query.before.unwrap_or_default()))),
+    }
+}
+
+async fn run_plan(State(state): State<ApiState>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let name = path_part(path)?;
+    match ask(&state, |reply| ApiRequest::RunPlan { name: name.clone(), reply }).await? {
+        Ok(run) => Ok((StatusCode::CREATED, axum::Json(run)).into_response()),
+        Err(PlanRefusal::UnknownPlan { known }) => {
+            Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no plan {name} (plans: {})", known.join(", "))))
+        }
+        Err(PlanRefusal::AlreadyRunning(id)) => {
+            Err(ApiError(StatusCode::CONFLICT, "plan_running", format!("plan run {id} is running; one at a time")))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsQuery {
+    limit: Option<usize>,
+}
+
+async fn list_runs(State(state): State<ApiState>, query: Result<Query<RunsQuery>, QueryRejection>) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|rej| ApiError(StatusCode::UNPROCESSABLE_ENTITY, "bad_query", rej.body_text()))?;
+    let limit = page_limit(query.limit)?;
+    let runs = ask(&state, |reply| ApiRequest::ListRuns { limit, reply }).await?;
+    Ok(axum::Json(runs).into_response())
+}
+
+async fn show_run(State(state): State<ApiState>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let id = path_part(path)?;
+    match ask(&state, |reply| ApiRequest::GetRun { id: id.clone(), reply }).await? {
+        Some(run) => Ok(axum::Json(run).into_response()),
+        None => Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no plan run {id}"))),
+    }
+}
+
+async fn cancel_run(State(state): State<ApiState>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let id = path_part(path)?;
+    match ask(&state, |reply| ApiRequest::CancelRun { id: id.clone(), reply }).await? {
+        Ok(run) => Ok(axum::Json(run).into_response()),
+        Err(CancelRefused::NotFound) => Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no plan run {id}"))),
+        Err(CancelRefused::Ended(run)) => {
+            Err(ApiError(StatusCode::CONFLICT, "plan_run_ended", format!("plan run {id} has ended already ({})", run.state.as_str())))
+        }
     }
 }
 
@@ -235,6 +300,8 @@ async fn health(State(state): State<ApiState>) -> Result<Response, ApiError> {
         "active_call": h.active_call,
         "calls_recorded": h.calls_recorded,
         "storage": { "ok": h.storage_error.is_none(), "error": h.storage_error },
+        "plan_run": h.plan_run,
+        "webhook": h.webhook.map(|(pending, dropped)| json!({"pending": pending, "dropped": dropped})),
     });
     Ok(axum::Json(body).into_response())
 }

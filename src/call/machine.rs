@@ -24,6 +24,10 @@ use crate::call::record::{CallRecord, Outcome, Speaker, Status, TimelineEntry};
 use crate::clock::{Now, rfc3339};
 use crate::phone::PhoneNumber;
 
+/// The reason of a call hung up because its answer could not be classified
+/// (`[amd] on_unknown = "hangup"`): nobody was heard to be a person.
+pub const UNCLASSIFIED_HANGUP: &str = "answer not classified; [amd] on_unknown = \"hangup\"";
+
 /// Time limits the machine enforces itself, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -297,8 +301,16 @@ impl CallMachine {
         self.active.as_ref().map(|a| &a.record)
     }
 
-    /// Starts a call to `number`, dialling `uri`. `id` is the new record's id.
-    pub fn dial(&mut self, id: String, number: &PhoneNumber, uri: String, now: Now) -> Result<(CallRecord, Vec<Effect>), DialError> {
+    /// Starts a call to `number`, dialling `uri`. `id` is the new record's id;
+    /// `plan`: the plan run and attempt it is, if it is one.
+    pub fn dial(
+        &mut self,
+        id: String,
+        number: &PhoneNumber,
+        uri: String,
+        plan: Option<(String, u32)>,
+        now: Now,
+    ) -> Result<(CallRecord, Vec<Effect>), DialError> {
         if let Some(active) = &self.active {
             return Err(DialError::Busy(active.record.id.clone()));
         }
@@ -327,6 +339,8 @@ impl CallMachine {
             early_media: None,
             ai: None,
             transcript: Vec::new(),
+            attempt: plan.as_ref().map(|(_, attempt)| *attempt),
+            plan_run: plan.map(|(run, _)| run),
         };
         let mut call = ActiveCall {
             record,
@@ -807,7 +821,7 @@ impl CallMachine {
             }
             HangupIntent::DialFailed { reason } => (Outcome::Failed, reason.clone()),
             HangupIntent::Machine { cause } => (Outcome::Machine, format!("answering machine ({cause})")),
-            HangupIntent::Unclassified => (Outcome::LocalHangup, "answer not classified; [amd] on_unknown = \"hangup\"".into()),
+            HangupIntent::Unclassified => (Outcome::LocalHangup, UNCLASSIFIED_HANGUP.into()),
             HangupIntent::AgentEnded { reason } => (Outcome::AgentHangup, reason.clone()),
             HangupIntent::AiFailed { reason } => (Outcome::AiFailed, format!("AI agent: {reason}")),
         }

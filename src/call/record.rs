@@ -217,6 +217,12 @@ pub struct CallRecord {
     /// What was said, once an AI conversation ran.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transcript: Vec<TranscriptLine>,
+    /// The plan run this call is an attempt of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_run: Option<String>,
+    /// Which attempt of that run (1-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
 }
 
 impl CallRecord {

@@ -1,6 +1,7 @@
 //! The command line: `cap4 run`, `cap4 check-config`, `cap4 amd FILE` (`amd.rs`)
 //! and thin clients of the daemon's HTTP API (`dial`, `calls`, `show`,
-//! `hangup`; `api_client.rs` is their HTTP client). Returns exit codes from
+//! `hangup`, `health`, `plan run|show|cancel|runs`; `api_client.rs` is
+//! their HTTP client). Returns exit codes from
 //! [`crate::exit`]; never talks to Baresip itself.
 
 use std::path::PathBuf;
@@ -26,6 +27,10 @@ usage:
   cap4 show ID [--json]          one call with its timeline
   cap4 hangup [ID]               hang up a call (default: the active one)
   cap4 health                    the daemon's state (Baresip link, active call)
+  cap4 plan run NAME             start a run of the [[plan]] NAME
+  cap4 plan show ID              one plan run: its state, attempts and calls
+  cap4 plan cancel ID            cancel a plan run (and hang up its call)
+  cap4 plan runs                 plan runs, newest first
   cap4 amd [--amd-config AMD.toml] FILE.wav
                                  classify a recording: human or answering machine (JSON)
   cap4 --version
@@ -75,6 +80,16 @@ pub enum ApiCall {
         id: Option<String>,
     },
     Health,
+    RunPlan {
+        name: String,
+    },
+    ShowRun {
+        id: String,
+    },
+    CancelRun {
+        id: String,
+    },
+    Runs,
 }
 
 /// A command line that could not be carried out: the exit code and why.
@@ -101,10 +116,21 @@ pub fn parse(args: Vec<String>) -> Result<Command, Failure> {
             let file = args.next_positional().ok_or_else(|| usage("amd needs FILE.wav"))?;
             Command::Amd { file: file.into(), amd_config }
         }
-        "dial" | "calls" | "show" | "hangup" | "health" => {
+        "dial" | "calls" | "show" | "hangup" | "health" | "plan" => {
             let api = args.option("--api");
             let json = args.flag("--json");
             let call = match command.as_str() {
+                "plan" => {
+                    let what = args.next_positional().ok_or_else(|| usage("plan needs run NAME, show ID, cancel ID or runs"))?;
+                    let mut operand = |m: &str| args.next_positional().ok_or_else(|| usage(m));
+                    match what.as_str() {
+                        "run" => ApiCall::RunPlan { name: operand("plan run needs NAME")? },
+                        "show" => ApiCall::ShowRun { id: operand("plan show needs ID")? },
+                        "cancel" => ApiCall::CancelRun { id: operand("plan cancel needs ID")? },
+                        "runs" => ApiCall::Runs,
+                        other => return Err(usage(&format!("unknown plan command `{other}`"))),
+                    }
+                }
                 "dial" => ApiCall::Dial { number: args.next_positional().ok_or_else(|| usage("dial needs NUMBER"))? },
                 "calls" => ApiCall::Calls { limit: args.option("--limit"), before: args.option("--before") },
                 "show" => ApiCall::Show { id: args.next_positional().ok_or_else(|| usage("show needs ID"))? },
@@ -221,6 +247,10 @@ fn api_command(call: ApiCall, api: Option<String>, json_out: bool) -> Result<(),
         }
         ApiCall::Show { id } => (Method::GET, format!("/api/calls/{}", encode_path(id)), None),
         ApiCall::Health => (Method::GET, "/api/health".to_string(), None),
+        ApiCall::RunPlan { name } => (Method::POST, format!("/api/plans/{}/run", encode_path(name)), Some(json!({}))),
+        ApiCall::ShowRun { id } => (Method::GET, format!("/api/plans/runs/{}", encode_path(id)), None),
+        ApiCall::CancelRun { id } => (Method::POST, format!("/api/plans/runs/{}/cancel", encode_path(id)), Some(json!({}))),
+        ApiCall::Runs => (Method::GET, "/api/plans/runs".to_string(), None),
         ApiCall::Hangup { id } => {
             let id = match id {
                 Some(id) => id.clone(),
@@ -389,6 +419,11 @@ mod tests {
         assert_eq!(parsed("hangup"), Ok(Command::Api { call: ApiCall::Hangup { id: None }, api: None, json: false }));
         assert_eq!(parsed("amd --amd-config t.toml a.wav"), Ok(Command::Amd { file: "a.wav".into(), amd_config: Some("t.toml".into()) }));
         assert_eq!(parsed("--version"), Ok(Command::Version));
+        let api = |call| Ok(Command::Api { call, api: None, json: false });
+        assert_eq!(parsed("plan run help"), api(ApiCall::RunPlan { name: "help".into() }));
+        assert_eq!(parsed("plan show r1"), api(ApiCall::ShowRun { id: "r1".into() }));
+        assert_eq!(parsed("plan cancel r1"), api(ApiCall::CancelRun { id: "r1".into() }));
+        assert_eq!(parsed("plan runs"), api(ApiCall::Runs));
     }
 
     #[test]
@@ -401,6 +436,9 @@ mod tests {
             ("amd", "amd needs FILE.wav"),
             ("show c1 c2", "unexpected arguments: c2"),
             ("health --bogus", "unexpected arguments: --bogus"),
+            ("plan", "plan needs run NAME, show ID, cancel ID or runs"),
+            ("plan run", "plan run needs NAME"),
+            ("plan stop r1", "unknown plan command `stop`"),
         ] {
             assert_eq!(parsed(line), Err(Failure(exit::USAGE, says.into())), "{line:?}");
         }

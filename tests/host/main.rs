@@ -21,5 +21,6 @@ mod api;
 mod audio_rt;
 mod calls;
 mod fake_baresip;
+mod plans;
 mod tidy;
 mod trace_replay;

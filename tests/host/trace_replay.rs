@@ -158,7 +158,7 @@ fn replay(name: &str) -> Replay {
                     Some("dial") if payload["params"].as_str().is_some_and(|p| !p.is_empty()) => {
                         let number = PhoneNumber::parse("+100").unwrap();
                         let uri = payload["params"].as_str().unwrap().to_string();
-                        let (_, effects) = machine.dial("call".into(), &number, uri, now).expect("dial accepted");
+                        let (_, effects) = machine.dial("call".into(), &number, uri, None, now).expect("dial accepted");
                         absorb(effects, &mut out);
                         tags.insert(token, CommandTag::Dial);
                     }

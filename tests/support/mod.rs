@@ -41,6 +41,7 @@ pub mod daemon;
 pub mod fake_agent;
 pub mod sim_pcm;
 pub mod vmkit;
+pub mod webhook_receiver;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -545,6 +546,11 @@ impl Sipp {
     /// `-ci 127.0.0.1` keeps SIPp's remote-control socket on loopback (it takes
     /// 8888, or the next free port, by itself).
     pub fn start(dir: &Path, scenario: &str, port: u16, media_port: u16) -> io::Result<Sipp> {
+        Self::start_for(dir, scenario, port, media_port, 1)
+    }
+
+    /// [`Sipp::start`] for `calls` calls in a row (`-m calls`).
+    pub fn start_for(dir: &Path, scenario: &str, port: u16, media_port: u16, calls: u32) -> io::Result<Sipp> {
         let scenario_path = sipp_fixtures_dir().join(scenario);
         if !scenario_path.is_file() {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("no SIPp scenario {}", scenario_path.display())));
@@ -563,7 +569,7 @@ impl Sipp {
             .args(["-i", "127.0.0.1", "-p", &port.to_string()])
             .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string()])
             .args(["-ci", "127.0.0.1"])
-            .args(["-m", "1", "-nostdin"])
+            .args(["-m", &calls.to_string(), "-nostdin"])
             .args(["-timeout", &format!("{SIPP_GLOBAL_TIMEOUT_SECS}s"), "-timeout_error"])
             .arg("-trace_msg")
             .arg("-message_file")

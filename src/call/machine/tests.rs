@@ -30,7 +30,7 @@ fn dialled() -> (CallMachine, CallRecord) {
     let mut m = CallMachine::new(T);
     assert!(m.handle(Input::LinkUp(Resync::default()), at(0)).is_empty());
     let number = PhoneNumber::parse("+79123456789").unwrap();
-    let (record, effects) = m.dial("call-1".into(), &number, "sip:+79123456789@127.0.0.1:5070".into(), at(0)).unwrap();
+    let (record, effects) = m.dial("call-1".into(), &number, "sip:+79123456789@127.0.0.1:5070".into(), None, at(0)).unwrap();
     assert_eq!(record.status, Status::Dialing);
     assert!(matches!(&effects[0], Effect::Persist(r) if r.status == Status::Dialing));
     assert!(matches!(&effects[1], Effect::Send { command, tag: CommandTag::Dial }
@@ -63,9 +63,9 @@ fn sent_hangup(effects: &[Effect]) -> Option<Option<String>> {
 fn refuses_a_second_call_and_dialling_without_link() {
     let (mut m, _) = dialled();
     let n = PhoneNumber::parse("112").unwrap();
-    assert_eq!(m.dial("call-2".into(), &n, "sip:112@x".into(), at(5)).unwrap_err(), DialError::Busy("call-1".into()));
+    assert_eq!(m.dial("call-2".into(), &n, "sip:112@x".into(), None, at(5)).unwrap_err(), DialError::Busy("call-1".into()));
     let mut idle = CallMachine::new(T);
-    assert_eq!(idle.dial("c".into(), &n, "sip:112@x".into(), at(0)).unwrap_err(), DialError::NotConnected);
+    assert_eq!(idle.dial("c".into(), &n, "sip:112@x".into(), None, at(0)).unwrap_err(), DialError::NotConnected);
 }
 
 #[test]
@@ -204,7 +204,7 @@ fn newer_baresip_names_the_call_in_the_dial_response() {
     let mut m = CallMachine::new(T);
     m.handle(Input::LinkUp(Resync::default()), at(0));
     let n = PhoneNumber::parse("100").unwrap();
-    m.dial("c".into(), &n, "sip:100@h".into(), at(0)).unwrap();
+    m.dial("c".into(), &n, "sip:100@h".into(), None, at(0)).unwrap();
     m.handle(Input::CommandDone { tag: CommandTag::Dial, result: ok_response("call uri: sip:100@h\ncall id: new-7\n") }, at(1));
     assert_eq!(m.active().unwrap().sip_call_id.as_deref(), Some("new-7"));
     // CALL_OUTGOING (2.0+) is only noted; a foreign id is ignored.
@@ -220,7 +220,7 @@ fn dial_refused_or_unanswered() {
         let mut m = CallMachine::new(T);
         m.handle(Input::LinkUp(Resync::default()), at(0));
         let n = PhoneNumber::parse("100").unwrap();
-        let d = m.dial("c".into(), &n, "sip:100@h".into(), at(0)).unwrap();
+        let d = m.dial("c".into(), &n, "sip:100@h".into(), None, at(0)).unwrap();
         (m, d)
     };
     let refused = Err::<Response, _>(CommandError::Timeout);
@@ -232,7 +232,7 @@ fn dial_refused_or_unanswered() {
     let mut m = CallMachine::new(T);
     m.handle(Input::LinkUp(Resync::default()), at(0));
     let n = PhoneNumber::parse("100").unwrap();
-    m.dial("c".into(), &n, "sip:100@h".into(), at(0)).unwrap();
+    m.dial("c".into(), &n, "sip:100@h".into(), None, at(0)).unwrap();
     let no = Ok(Response { ok: false, data: "command not found (dial)\n".into(), token: None });
     let r = ended(&m.handle(Input::CommandDone { tag: CommandTag::Dial, result: no }, at(1))).clone();
     assert_eq!(r.outcome, Some(Outcome::Failed));
@@ -309,7 +309,7 @@ fn late_events_of_an_ended_call_do_not_bind_the_next_one() {
     m.hangup(&rec.id, "api", at(20)).unwrap();
     ended(&m.handle(Input::Tick, at(5_020))); // unconfirmed: ended by the timer
     let n = PhoneNumber::parse("100").unwrap();
-    m.dial("call-2".into(), &n, "sip:100@h".into(), at(6_000)).unwrap();
+    m.dial("call-2".into(), &n, "sip:100@h".into(), None, at(6_000)).unwrap();
     assert!(m.handle(ev("CALL_CLOSED", Some("old"), Some("Connection reset by user")), at(6_001)).is_empty());
     assert_eq!(m.active().unwrap().sip_call_id, None);
     let fx = m.handle(ev("CALL_RINGING", Some("new"), None), at(6_010));
@@ -326,9 +326,9 @@ fn dialling_waits_for_the_orphan_hangup() {
     };
     m.handle(Input::LinkUp(resync), at(0));
     let n = PhoneNumber::parse("100").unwrap();
-    assert_eq!(m.dial("c".into(), &n, "sip:100@h".into(), at(1)).unwrap_err(), DialError::NotReady);
+    assert_eq!(m.dial("c".into(), &n, "sip:100@h".into(), None, at(1)).unwrap_err(), DialError::NotReady);
     m.handle(Input::CommandDone { tag: CommandTag::OrphanHangup, result: ok_response("") }, at(2));
-    assert!(m.dial("c".into(), &n, "sip:100@h".into(), at(3)).is_ok());
+    assert!(m.dial("c".into(), &n, "sip:100@h".into(), None, at(3)).is_ok());
 }
 
 #[test]
@@ -633,7 +633,7 @@ fn media_starts_at_the_answer_without_early_media_and_not_at_all_when_nothing_ne
     let mut m = CallMachine::new(T).with_answer_policy(policy);
     m.handle(Input::LinkUp(Resync::default()), at(0));
     let number = PhoneNumber::parse("+79123456789").unwrap();
-    let (_, fx) = m.dial("call-2".into(), &number, "sip:x".into(), at(0)).unwrap();
+    let (_, fx) = m.dial("call-2".into(), &number, "sip:x".into(), None, at(0)).unwrap();
     let mut all = fx;
     for (kind, t) in [("CALL_PROGRESS", 10), ("CALL_ESTABLISHED", 2_000), ("CALL_CLOSED", 3_000)] {
         all.extend(m.handle(ev(kind, Some("def"), None), at(t)));
@@ -643,7 +643,7 @@ fn media_starts_at_the_answer_without_early_media_and_not_at_all_when_nothing_ne
     let policy = AnswerPolicy { classify: false, ai: true, ..policy };
     let mut m = CallMachine::new(T).with_answer_policy(policy);
     m.handle(Input::LinkUp(Resync::default()), at(0));
-    m.dial("call-3".into(), &number, "sip:x".into(), at(0)).unwrap();
+    m.dial("call-3".into(), &number, "sip:x".into(), None, at(0)).unwrap();
     assert!(media(&m.handle(ev("CALL_PROGRESS", Some("ghi"), None), at(10))).is_empty());
     assert_eq!(
         media(&m.handle(ev("CALL_ESTABLISHED", Some("ghi"), None), at(2_000))),

@@ -1,0 +1,101 @@
+//! The task that empties the outbox: the oldest delivery first, POSTed with
+//! its signature and key; a 2xx removes it; anything else (a refusal, no
+//! route, a timeout) waits 1 s, 2 s, 4 s ... up to 5 min and tries again.
+//!
+//! Promise: one delivery at a time, in order; the controller's `put` wakes
+//! the task, so nothing waits for a timer when the receiver is up.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, Method};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use super::WebhookConfig;
+use super::outbox::{Delivery, Outbox};
+use crate::http_client::{self, Outgoing};
+
+/// The first pause after a failed delivery, and the longest.
+pub const FIRST_RETRY: Duration = Duration::from_secs(1);
+pub const LAST_RETRY: Duration = Duration::from_secs(300);
+/// How long one delivery may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What the controller holds: the outbox and the bell that wakes the task.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub outbox: Arc<Mutex<Outbox>>,
+    pub bell: Arc<Notify>,
+}
+
+impl Webhook {
+    /// Keeps `body` for delivery (synced) and wakes the task.
+    pub fn put(&self, kind: super::Kind, body: &[u8], now_unix_ms: i64) -> Result<(), super::outbox::OutboxError> {
+        let mut outbox = self.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        outbox.put(kind, body, now_unix_ms)?;
+        drop(outbox);
+        self.bell.notify_one();
+        Ok(())
+    }
+}
+
+fn unix_ms() -> i64 {
+    crate::clock::Clock::start().now().unix_ms
+}
+
+/// Runs until the daemon stops.
+pub async fn run(webhook: Webhook, config: WebhookConfig) {
+    let tls = crate::ai::elevenlabs::tls_config();
+    let mut pause = FIRST_RETRY;
+    let mut failures: u32 = 0;
+    loop {
+        let next = {
+            let mut outbox = webhook.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            outbox.expire(unix_ms(), config.max_age_ms);
+            outbox.oldest()
+        };
+        let Some(delivery) = next else {
+            webhook.bell.notified().await;
+            continue;
+        };
+        match send(&delivery, &config, tls.clone()).await {
+            Ok(status) => {
+                info!(key = %delivery.key, status, after_failures = failures, "webhook delivered");
+                webhook.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&delivery.pending);
+                pause = FIRST_RETRY;
+                failures = 0;
+            }
+            Err(why) => {
+                failures += 1;
+                warn!(key = %delivery.key, %why, retry_in_s = pause.as_secs(), failures, "webhook not delivered");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(LAST_RETRY);
+            }
+        }
+    }
+}
+
+/// One POST; the 2xx status, or why not.
+async fn send(delivery: &Delivery, config: &WebhookConfig, tls: Arc<rustls::ClientConfig>) -> Result<u16, String> {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(http::header::USER_AGENT, HeaderValue::from_static(concat!("cap4/", env!("CARGO_PKG_VERSION"))));
+    let signature = HeaderValue::from_str(&super::signature(&config.secret, &delivery.body)).map_err(|e| e.to_string())?;
+    headers.insert("x-cap4-signature", signature);
+    headers.insert("idempotency-key", HeaderValue::from_str(&delivery.key).map_err(|_| "the record id is not a header value".to_string())?);
+    let request = Outgoing {
+        method: Method::POST,
+        uri: &config.url,
+        headers,
+        body: delivery.body.clone().into(),
+        tls: Some(tls),
+        max_body: 64 * 1024,
+    };
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, http_client::send(request)).await {
+        Err(_) => Err(format!("no response within {} s", ATTEMPT_TIMEOUT.as_secs())),
+        Ok(Err(err)) => Err(err.to_string()),
+        Ok(Ok((status, _))) if (200..300).contains(&status) => Ok(status),
+        Ok(Ok((status, _))) => Err(format!("the receiver answered {status}")),
+    }
+}
