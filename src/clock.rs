@@ -27,11 +27,7 @@ impl Clock {
     }
 
     pub fn now(&self) -> Now {
-        let unix_ms = match SystemTime::now().duration_since(UNIX_EPOCH) {
-            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-            Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-        };
-        Now { mono_ms: self.mono_ms_at(Instant::now()), unix_ms }
+        Now { mono_ms: self.mono_ms_at(Instant::now()), unix_ms: unix_now_ms() }
     }
 
     pub fn mono_ms_at(&self, at: Instant) -> u64 {
@@ -40,6 +36,14 @@ impl Clock {
 
     pub fn instant_at(&self, mono_ms: u64) -> Instant {
         self.origin + std::time::Duration::from_millis(mono_ms)
+    }
+}
+
+/// The wall clock in Unix milliseconds (negative before 1970).
+pub fn unix_now_ms() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
     }
 }
 

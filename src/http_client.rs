@@ -1,6 +1,6 @@
 //! The one HTTP/1.1 client cap4 has (hyper's connection API; rustls for
-//! `https`), for its two requests: the CLI asking the daemon's API, and the
-//! agent provider fetching a signed URL.
+//! `https`), for its three requests: the CLI asking the daemon's API, the
+//! agent provider fetching a signed URL, and the webhook's deliveries.
 //!
 //! Promises: one connection per request, closed after it; a body larger than
 //! the caller's cap is an error, not an allocation; header values marked

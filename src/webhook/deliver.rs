@@ -40,10 +40,6 @@ impl Webhook {
     }
 }
 
-fn unix_ms() -> i64 {
-    crate::clock::Clock::start().now().unix_ms
-}
-
 /// Runs until the daemon stops.
 pub async fn run(webhook: Webhook, config: WebhookConfig) {
     let tls = crate::ai::elevenlabs::tls_config();
@@ -52,7 +48,7 @@ pub async fn run(webhook: Webhook, config: WebhookConfig) {
     loop {
         let next = {
             let mut outbox = webhook.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            outbox.expire(unix_ms(), config.max_age_ms);
+            outbox.expire(crate::clock::unix_now_ms(), config.max_age_ms);
             outbox.oldest()
         };
         let Some(delivery) = next else {

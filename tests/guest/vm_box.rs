@@ -54,11 +54,11 @@ fn only_call(cap4: &Daemon) -> serde_json::Value {
 
 #[test]
 #[ignore = "boots a QEMU guest; run by scripts/test"]
-fn button_dials_leds_follow_long_press_hangs_up() {
+fn button_runs_its_plan_leds_follow_long_press_cancels_and_hangs_up() {
     if !in_guest() {
         run_in_guest(
             module_path!(),
-            "button_dials_leds_follow_long_press_hangs_up",
+            "button_runs_its_plan_leds_follow_long_press_cancels_and_hangs_up",
             Guest { modules: "gpio-sim", systemd: false, timeout_s: 300 },
         );
         return;
@@ -70,7 +70,8 @@ fn button_dials_leds_follow_long_press_hangs_up() {
     let mut cfg = DaemonConfig::new(baresip.ctrl_port(), sipp.dial_uri_template());
     cfg.extra = format!(
         "[gpio]\nbackend = \"cdev\"\nchip = \"{}\"\ndebounce_ms = 20\nbutton = {{ line = 0, active_low = true }}\n\
-         led_green = {{ line = 1 }}\nled_red = {{ line = 2 }}\n[button]\nphone_number = \"+79123456789\"\n",
+         led_green = {{ line = 1 }}\nled_red = {{ line = 2 }}\n[button]\nplan = \"help\"\n\
+         [[plan]]\nname = \"help\"\nnumbers = [\"+79123456789\"]\nattempts = 3\nretry_s = 1\n",
         sim.chip
     );
     let cap4 = Daemon::start(dir.path(), &cfg);
@@ -90,6 +91,8 @@ fn button_dials_leds_follow_long_press_hangs_up() {
     let call = only_call(&cap4);
     let id = call["id"].as_str().expect("id").to_string();
     assert_eq!(call["phone_number"], "+79123456789");
+    let run_id = call["plan_run"].as_str().expect("the press ran the button's plan").to_string();
+    assert_eq!(call["attempt"], 1);
 
     // Ringing (1 s in this scenario): green blinks.
     let (_, changes) = watch_led(&sim, 1, Duration::from_millis(700));
@@ -116,6 +119,11 @@ fn button_dials_leds_follow_long_press_hangs_up() {
     let record = cap4.call(&id);
     assert_eq!((record["outcome"].as_str(), record["reason"].as_str()), (Some("local_hangup"), Some("hung up by button")));
     assert!(cap4.log().contains("press=Long"));
+    // The long press cancelled the plan run too: no second attempt follows.
+    let run = cap4.http("GET", &format!("/api/plans/runs/{run_id}"), None).1;
+    assert_eq!(run["state"], "cancelled", "{run}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(cap4.http("GET", "/api/calls", None).1.as_array().map(Vec::len), Some(1), "no attempt after the cancel");
     let (red, _) = watch_led(&sim, 2, Duration::from_millis(500));
     assert_eq!(red, 0.0, "a normal hangup shows no error");
     drop(baresip);
