@@ -195,9 +195,14 @@ impl Controller {
         self
     }
 
-    /// Ended calls and runs go to this webhook's outbox.
-    pub fn with_webhook(mut self, webhook: crate::webhook::deliver::Webhook) -> Self {
+    /// Ended calls and runs go to this webhook's outbox; `interrupted`: the
+    /// calls the store ended `failed` at open (cap4 stopped during them),
+    /// whose records are final now.
+    pub fn with_webhook(mut self, webhook: crate::webhook::deliver::Webhook, interrupted: &[String]) -> Self {
         self.webhook = Some(webhook);
+        for id in interrupted {
+            self.call_final(id);
+        }
         self
     }
 
@@ -222,7 +227,9 @@ impl Controller {
         let mut api_open = true;
         self.resume_plans();
         loop {
-            if stop_by.is_some() && self.machine.active().is_none() {
+            // At a stop, the last call's media session reports first: its
+            // record is final (for the webhook) only then.
+            if stop_by.is_some() && self.machine.active().is_none() && self.media_pending.is_empty() {
                 break;
             }
             let call_deadline = self.machine.next_deadline().map(|ms| tokio::time::Instant::from_std(self.clock.instant_at(ms)));
@@ -276,6 +283,12 @@ impl Controller {
                 self.advance_plans();
             }
             self.update_leds(None);
+        }
+        // What did not report in time goes to the webhook as it is.
+        for id in std::mem::take(&mut self.media_pending) {
+            if self.store.get(&id).is_some_and(|r| !r.is_active()) {
+                self.call_final(&id);
+            }
         }
         self.notifier.stopping();
     }
@@ -427,7 +440,8 @@ impl Controller {
 
     /// After a restart: attempts in flight count as failed, pauses go on.
     fn resume_plans(&mut self) {
-        for run in self.plans.resume(self.clock.now()) {
+        let store = &self.store;
+        for run in self.plans.resume(self.clock.now(), |id| store.get(id).cloned()) {
             info!(plan_run = %run.id, plan = %run.plan, state = run.state.as_str(), next_attempt_at = run.next_attempt_at.as_deref().unwrap_or(""), "plan run resumed after a restart");
             self.persist_run(&run);
             self.run_ended(&run);

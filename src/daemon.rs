@@ -112,7 +112,7 @@ async fn serve(config: Arc<Config>) -> i32 {
             bell: Arc::new(tokio::sync::Notify::new()),
         };
         webhook_task = Some(tokio::spawn(crate::webhook::deliver::run(webhook.clone(), webhook_config)));
-        controller = controller.with_webhook(webhook);
+        controller = controller.with_webhook(webhook, &report.interrupted);
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

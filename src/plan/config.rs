@@ -176,6 +176,10 @@ pub fn validate(raw: Vec<RawPlan>) -> Result<Vec<Plan>, PlanError> {
                 format!("`{name}` must be 1 to 64 letters, digits, - or _ (it is a URL path part)"),
             ));
         }
+        if name == "runs" {
+            // `/api/plans/runs/...` is the runs' own path.
+            return Err(error("name", raw.name.span().start, "`runs` is taken by the API (/api/plans/runs); choose another name".into()));
+        }
         if plans.iter().any(|p| p.name == name) {
             return Err(error("name", raw.name.span().start, format!("a plan named `{name}` is defined twice")));
         }
@@ -259,6 +263,7 @@ mod tests {
     fn errors_name_the_key_as_written() {
         let err = |text: &str| plans(text).expect_err("refused").key;
         assert_eq!(err("[[plan]]\nname = \"a b\"\nnumbers = [\"+15550001\"]\n"), "plan[1].name");
+        assert_eq!(err("[[plan]]\nname = \"runs\"\nnumbers = [\"+15550001\"]\n"), "plan[1].name");
         assert_eq!(err("[[plan]]\nname = \"a\"\nnumbers = []\n"), "plan[1].numbers");
         assert_eq!(err("[[plan]]\nname = \"a\"\nnumbers = [\"12\"]\n"), "plan[1].numbers");
         assert_eq!(err("[[plan]]\nname = \"a\"\nnumbers = [\"+15550001\"]\nattempts = 0\n"), "plan[1].attempts");

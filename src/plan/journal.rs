@@ -96,8 +96,16 @@ impl RunJournal {
             tracing::warn!(err = %e, path = %path.display(), "plan journal not compacted");
             let _ = std::fs::remove_file(&temporary);
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| err("open", e))?;
-        let len = file.metadata().map_err(|e| err("stat", e))?.len();
+        // Not O_APPEND: `write_all_at` must write where it is told (Linux
+        // appends O_APPEND writes whatever the offset). A torn tail left by
+        // a compaction that failed is cut, so the next line starts clean.
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| err("open", e))?;
+        let on_disk = file.metadata().map_err(|e| err("stat", e))?.len();
+        let whole = std::fs::read(&path).map_err(|e| err("read", e))?;
+        let len = whole.iter().rposition(|&b| b == b'\n').map_or(0, |i| i as u64 + 1);
+        if len < on_disk {
+            let _ = file.set_len(len);
+        }
         Ok((RunJournal { path, file, len }, loaded))
     }
 

@@ -16,6 +16,9 @@ use crate::call::machine::UNCLASSIFIED_HANGUP;
 use crate::call::record::{CallRecord, Outcome};
 use crate::clock::{Now, rfc3339};
 
+/// The shortest call that counts as a success, whatever the plan says.
+pub const MIN_TALK_MS: u64 = 1_000;
+
 /// The runs kept (the oldest ended ones go first).
 pub const MAX_RUNS: usize = 1_000;
 
@@ -57,13 +60,19 @@ pub fn judge(record: &CallRecord, plan: &Plan) -> Result<(), (Failure, String)> 
             if record.answered_at.is_none() {
                 return Err((Failure::Failed, format!("ended before an answer: {}", reason())));
             }
+            // A machine that hung up during the voicemail drop is still a machine.
+            if record.answer.as_ref().is_some_and(|a| a.verdict == "machine") {
+                return Err((Failure::Machine, format!("an answering machine: {}", reason())));
+            }
             // An `unknown` answer the policy connected counts as a person's;
             // one it hung up on does not.
-            if record.answer.as_ref().is_some_and(|a| a.verdict == "machine") || record.reason.as_deref() == Some(UNCLASSIFIED_HANGUP) {
+            if record.reason.as_deref() == Some(UNCLASSIFIED_HANGUP) {
                 return Err((Failure::Failed, format!("no person was heard: {}", reason())));
             }
+            // Under a second is no conversation (an answer just after the
+            // ring timeout, hung up at once), whatever `min_talk_s` says.
             let talk_ms = record.talk_ms.unwrap_or(0);
-            if talk_ms < plan.min_talk_s * 1000 {
+            if talk_ms < (plan.min_talk_s * 1000).max(MIN_TALK_MS) {
                 return Err((Failure::Failed, format!("talked {} ms, the plan needs {} s", talk_ms, plan.min_talk_s)));
             }
             return Ok(());
@@ -84,14 +93,19 @@ impl PlanRuns {
         PlanRuns { runs }
     }
 
-    /// After a restart: an attempt that was in flight counts as failed (how
-    /// its call ended is not known); a pending one keeps its time. Returns
-    /// the runs that changed.
-    pub fn resume(&mut self, now: Now) -> Vec<PlanRun> {
+    /// After a restart: an attempt that was in flight is judged by its
+    /// call's record if the call had ended (`ended_call` looks it up; the
+    /// crash came between the call's end and the run's), and counts as
+    /// failed otherwise (how its call ended is not known); a pending one
+    /// keeps its time. Returns the runs that changed.
+    pub fn resume(&mut self, now: Now, ended_call: impl Fn(&str) -> Option<CallRecord>) -> Vec<PlanRun> {
         let mut changed = Vec::new();
         for i in 0..self.runs.len() {
-            if self.runs[i].is_running() && self.runs[i].call_in_flight().is_some() {
-                Self::attempt_failed(&mut self.runs[i], Failure::Failed, "cap4 restarted during the attempt".into(), now);
+            if let Some(call) = self.runs[i].call_in_flight().filter(|_| self.runs[i].is_running()).map(str::to_owned) {
+                match ended_call(&call).filter(|r| !r.is_active()) {
+                    Some(record) => Self::finish_attempt(&mut self.runs[i], &record, now),
+                    None => Self::attempt_failed(&mut self.runs[i], Failure::Failed, "cap4 restarted during the attempt".into(), now),
+                }
                 changed.push(self.runs[i].clone());
             } else if self.runs[i].is_running() && self.runs[i].next_attempt_unix_ms.is_none() {
                 // A run with neither (a journal from a crash between two
@@ -197,6 +211,11 @@ impl PlanRuns {
     /// A call ended: if it was a running run's attempt, the run goes on or ends.
     pub fn call_ended(&mut self, record: &CallRecord, now: Now) -> Option<PlanRun> {
         let run = self.runs.iter_mut().find(|r| r.is_running() && r.call_in_flight() == Some(record.id.as_str()))?;
+        Self::finish_attempt(run, record, now);
+        Some(run.clone())
+    }
+
+    fn finish_attempt(run: &mut PlanRun, record: &CallRecord, now: Now) {
         match judge(record, &run.plan_config) {
             Ok(()) => {
                 if let Some(last) = run.attempts.last_mut() {
@@ -206,7 +225,6 @@ impl PlanRuns {
             }
             Err((failure, detail)) => Self::attempt_failed(run, failure, detail, now),
         }
-        Some(run.clone())
     }
 
     /// Cancels run `id`; the call in flight (if any) is the caller's to hang up.
@@ -355,10 +373,17 @@ mod tests {
             beep_start_ms: None,
         });
         assert!(judge(&unknown, &p).is_err(), "hung up unclassified: nobody was heard to be a person");
+        let mut machine = unknown.clone();
+        machine.answer.as_mut().expect("answer").verdict = "machine".into();
+        machine.reason = Some("Connection reset by peer".into());
+        assert_eq!(judge(&machine, &p).map_err(|e| e.0), Err(Failure::Machine), "a machine that hung up is a machine");
         unknown.reason = Some("Connection reset by peer".into());
         unknown.outcome = Some(Outcome::RemoteHangup);
         assert!(judge(&unknown, &p).is_ok(), "an unknown answer connected, and talked to, is a person's");
         assert_eq!(judge(&ended("c", Outcome::LocalHangup, None), &p).map_err(|e| e.0), Err(Failure::Failed), "no answer at all");
+        let mut quick = plan(&["+15550001"], 1);
+        quick.min_talk_s = 0;
+        assert!(judge(&ended("c", Outcome::LocalHangup, Some(40)), &quick).is_err(), "hung up at once: no conversation");
     }
 
     #[test]
@@ -382,15 +407,25 @@ mod tests {
         place(&mut runs, at(0), "c1");
         // The journal's lines as a restart reads them.
         let mut resumed = PlanRuns::new(runs.list(10));
-        let changed = resumed.resume(at(10_000));
+        let changed = resumed.resume(at(10_000), |_| None);
         assert_eq!(changed.len(), 1);
         assert_eq!(changed[0].attempts[0].result.as_deref(), Some("failed"));
         assert_eq!(changed[0].next_attempt_unix_ms, Some(70_000), "the failed pause, from the restart");
         // Restarted again in the pause: what is left of it is kept.
         let mut again = PlanRuns::new(resumed.list(10));
-        assert!(again.resume(at(20_000)).is_empty());
+        assert!(again.resume(at(20_000), |_| None).is_empty());
         assert_eq!(again.due(at(69_999)), None);
         assert_eq!(again.due(at(70_000)).map(|a| a.attempt), Some(2));
+    }
+
+    #[test]
+    fn a_restart_after_the_call_ended_but_before_the_run_was_saved_judges_the_call() {
+        let mut runs = PlanRuns::default();
+        runs.start(plan(&["+15550001"], 3), "r".into(), "api", at(0)).expect("started");
+        place(&mut runs, at(0), "c1");
+        let mut resumed = PlanRuns::new(runs.list(10));
+        let changed = resumed.resume(at(10_000), |id| (id == "c1").then(|| ended("c1", Outcome::RemoteHangup, Some(8_000))));
+        assert_eq!(changed[0].state, RunState::Done, "the call that succeeded is not called again");
     }
 
     #[test]

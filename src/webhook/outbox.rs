@@ -140,6 +140,17 @@ impl Outbox {
         }
     }
 
+    /// Gives up on `pending` (the receiver refuses it for good): its file is
+    /// kept as `*.bad` for a person to look at, and counted as dropped.
+    pub fn set_aside(&mut self, pending: &Pending) {
+        self.queue.retain(|p| p != pending);
+        self.dropped += 1;
+        let path = self.dir.join(&pending.file);
+        if let Err(e) = std::fs::rename(&path, path.with_extension("bad")) {
+            warn!(file = %pending.file, err = %e, "refused webhook delivery not set aside");
+        }
+    }
+
     /// Drops deliveries older than `max_age_ms`; how many went.
     pub fn expire(&mut self, now_unix_ms: i64, max_age_ms: i64) -> usize {
         let old: Vec<Pending> = self.queue.iter().filter(|p| now_unix_ms - p.created_unix_ms > max_age_ms).cloned().collect();

@@ -209,3 +209,22 @@ fn a_restart_between_attempts_goes_on_to_done_and_delivers_what_was_waiting() {
     wait_accepted(&receiver, &[&calls[0], &calls[1], &id], &b.cap4);
     assert_signed(&receiver.received());
 }
+
+#[test]
+fn a_call_ended_by_a_stop_reaches_the_webhook_after_the_restart() {
+    let receiver = Receiver::start(0);
+    receiver.set_refusing(true);
+    let mut b = bench("webhook-stop", &[("answer_wait_bye.xml", 1)], "", Some(&receiver));
+    let id = b.cap4.dial(&b.phones[0].port().to_string())["id"].as_str().expect("id").to_string();
+    b.cap4.wait_status(&id, "answered", WAIT);
+    // SIGTERM hangs the call up; its record is final once its media session
+    // has reported, and the daemon waits for that before it exits.
+    assert_eq!(b.cap4.terminate(), Some(0), "a clean stop; log:\n{}", b.cap4.log());
+    receiver.set_refusing(false);
+    b.cap4.restart();
+    let accepted = wait_accepted(&receiver, &[&id], &b.cap4);
+    let delivered = accepted.iter().find(|r| r.json()["id"] == id.as_str()).expect("the call").json();
+    assert_eq!((delivered["status"].as_str(), delivered["outcome"].as_str()), (Some("ended"), Some("local_hangup")), "{delivered}");
+    assert_eq!(delivered["reason"], "hung up by shutdown");
+    assert_signed(&receiver.received());
+}
