@@ -28,16 +28,7 @@ use crate::sd_notify::Notifier;
 use crate::session::{self, Session, SessionMsg};
 use crate::store::{Store, UnknownCursor};
 
-/// Runs `f`, which may block on the disk, without holding up the other tasks
-/// of this worker: on the daemon's multi-thread runtime the worker's other
-/// tasks move to another thread meanwhile (`block_in_place`); elsewhere (a
-/// current-thread runtime in tests, no runtime) it just runs.
-pub fn off_the_worker<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
+pub use crate::worker::off_the_worker;
 
 /// Requests from the HTTP API (and so from the CLI).
 #[derive(Debug)]

@@ -29,6 +29,7 @@ pub mod supervise;
 pub mod voicemail;
 pub mod wav;
 pub mod webhook;
+pub mod worker;
 
 /// Process exit codes (sysexits.h where one fits).
 pub mod exit {

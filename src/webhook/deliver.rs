@@ -16,8 +16,8 @@ use tracing::{error, info, warn};
 
 use super::WebhookConfig;
 use super::outbox::{Delivery, Outbox};
-use crate::controller::off_the_worker;
 use crate::http_client::{self, Outgoing};
+use crate::worker::off_the_worker;
 
 /// The first pause after a failed delivery, and the longest.
 pub const FIRST_RETRY: Duration = Duration::from_secs(1);
