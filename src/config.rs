@@ -480,13 +480,13 @@ fn key_on_line(text: &str, line: usize) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let this = lines.get(line.checked_sub(1)?)?.trim();
     if let Some(section) = table_header(this) {
-        return Some(section);
+        return Some(section).filter(|name| !name.is_empty());
     }
     let key = this.split('=').next()?.trim().trim_matches('"').to_string();
     if key.is_empty() {
         return None;
     }
-    let section = lines[..line - 1].iter().rev().find_map(|l| table_header(l.trim()));
+    let section = lines[..line - 1].iter().rev().find_map(|l| table_header(l.trim())).filter(|name| !name.is_empty());
     Some(match section {
         Some(section) => format!("{section}.{key}"),
         None => key,
@@ -496,9 +496,11 @@ fn key_on_line(text: &str, line: usize) -> Option<String> {
 /// The table a `[name]` or `[[name]]` line opens (a comment after it aside),
 /// as written.
 fn table_header(line: &str) -> Option<String> {
-    let inner = line.strip_prefix("[[").or_else(|| line.strip_prefix('['))?;
+    // `[[[x` (found by fuzzing) is no header cap4 knows, but its name is
+    // still `x`, not `[x`.
+    let inner = line.strip_prefix('[')?.trim_start_matches(|c: char| c == '[' || c.is_whitespace());
     // An unclosed header (`[baresip`) still names its table.
-    let end = inner.find(']').unwrap_or(inner.len());
+    let end = inner.find([']', '[']).unwrap_or(inner.len());
     Some(inner[..end].trim().to_string())
 }
 
@@ -598,6 +600,10 @@ mod tests {
         assert_eq!((key.as_str(), line), ("plan", Some(4)));
         assert_eq!(key_on_line("[[plan]]\nname = \"x\"\n", 2).as_deref(), Some("plan.name"));
         assert_eq!(key_on_line("[ai.overrides] # x\nfirst_message = 1\n", 2).as_deref(), Some("ai.overrides.first_message"));
+        // Found by fuzzing: a third bracket became part of the name.
+        assert_eq!(key_on_line("[[[plan]]]\nname = 1\n", 2).as_deref(), Some("plan.name"));
+        assert_eq!(key_on_line("[[[\n\n92.1\"2\n", 3).as_deref(), Some("92.1\"2"));
+        assert_eq!(key_on_line("[ [ plan ]\nname = 1\n", 2).as_deref(), Some("plan.name"));
     }
 
     #[test]

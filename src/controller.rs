@@ -21,6 +21,7 @@ use crate::clock::{Clock, rfc3339};
 use crate::config::Config;
 use crate::config::DuringCall;
 use crate::leds::{BRIEF, LedState, LedView};
+use crate::liveness::Liveness;
 use crate::phone::PhoneNumber;
 use crate::plan::journal::{Loaded, RunJournal};
 use crate::plan::{Attempt, CancelRefused, Plan, PlanRun, PlanRuns, StartRefused};
@@ -90,6 +91,8 @@ pub struct Health {
 
 /// How long a graceful stop waits for an active call to be hung up.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// The loop turns at least this often (see [`Controller::liveness`]).
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 pub struct Controller {
     machine: CallMachine,
@@ -116,6 +119,9 @@ pub struct Controller {
     plans: PlanRuns,
     plan_journal: Option<RunJournal>,
     webhook: Option<crate::webhook::deliver::Webhook>,
+    /// Marked at each turn of the loop and each wait on the disk; the
+    /// watchdog pings by it (`liveness.rs`).
+    liveness: Arc<Liveness>,
 }
 
 /// The controller's inputs besides Baresip's reports and the API.
@@ -176,7 +182,13 @@ impl Controller {
             plans: PlanRuns::default(),
             plan_journal: None,
             webhook: None,
+            liveness: Liveness::new(),
         }
+    }
+
+    /// What the watchdog task judges this controller's loop by.
+    pub fn liveness(&self) -> Arc<Liveness> {
+        self.liveness.clone()
     }
 
     /// The plan runs the journal had; resumed when [`Self::run`] starts.
@@ -211,13 +223,14 @@ impl Controller {
         self.update_leds(None);
         let mut presses = extras.presses;
         let mut sessions = self.session_rx.take();
-        // Pinged from this loop, so a hung loop stops the pings and systemd
-        // restarts the daemon.
-        let mut watchdog = Notifier::watchdog_interval().map(tokio::time::interval);
+        // The loop turns at least this often, so the watchdog task can tell
+        // a quiet loop from a hung one.
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
         let mut stop_by: Option<tokio::time::Instant> = None;
         let mut api_open = true;
         self.resume_plans();
         loop {
+            self.liveness.turned();
             // At a stop, the last call's media session reports first: its
             // record is final (for the webhook) only then.
             if stop_by.is_some() && self.machine.active().is_none() && self.media_pending.is_empty() {
@@ -258,9 +271,7 @@ impl Controller {
                     Some(press) => self.on_press(press),
                     None => presses = None,
                 },
-                Some(_) = async { Some(watchdog.as_mut()?.tick().await) }, if watchdog.is_some() => {
-                    self.notifier.watchdog();
-                },
+                _ = heartbeat.tick() => {},
                 () = sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {
                     if stop_by.is_some_and(|s| s <= tokio::time::Instant::now()) {
                         warn!("active call did not end in time; it will be recorded failed at next start");
@@ -496,7 +507,7 @@ impl Controller {
     /// The run's journal line, synced (off this worker, as the calls').
     fn persist_run(&mut self, run: &PlanRun) {
         let Some(journal) = self.plan_journal.as_mut() else { return };
-        if let Err(err) = off_the_worker(|| journal.append(run)) {
+        if let Err(err) = self.liveness.on_disk(|| off_the_worker(|| journal.append(run))) {
             error!(%err, plan_run = %run.id, "plan run not saved");
         }
     }
@@ -523,7 +534,7 @@ impl Controller {
         let now = self.clock.now().unix_ms;
         let put = crate::webhook::body(kind, record)
             .map_err(|e| e.to_string())
-            .and_then(|body| off_the_worker(|| webhook.put(kind, &body, now)).map_err(|e| e.to_string()));
+            .and_then(|body| self.liveness.on_disk(|| off_the_worker(|| webhook.put(kind, &body, now))).map_err(|e| e.to_string()));
         if let Err(err) = put {
             error!(%err, kind = kind.as_str(), "webhook delivery not kept");
         }
@@ -710,7 +721,7 @@ impl Controller {
     /// sessions scheduled on the same worker must not (see [`off_the_worker`]).
     fn put(&mut self, record: &CallRecord) -> Result<(), crate::store::StoreError> {
         let store = &mut self.store;
-        off_the_worker(|| store.put(record))
+        self.liveness.on_disk(|| off_the_worker(|| store.put(record)))
     }
 
     /// Writes the record to the journal (synced). Nothing else: what the new

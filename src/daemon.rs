@@ -130,6 +130,13 @@ async fn serve(config: Arc<Config>) -> i32 {
         }
     });
 
+    // The watchdog pings from its own task while the controller is alive:
+    // a slow disk write is not a hang (`liveness.rs`).
+    if let Some(interval) = crate::sd_notify::Notifier::watchdog_interval() {
+        let notifier = crate::sd_notify::Notifier::from_env();
+        let limits = crate::liveness::Limits::default();
+        tokio::spawn(crate::liveness::watch(controller.liveness(), interval, limits, move || notifier.watchdog()));
+    }
     let mut controller_stop = stop_rx;
     let mut controller_task = tokio::spawn(controller.run(reports_rx, api_rx, extras, async move {
         let _ = controller_stop.changed().await;

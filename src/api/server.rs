@@ -40,6 +40,14 @@ impl Default for Limits {
     }
 }
 
+/// How each connection is served: HTTP/1.1 with keep-alive, its headers
+/// within the limit. (`crate::fuzz` serves its inputs with this too.)
+pub fn connection_builder(limits: &Limits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
+    builder
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, router: Router, limits: Limits, shutdown: impl Future<Output = ()>) {
     let permits = Arc::new(Semaphore::new(limits.connections));
@@ -72,9 +80,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, shutdo
         let mut closing = closing_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut builder = http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = connection_builder(&limits).serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let deadline = tokio::time::sleep(limits.lifetime);
             tokio::pin!(deadline);

@@ -21,6 +21,7 @@ mod api;
 mod audio_rt;
 mod calls;
 mod fake_baresip;
+mod fuzz_replay;
 mod plans;
 mod tidy;
 mod trace_replay;
