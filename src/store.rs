@@ -22,6 +22,13 @@
 //!   record is kept in memory (the API shows it), the store reports itself
 //!   unsynced ([`Store::unsynced`]), and the first append that works again
 //!   carries every state missed with it;
+//! * room for a call's end on a full disk: the store keeps a reserve file
+//!   (`calls.reserve`, [`RESERVE_BYTES`] written, not sparse); when an update
+//!   of a known call meets a full disk, the reserve is given up and the
+//!   update written into its room, so a call that ends while the disk is full
+//!   is on disk, even if the daemon stops before space returns. A new call
+//!   needs the reserve in place (restored first if it was spent): a dial on a
+//!   disk that has no room for its call's end is refused as disk full;
 //! * bounded: past [`MAX_RECORDS`] calls the oldest ended ones go (down to
 //!   90 % of it), and once the appended lines pass [`COMPACT_AFTER_BYTES`]
 //!   beyond the last compaction (a long call saves its transcript every
@@ -44,6 +51,10 @@ pub const MAX_RECORDS: usize = 10_000;
 /// Appended bytes since the last compaction that trigger another one.
 pub const COMPACT_AFTER_BYTES: u64 = 8 << 20;
 const REJECTED: &str = "calls.rejected";
+const RESERVE: &str = "calls.reserve";
+/// Room kept for the ends of calls on a full disk: a long call's record,
+/// transcript and all, is tens of kilobytes.
+pub const RESERVE_BYTES: u64 = 256 << 10;
 const LOCK: &str = "calls.lock";
 
 #[derive(Debug)]
@@ -117,6 +128,9 @@ pub struct Store {
     unsynced: Option<String>,
     /// The calls whose newest state is not on disk.
     unsynced_ids: std::collections::BTreeSet<String>,
+    /// `calls.reserve`, and whether it is in place.
+    reserve: PathBuf,
+    reserve_held: bool,
     _lock: nix::fcntl::Flock<File>,
     records: Vec<CallRecord>,
     index: HashMap<String, usize>,
@@ -212,7 +226,29 @@ impl Store {
             }
         };
         let unsynced_ids = if unsynced.is_some() { report.interrupted.iter().cloned().collect() } else { Default::default() };
-        Ok((Self { path, file, good_len, compacted_len: good_len, limits, unsynced, unsynced_ids, _lock: lock, records, index }, report))
+        let reserve = dir.join(RESERVE);
+        let reserve_held = match hold_reserve(&reserve) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(%err, "call journal: no room for the reserve; dials are refused until there is");
+                false
+            }
+        };
+        let store = Self {
+            path,
+            file,
+            good_len,
+            compacted_len: good_len,
+            limits,
+            unsynced,
+            unsynced_ids,
+            reserve,
+            reserve_held,
+            _lock: lock,
+            records,
+            index,
+        };
+        Ok((store, report))
     }
 
     /// Records the current state of a call durably, then in memory. On `Err`
@@ -227,7 +263,26 @@ impl Store {
                 append_line(&mut lines, &self.records[i]);
             }
         }
-        let appended = self.file.write_all(&lines).and_then(|()| self.file.sync_data());
+        let known = self.index.contains_key(&record.id);
+        let mut appended = if !known && !self.reserve_held {
+            // A new call needs room for its end: the reserve back first.
+            hold_reserve(&self.reserve).inspect(|()| {
+                self.reserve_held = true;
+                tracing::info!("call journal: the reserve is back in place");
+            })
+        } else {
+            Ok(())
+        }
+        .and_then(|()| self.append(&lines));
+        if known && self.reserve_held && appended.as_ref().is_err_and(is_full) {
+            // A known call's state on a full disk: into the reserve's room.
+            let _ = self.file.set_len(self.good_len);
+            if std::fs::remove_file(&self.reserve).is_ok() {
+                self.reserve_held = false;
+                tracing::warn!(call_id = %record.id, "call journal: disk full; the reserve made room for this call's record, and dials are refused until space returns");
+                appended = self.append(&lines);
+            }
+        }
         self.remember(record);
         if let Err(source) = appended {
             // Cut a half-written line back off, so the next record is whole.
@@ -253,6 +308,10 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    fn append(&mut self, lines: &[u8]) -> io::Result<()> {
+        self.file.write_all(lines).and_then(|()| self.file.sync_data())
     }
 
     /// Drops the oldest ended calls past the limit (down to 90 % of it, so
@@ -309,6 +368,29 @@ impl Store {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
+}
+
+fn is_full(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// Makes `path` [`RESERVE_BYTES`] of written (not sparse) blocks, synced;
+/// on failure removes what it wrote, so a failed try takes no room.
+fn hold_reserve(path: &Path) -> io::Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == RESERVE_BYTES) {
+        return Ok(());
+    }
+    let written = File::create(path).and_then(|mut file| {
+        let zeros = vec![0u8; 64 << 10];
+        for _ in 0..RESERVE_BYTES / zeros.len() as u64 {
+            file.write_all(&zeros)?;
+        }
+        file.sync_all()
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    written
 }
 
 /// Keeps the newest `max` records (an active call is never dropped).

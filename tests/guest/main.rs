@@ -12,6 +12,7 @@ mod vm_amd;
 mod vm_audio;
 mod vm_bench;
 mod vm_box;
+mod vm_chaos;
 mod vm_cpu;
 mod vm_first_word;
 mod vm_jitter;

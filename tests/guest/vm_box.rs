@@ -21,7 +21,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// Samples an LED line for `span`; returns the share of samples it was lit and
 /// how many times it changed.
-fn watch_led(sim: &GpioSim, line: u32, span: Duration) -> (f64, u32) {
+pub(crate) fn watch_led(sim: &GpioSim, line: u32, span: Duration) -> (f64, u32) {
     let until = Instant::now() + span;
     let (mut on, mut total, mut changes, mut last) = (0u32, 0u32, 0u32, None);
     while Instant::now() < until {

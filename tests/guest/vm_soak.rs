@@ -26,7 +26,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// What the far end does, and the outcome the call must end with.
 #[derive(Debug, Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Person,
     Voicemail,
     Busy,
@@ -55,7 +55,7 @@ fn footprint(cap4: &Daemon) -> (u64, usize) {
     (vmkit::status_field(&status, "VmRSS:").unwrap_or(0), cap4.open_fds())
 }
 
-fn one_call(cap4: &Daemon, dir: &std::path::Path, kind: Kind) -> String {
+pub(crate) fn one_call(cap4: &Daemon, dir: &std::path::Path, kind: Kind) -> String {
     let (scenario, clip) = match kind {
         Kind::Person => ("answer_wait_bye.xml", "clip_0008.flac"),
         Kind::Voicemail => ("answer_wait_bye.xml", "clip_0023.flac"),

@@ -36,6 +36,22 @@ pub struct Guest<'a> {
 /// current test binary inside it; panics with the guest's output unless the
 /// inner test passed. Returns the files the inner test left in `/xfer/out`.
 pub fn run_in_guest(module: &str, test: &str, guest: Guest<'_>) -> PathBuf {
+    run_in_guest_on(module, test, guest, None, Ending::Passes)
+}
+
+/// How the inner test must end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// It passes, and the guest powers off.
+    Passes,
+    /// It cuts the guest's power itself ([`power_cut`]) after leaving
+    /// `/xfer/out/cut`: the guest leaves no status.
+    PowerCut,
+}
+
+/// [`run_in_guest`] with `disk` (a raw image) as the guest's `/dev/vda`,
+/// ending as `ending` says.
+pub fn run_in_guest_on(module: &str, test: &str, guest: Guest<'_>, disk: Option<&Path>, ending: Ending) -> PathBuf {
     // The harness names a test by its path below the crate: `vm_bench::name`.
     let full_name = match module.split_once("::") {
         Some((_crate, path)) => format!("{path}::{test}"),
@@ -54,6 +70,9 @@ pub fn run_in_guest(module: &str, test: &str, guest: Guest<'_>) -> PathBuf {
     if guest.systemd {
         cmd.arg("--systemd");
     }
+    if let Some(disk) = disk {
+        cmd.arg("--disk").arg(disk);
+    }
     // The test's own switches (CAP4_*) go in with it.
     for (name, _) in std::env::vars_os() {
         if let Some(name) = name.to_str().filter(|n| n.starts_with("CAP4_") && *n != "CAP4_IN_GUEST") {
@@ -70,9 +89,33 @@ pub fn run_in_guest(module: &str, test: &str, guest: Guest<'_>) -> PathBuf {
     let output = cmd.output().expect("run scripts/vm");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     eprintln!("[{test}: guest ran {:.1} s]", started.elapsed().as_secs_f64());
-    assert!(output.status.success(), "{test} failed in the guest ({:?}):\n{text}", output.status.code());
-    assert!(text.contains("1 passed"), "{test} did not run in the guest:\n{text}");
+    match ending {
+        Ending::Passes => {
+            assert!(output.status.success(), "{test} failed in the guest ({:?}):\n{text}", output.status.code());
+            assert!(text.contains("1 passed"), "{test} did not run in the guest:\n{text}");
+        }
+        Ending::PowerCut => {
+            // 125: the guest left no status (it never got to power off).
+            assert_eq!(output.status.code(), Some(125), "{test} should have cut the power:\n{text}");
+            assert!(out.join("cut").exists(), "{test} died before it cut the power:\n{text}");
+        }
+    }
     out
+}
+
+/// Cuts the guest's power now, as a pulled plug would: no sync, no unmount
+/// (sysrq `b`: reboot at once, which `-no-reboot` makes QEMU's exit); the
+/// page cache is lost, what the disk has is kept. Leaves `/xfer/out/cut`
+/// first (written and synced: `/xfer` is the host's) so the host knows the
+/// test got this far.
+pub fn power_cut(note: &str) -> ! {
+    use std::io::Write;
+    let mut cut = fs::File::create(xfer_out().join("cut")).expect("/xfer/out/cut");
+    cut.write_all(note.as_bytes()).and_then(|()| cut.sync_all()).expect("write /xfer/out/cut");
+    let _ = fs::write("/proc/sys/kernel/sysrq", "1");
+    let _ = fs::write("/proc/sysrq-trigger", "b");
+    thread::sleep(Duration::from_secs(30));
+    panic!("sysrq b did not cut the power");
 }
 
 /// Where a guest test leaves files for the host (`--out` of scripts/vm).
