@@ -23,7 +23,8 @@
 # guest: the test-bench guest (scripts/vm): QEMU, busybox, kmod, cpio, xz; the
 #        guest runs this machine's root, so what runs inside it is here too:
 #        alsa-utils, gpiod (gpio-sim), systemd (PID 1 for unit tests), iproute2
-#        (tc netem). The guest kernel and headers are resolved by scripts/vm.
+#        (tc netem), e2fsprogs (the power-cut test's ext4 disk). The guest
+#        kernel and headers are resolved by scripts/vm.
 # deb:   dpkg-dev (dpkg-shlibdeps for the package's Depends).
 # image: the SD-card image (scripts/build-image, scripts/check-image):
 #        mmdebstrap with qemu-user-static (arm64 maintainer scripts through
@@ -35,7 +36,7 @@ cap4_group_packages() {
     case $1 in
         build) echo build-essential pkg-config libasound2-dev ;;
         call)  echo baresip-core sip-tester ;;
-        guest) echo qemu-system-x86 busybox-static kmod cpio xz-utils alsa-utils gpiod systemd iproute2 ;;
+        guest) echo qemu-system-x86 busybox-static kmod cpio xz-utils alsa-utils gpiod systemd iproute2 e2fsprogs ;;
         deb)   echo dpkg-dev ;;
         image) echo mmdebstrap qemu-user-static binfmt-support arch-test qemu-system-arm fdisk dosfstools mtools \
                     e2fsprogs xz-utils bmap-tools openssh-client ;;

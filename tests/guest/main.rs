@@ -9,6 +9,7 @@ mod support;
 
 mod vm_ai;
 mod vm_amd;
+mod vm_api_load;
 mod vm_audio;
 mod vm_bench;
 mod vm_box;
