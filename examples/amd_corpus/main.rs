@@ -8,10 +8,17 @@
 //! cargo run --release --example amd_corpus                 # the defaults
 //! cargo run --release --example amd_corpus -- -v           # and every miss
 //! cargo run --release --example amd_corpus -- pause_short_ms=450 max_greeting_ms=2500
+//! cargo run --release --example amd_corpus -- --write DIR  # the augmented copies as WAV
 //! ```
 //!
-//! The defaults were tuned on `synthetic/` (TTS voices); `real/` (recorded
-//! voices) is the hold-out and is reported separately.
+//! Each corpus is split in two fixed halves by clip number: odd numbers are
+//! the tuning half (look at it, tune on it), even numbers the held-out half
+//! (judge on it, never tune on it; the clips are in random order, so parity
+//! is a random split). Every figure is printed for both halves, clean and
+//! under each augmented condition (`augment.rs`: music, babble, noise, TV,
+//! level changes, a second codec hop), so over-tuning shows as a gap.
+
+mod augment;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +28,8 @@ use cap4::amd::{Amd, AmdConfig, CALL_FRAME, Kind, Verdict, classify};
 
 struct Clip {
     file: String,
+    /// The number in the file name (`clip_0042.flac`: 42): odd tunes, even judges.
+    number: u32,
     human: bool,
     speech_end_ms: f64,
     notes: String,
@@ -30,13 +39,17 @@ struct Clip {
 fn main() {
     let mut verbose = false;
     let mut overrides = String::new();
-    for arg in std::env::args().skip(1) {
+    let mut write_to: Option<PathBuf> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         if arg == "-v" || arg == "--verbose" {
             verbose = true;
+        } else if arg == "--write" {
+            write_to = args.next().map(PathBuf::from);
         } else if let Some((key, value)) = arg.split_once('=') {
             overrides.push_str(&format!("{key} = {value}\n"));
         } else {
-            eprintln!("usage: amd_corpus [-v] [key=value ...]   (keys of [amd])");
+            eprintln!("usage: amd_corpus [-v] [--write DIR] [key=value ...]   (keys of [amd])");
             std::process::exit(64);
         }
     }
@@ -51,10 +64,49 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/amd");
     let mut audio_s = 0.0;
     let mut busy_s = 0.0;
-    for (name, dir) in [("synthetic (tuning set)", "synthetic"), ("real (hold-out)", "real")] {
+    let mut table = Vec::new();
+    for (name, dir) in [("synthetic", "synthetic"), ("real", "real")] {
         let clips = load(&root.join(dir));
-        let results: Vec<Verdict> = clips.iter().map(|c| classify(&config, &c.samples).expect("validated config")).collect();
-        report(name, &clips, &results, verbose);
+        for (half, keep) in [("tuning half", 1), ("held-out half", 0)] {
+            let part: Vec<&Clip> = clips.iter().filter(|c| c.number % 2 == keep).collect();
+            let results: Vec<Verdict> = part.iter().map(|c| classify(&config, &c.samples).expect("validated config")).collect();
+            report(&format!("{name}, {half}, clean"), &part, &results, verbose);
+        }
+        let all: Vec<&[i16]> = clips.iter().map(|c| c.samples.as_slice()).collect();
+        for condition in augment::CONDITIONS {
+            let mut row = format!("{name:<9} {:<14}", condition.name());
+            for keep in [1, 0] {
+                let part: Vec<&Clip> = clips.iter().filter(|c| c.number % 2 == keep).collect();
+                let copies: Vec<Vec<i16>> = part
+                    .iter()
+                    .map(|c| {
+                        let others: Vec<&[i16]> = all.iter().copied().filter(|o| o.as_ptr() != c.samples.as_ptr()).collect();
+                        augment::apply(&c.samples, condition, &others, u64::from(c.number) * 1000 + condition_index(condition))
+                    })
+                    .collect();
+                if let Some(dir) = &write_to {
+                    write_copies(dir, name, condition, &part, &copies);
+                }
+                let results: Vec<Verdict> = copies.iter().map(|x| classify(&config, x).expect("validated config")).collect();
+                row.push_str(&format!(" | {}", Figures::of(&part, &results).cells()));
+                if verbose {
+                    let mut missed: BTreeMap<String, usize> = BTreeMap::new();
+                    for (clip, v) in part.iter().zip(&results) {
+                        if clip.human != (v.kind == Kind::Human) {
+                            let truth = if clip.human { "human" } else { "machine" };
+                            *missed
+                                .entry(format!("{truth}->{}({})@{}", v.kind.as_str(), v.cause.as_str(), v.decided_at_ms / 500 * 500))
+                                .or_default() += 1;
+                        }
+                    }
+                    if !missed.is_empty() {
+                        let list: Vec<String> = missed.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+                        row.push_str(&format!("\n      misses: {}", list.join(", ")));
+                    }
+                }
+            }
+            table.push(row);
+        }
         // Speed: the whole clip through the detector (it keeps running after the verdict).
         for clip in &clips {
             let started = Instant::now();
@@ -67,6 +119,13 @@ fn main() {
         }
     }
     println!(
+        "== every condition, tuning half | held-out half (each: accuracy, human recall, machine recall, human verdict after speech p50/p90, machine verdict p50)"
+    );
+    for row in table {
+        println!("{row}");
+    }
+    println!();
+    println!(
         "speed: {:.0} s of audio in {:.3} s: {:.0}x real time, {:.3} % of one core per call",
         audio_s,
         busy_s,
@@ -75,7 +134,89 @@ fn main() {
     );
 }
 
-fn report(name: &str, clips: &[Clip], results: &[Verdict], verbose: bool) {
+fn condition_index(condition: augment::Condition) -> u64 {
+    augment::CONDITIONS.iter().position(|c| *c == condition).unwrap_or(0) as u64
+}
+
+/// The figures of one set of verdicts, for the condition table.
+struct Figures {
+    accuracy: f64,
+    human_recall: f64,
+    machine_recall: f64,
+    human_p50: f64,
+    human_p90: f64,
+    machine_p50: f64,
+}
+
+impl Figures {
+    fn of(clips: &[&Clip], results: &[Verdict]) -> Figures {
+        let (mut right, mut humans, mut humans_right, mut machines, mut machines_right) = (0, 0, 0, 0, 0);
+        let (mut human_delay, mut machine_time) = (Vec::new(), Vec::new());
+        for (clip, v) in clips.iter().zip(results) {
+            if clip.human {
+                humans += 1;
+                if v.kind == Kind::Human {
+                    humans_right += 1;
+                    right += 1;
+                    human_delay.push(f64::from(v.decided_at_ms) - clip.speech_end_ms);
+                }
+            } else {
+                machines += 1;
+                if v.kind == Kind::Machine {
+                    machines_right += 1;
+                    right += 1;
+                    machine_time.push(f64::from(v.decided_at_ms));
+                }
+            }
+        }
+        let pct = |n: usize, d: usize| if d == 0 { f64::NAN } else { 100.0 * n as f64 / d as f64 };
+        Figures {
+            accuracy: pct(right, humans + machines),
+            human_recall: pct(humans_right, humans),
+            machine_recall: pct(machines_right, machines),
+            human_p50: percentile(&mut human_delay, 0.5),
+            human_p90: percentile(&mut human_delay, 0.9),
+            machine_p50: percentile(&mut machine_time, 0.5),
+        }
+    }
+
+    fn cells(&self) -> String {
+        format!(
+            "{:5.1} % {:5.1} % {:5.1} %  {:4.0}/{:4.0} ms {:4.2} s",
+            self.accuracy,
+            self.human_recall,
+            self.machine_recall,
+            self.human_p50,
+            self.human_p90,
+            self.machine_p50 / 1000.0
+        )
+    }
+}
+
+/// The copies as 8 kHz mono WAV files, `DIR/<corpus>/<condition>/<clip>.wav`.
+fn write_copies(dir: &Path, corpus: &str, condition: augment::Condition, clips: &[&Clip], copies: &[Vec<i16>]) {
+    let folder = dir.join(corpus).join(condition.name().replace([' ', '+'], "_"));
+    std::fs::create_dir_all(&folder).unwrap_or_else(|e| panic!("{}: {e}", folder.display()));
+    for (clip, samples) in clips.iter().zip(copies) {
+        let mut bytes = Vec::with_capacity(44 + samples.len() * 2);
+        let data_len = (samples.len() * 2) as u32;
+        bytes.extend_from_slice(b"RIFF");
+        bytes.extend_from_slice(&(36 + data_len).to_le_bytes());
+        bytes.extend_from_slice(b"WAVEfmt ");
+        for field in [16u32.to_le_bytes(), [1, 0, 1, 0], 8000u32.to_le_bytes(), 16000u32.to_le_bytes(), [2, 0, 16, 0]] {
+            bytes.extend_from_slice(&field);
+        }
+        bytes.extend_from_slice(b"data");
+        bytes.extend_from_slice(&data_len.to_le_bytes());
+        for s in samples {
+            bytes.extend_from_slice(&s.to_le_bytes());
+        }
+        let path = folder.join(clip.file.replace(".flac", ".wav"));
+        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
+fn report(name: &str, clips: &[&Clip], results: &[Verdict], verbose: bool) {
     let mut matrix = [[0usize; 3]; 2];
     let mut human_delay = Vec::new();
     let mut machine_time = Vec::new();
@@ -167,6 +308,7 @@ fn load(dir: &Path) -> Vec<Clip> {
     rows.filter(|r| r.len() == header.len())
         .map(|r| Clip {
             samples: decode_flac(&dir.join(&r[file])),
+            number: r[file].trim_end_matches(".flac").rsplit('_').next().and_then(|n| n.parse().ok()).expect("clip_NNNN.flac"),
             file: r[file].clone(),
             human: r[label] == "human",
             speech_end_ms: r[end].parse::<f64>().expect("speech_end_s") * 1000.0,
