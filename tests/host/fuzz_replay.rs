@@ -1,7 +1,8 @@
-//! Every committed fuzz corpus (`fuzz/corpus/<target>/`) replayed through
-//! its target's body in `cap4::fuzz`, on a normal build: what the fuzzer
-//! once found interesting (and any crash it found, once fixed and added)
-//! stays checked in CI without libFuzzer.
+//! Every committed fuzz corpus (`fuzz/corpus/<target>/`, what the fuzzer
+//! found interesting, minimised) and every input that once failed
+//! (`fuzz/regressions/<target>/`, kept apart so a merge never drops one)
+//! replayed through its target's body in `cap4::fuzz`, on a normal build:
+//! checked in CI without libFuzzer.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -28,6 +29,9 @@ fn replay(name: &str, target: Target) {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.expect("a corpus entry").path())
         .collect();
+    if let Ok(regressions) = std::fs::read_dir(fuzz_dir().join("regressions").join(name)) {
+        files.extend(regressions.map(|entry| entry.expect("a regression").path()));
+    }
     files.sort();
     assert!(files.len() >= 4, "{name}: a corpus of {} inputs is no corpus", files.len());
     let failed: Vec<String> = files
