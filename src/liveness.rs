@@ -122,10 +122,16 @@ impl Liveness {
     }
 }
 
-/// Every `interval`, calls `ping` if the controller is alive; says once in
-/// the log when it stops pinging (and when it pings again). Runs forever.
+/// Looks every `interval` (at most every second) and calls `ping` if the
+/// controller is alive; says once in the log when it stops pinging (and
+/// when it pings again). Runs forever.
+///
+/// Why look that often: `interval` is half of `WatchdogSec=`, so one look
+/// that found the controller not alive would already leave a whole
+/// `WatchdogSec=` without a ping; looking every second, a controller that
+/// comes back within [`Limits::turn`] plus a second keeps the daemon.
 pub async fn watch(liveness: Arc<Liveness>, interval: Duration, limits: Limits, mut ping: impl FnMut()) {
-    let mut ticks = tokio::time::interval(interval);
+    let mut ticks = tokio::time::interval(interval.min(Duration::from_secs(1)));
     let mut silent = false;
     loop {
         ticks.tick().await;

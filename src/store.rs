@@ -24,9 +24,11 @@
 //!   carries every state missed with it;
 //! * room for a call's end on a full disk: the store keeps a reserve file
 //!   (`calls.reserve`, [`RESERVE_BYTES`] written, not sparse); when an update
-//!   of a known call meets a full disk, the reserve is given up and the
-//!   update written into its room, so a call that ends while the disk is full
-//!   is on disk, even if the daemon stops before space returns. A new call
+//!   of a call's end meets a full disk, the reserve is given up and the end
+//!   written into its room, so a call that ends while the disk is full is on
+//!   disk, even if the daemon stops before space returns (only an end spends
+//!   it: a live call's transcript saves would use it up before the end
+//!   comes, and a refused dial never was on disk). A new call
 //!   needs the reserve in place (restored first if it was spent): a dial on a
 //!   disk that has no room for its call's end is refused as disk full;
 //! * bounded: past [`MAX_RECORDS`] calls the oldest ended ones go (down to
@@ -131,6 +133,9 @@ pub struct Store {
     /// `calls.reserve`, and whether it is in place.
     reserve: PathBuf,
     reserve_held: bool,
+    /// Calls whose every state so far was refused (a dial on a full disk):
+    /// never on disk, so their end has no claim on the reserve.
+    never_written: std::collections::BTreeSet<String>,
     _lock: nix::fcntl::Flock<File>,
     records: Vec<CallRecord>,
     index: HashMap<String, usize>,
@@ -244,6 +249,7 @@ impl Store {
             unsynced_ids,
             reserve,
             reserve_held,
+            never_written: Default::default(),
             _lock: lock,
             records,
             index,
@@ -264,35 +270,42 @@ impl Store {
             }
         }
         let known = self.index.contains_key(&record.id);
-        let mut appended = if !known && !self.reserve_held {
+        if !known && !self.reserve_held {
             // A new call needs room for its end: the reserve back first.
-            hold_reserve(&self.reserve).inspect(|()| {
-                self.reserve_held = true;
-                tracing::info!("call journal: the reserve is back in place");
-            })
-        } else {
-            Ok(())
+            if let Err(source) = hold_reserve(&self.reserve) {
+                let err = StoreError::Io { path: self.reserve.clone(), op: "keep room for the call's end in", source };
+                return Err(self.not_saved(record, known, err));
+            }
+            self.reserve_held = true;
+            tracing::info!("call journal: the reserve is back in place");
         }
-        .and_then(|()| self.append(&lines));
-        if known && self.reserve_held && appended.as_ref().is_err_and(is_full) {
-            // A known call's state on a full disk: into the reserve's room.
+        let mut appended = self.append(&lines);
+        // The end of a call that is on disk may use the reserve (not a live
+        // call's transcript save, which would spend the room before the end
+        // comes; not a refused dial, which never was on disk).
+        let placed_end = known && !record.is_active() && !self.never_written.contains(&record.id);
+        if placed_end && self.reserve_held && appended.as_ref().is_err_and(is_full) {
             let _ = self.file.set_len(self.good_len);
-            if std::fs::remove_file(&self.reserve).is_ok() {
-                self.reserve_held = false;
-                tracing::warn!(call_id = %record.id, "call journal: disk full; the reserve made room for this call's record, and dials are refused until space returns");
-                appended = self.append(&lines);
+            match std::fs::remove_file(&self.reserve) {
+                Ok(()) => {
+                    self.reserve_held = false;
+                    tracing::warn!(call_id = %record.id, "call journal: disk full; the reserve made room for this call's end, and dials are refused until space returns");
+                    appended = self.append(&lines);
+                }
+                Err(err) if err.kind() == io::ErrorKind::NotFound => self.reserve_held = false,
+                Err(_) => {}
             }
         }
-        self.remember(record);
         if let Err(source) = appended {
             // Cut a half-written line back off, so the next record is whole.
             let _ = self.file.set_len(self.good_len);
             let err = StoreError::Io { path: self.path.clone(), op: "append to", source };
-            self.unsynced = Some(err.to_string());
-            self.unsynced_ids.insert(record.id.clone());
-            return Err(err);
+            return Err(self.not_saved(record, known, err));
         }
+        self.remember(record);
         self.good_len += lines.len() as u64;
+        // Every state the disk missed went with this line.
+        self.never_written.clear();
         if self.unsynced.take().is_some() {
             tracing::info!(records = self.unsynced_ids.len() + 1, "call journal: writable again; every state missed is on disk now");
             self.unsynced_ids.clear();
@@ -308,6 +321,18 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// A state the disk refused: in memory only, carried by the next append
+    /// that works.
+    fn not_saved(&mut self, record: &CallRecord, known: bool, err: StoreError) -> StoreError {
+        self.remember(record);
+        if !known {
+            self.never_written.insert(record.id.clone());
+        }
+        self.unsynced = Some(err.to_string());
+        self.unsynced_ids.insert(record.id.clone());
+        err
     }
 
     fn append(&mut self, lines: &[u8]) -> io::Result<()> {

@@ -286,7 +286,8 @@ fn a_stalled_agent_host_fails_the_call_in_time_and_says_so() {
 /// the disk is full ends in the API at once and reaches the journal when
 /// space returns; a dial is refused 507 and places no call; cap4 starts on
 /// a full disk; once space returns, calls go on, and after a restart every
-/// record is there as it ended.
+/// record is there as it ended. First the store alone: a long call's saves
+/// on the full disk leave the room its end needs.
 #[test]
 #[ignore = "boots a QEMU guest; run by scripts/test"]
 fn a_full_disk_refuses_dials_loses_nothing_and_recovers() {
@@ -296,6 +297,7 @@ fn a_full_disk_refuses_dials_loses_nothing_and_recovers() {
         return;
     }
     let dir = crate::support::TempDir::new("disk-full");
+    the_reserve_is_kept_for_the_end(dir.path());
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).expect("state dir");
     sh(&format!("mount -t tmpfs -o size=1m tmpfs {}", state.display()));
@@ -342,4 +344,70 @@ fn a_full_disk_refuses_dials_loses_nothing_and_recovers() {
         let record = cap4.call(id);
         assert_eq!(record["outcome"], outcome, "{record}\nlog:\n{}", cap4.log());
     }
+}
+
+/// A call record as the store keeps it, growing by `events` timeline lines.
+fn store_record(id: &str, status: cap4::call::record::Status, events: usize) -> cap4::call::record::CallRecord {
+    use cap4::call::record::{CallRecord, TimelineEntry};
+    let line = |n: usize| TimelineEntry { at_ms: n as u64, event: "transcript_saved".into(), detail: Some("x".repeat(200)) };
+    CallRecord {
+        id: id.into(),
+        phone_number: "+100".into(),
+        direction: "outbound".into(),
+        status,
+        outcome: None,
+        reason: None,
+        sip_code: None,
+        sip_call_id: None,
+        started_at: "2026-01-01T00:00:00.000Z".into(),
+        answered_at: None,
+        ended_at: None,
+        talk_ms: None,
+        timeline: (0..events).map(line).collect(),
+        answer: None,
+        audio: None,
+        early_media: None,
+        ai: None,
+        transcript: Vec::new(),
+        plan_run: None,
+        attempt: None,
+    }
+}
+
+/// The store's reserve on a real full filesystem (a 1 MiB tmpfs): a long
+/// call's saves while the disk is full do not spend the room its end
+/// needs; a dial refused there, and its "not placed" end, do not either.
+fn the_reserve_is_kept_for_the_end(dir: &Path) {
+    use cap4::call::record::{Outcome, Status};
+    use cap4::store::Store;
+    let state = dir.join("store");
+    std::fs::create_dir_all(&state).expect("store dir");
+    sh(&format!("mount -t tmpfs -o size=1m tmpfs {}", state.display()));
+    let (mut store, _) = Store::open(&state, 0).expect("open");
+    store.put(&store_record("long", Status::Answered, 1)).expect("the answer");
+    sh(&format!("dd if=/dev/zero of={}/ballast bs=4k 2>/dev/null || true", state.display()));
+    let reserve = state.join("calls.reserve");
+    // A dial on the full disk: refused; its "not placed" end spends nothing.
+    // (Records of over a page: the journal's last page may have room left.)
+    let err = store.put(&store_record("dial", Status::Dialing, 20)).expect_err("a full disk, no dial");
+    assert!(err.is_disk_full(), "{err}");
+    let mut not_placed = store_record("dial", Status::Ended, 21);
+    not_placed.outcome = Some(Outcome::Failed);
+    assert!(store.put(&not_placed).is_err(), "a refused dial's end spent the reserve");
+    // Transcript saves every 10 s of a long call, each the whole record:
+    // refused, kept in memory, and the reserve is left alone.
+    for n in 20..100 {
+        let _ = store.put(&store_record("long", Status::Answered, n));
+    }
+    assert!(reserve.exists(), "a live call's saves spent the reserve");
+    let mut end = store_record("long", Status::Ended, 100);
+    end.outcome = Some(Outcome::RemoteHangup);
+    store.put(&end).expect("the call's end takes the reserve's room");
+    assert!(!reserve.exists());
+    drop(store);
+    let (store, report) = Store::open(&state, 0).expect("reopen on the full disk");
+    assert!(report.interrupted.is_empty(), "{report:?}");
+    assert_eq!(store.get("long").map(|r| (r.status, r.outcome)), Some((Status::Ended, Some(Outcome::RemoteHangup))));
+    drop(store);
+    sh(&format!("umount {}", state.display()));
 }
