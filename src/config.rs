@@ -44,6 +44,8 @@ pub struct Config {
     pub voicemail: crate::voicemail::VoicemailConfig,
     /// The voicemail message, 8 kHz mono, loaded at start (`None`: hang up).
     pub voicemail_message: Option<std::sync::Arc<Vec<i16>>>,
+    /// `[incoming]`: what the box does when someone calls it.
+    pub incoming: crate::call::incoming::IncomingConfig,
     /// `[[plan]]`: the call plans, by name.
     pub plans: Vec<crate::plan::Plan>,
     /// `[webhook]` and its secret, if a webhook is configured.
@@ -158,6 +160,8 @@ struct RawConfig {
     ai: crate::ai::AiConfig,
     #[serde(default)]
     voicemail: crate::voicemail::VoicemailConfig,
+    #[serde(default)]
+    incoming: crate::call::incoming::IncomingConfig,
     #[serde(default)]
     plan: Vec<crate::plan::RawPlan>,
     #[serde(default)]
@@ -332,6 +336,11 @@ impl Config {
             return Err(section_error(path, text, &SectionError::new("audio", "rate", message)));
         }
         raw.ai.validate().map_err(|e| section_error(path, text, &e))?;
+        raw.incoming.validate().map_err(|e| section_error(path, text, &e))?;
+        if raw.incoming.mode == crate::call::incoming::IncomingMode::Agent && !raw.ai.enabled {
+            let message = "\"agent\" hands callers to the agent, but [ai] enabled = false: enable [ai] or choose \"reject\" or \"off\"";
+            return Err(section_error(path, text, &SectionError::new("incoming", "mode", message)));
+        }
         // A relative message path is relative to this file.
         if let (Some(wav), Some(dir)) = (raw.voicemail.drop_wav.as_mut(), path.parent()) {
             if wav.is_relative() {
@@ -360,6 +369,7 @@ impl Config {
             ai_key,
             voicemail: raw.voicemail,
             voicemail_message,
+            incoming: raw.incoming,
             plans,
             webhook,
             baresip: BaresipConfig { ctrl, dial_uri, command_timeout: Duration::from_millis(command_timeout_ms) },
@@ -538,6 +548,24 @@ mod tests {
         let config = parse(text).expect("config/cap4.toml must be valid");
         assert_eq!(config.baresip.ctrl.to_string(), "127.0.0.1:4444");
         assert_eq!(config.api.listen.to_string(), "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn incoming_calls_are_off_by_default_and_their_errors_name_key_and_line() {
+        use crate::call::incoming::IncomingMode;
+        assert_eq!(parse("").unwrap().incoming.mode, IncomingMode::Off);
+        let config = parse("[incoming]\nmode = \"agent\"\nallow = [\"+49 30 1234\"]\nanswer_after_ms = 500\n").unwrap();
+        assert_eq!(
+            (config.incoming.mode, config.incoming.allow.as_slice(), config.incoming.answer_after_ms),
+            (IncomingMode::Agent, &["+49301234".to_string()][..], 500)
+        );
+        let (key, line, message) = invalid("[incoming]\nmode = \"agent\"\nallow = [\"+49x\"]\n");
+        assert_eq!((key.as_str(), line), ("incoming.allow", Some(3)), "{message}");
+        let (key, line, _) = invalid("[incoming]\nmode = \"sometimes\"\n");
+        assert_eq!((key.as_str(), line), ("incoming.mode", Some(2)));
+        let (key, line, message) = invalid("[ai]\nenabled = false\n[incoming]\nmode = \"agent\"\n");
+        assert_eq!((key.as_str(), line), ("incoming.mode", Some(4)), "{message}");
+        assert!(message.contains("[ai] enabled = false"), "{message}");
     }
 
     #[test]

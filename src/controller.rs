@@ -16,7 +16,7 @@ use crate::baresip::client::{Report, Request};
 use crate::baresip::link::{CommandError, CommandTag};
 use crate::button::Press;
 use crate::call::machine::{AiInput, AnswerPolicy, CallMachine, DialError, Effect, HangupError, Input, Timeouts};
-use crate::call::record::{CallRecord, Status};
+use crate::call::record::{CallDirection, CallRecord, Status};
 use crate::clock::{Clock, rfc3339};
 use crate::config::Config;
 use crate::config::DuringCall;
@@ -164,7 +164,7 @@ impl Controller {
             None
         };
         Self {
-            machine: CallMachine::new(timeouts).with_answer_policy(policy),
+            machine: CallMachine::new(timeouts).with_answer_policy(policy).with_incoming(config.incoming.clone()),
             provider,
             session: None,
             session_tx,
@@ -381,6 +381,44 @@ impl Controller {
         Ok(self.store.get(&record.id).cloned().unwrap_or(record))
     }
 
+    /// Someone calls the box: the machine decides. Like a dial, nothing is
+    /// answered that is not on disk first.
+    fn on_incoming(&mut self, event: &crate::baresip::protocol::Event) {
+        let now = self.clock.now();
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut effects = self.machine.incoming(id, event, now).into_iter().peekable();
+        let ringing = match effects.peek() {
+            Some(Effect::Persist(record)) if record.is_active() => Some(record.clone()),
+            Some(_) => None,
+            None => {
+                debug!(sip_call_id = event.call_id.as_deref().unwrap_or(""), "CALL_INCOMING of a call already known; ignored");
+                return;
+            }
+        };
+        let Some(record) = ringing else {
+            // Declined: the record (unless `off`) says why; the number is
+            // personal data, kept in the record and out of the journal at INFO.
+            if !effects.peek().is_some_and(|e| matches!(e, Effect::Persist(_))) {
+                info!("incoming call declined: [incoming] mode = \"off\"");
+            }
+            self.apply(effects.collect());
+            return;
+        };
+        let span = info_span!("call", call_id = %record.id);
+        span.in_scope(|| {
+            info!("incoming call: ringing");
+            debug!(phone_number = %record.phone_number, "incoming call from this number");
+        });
+        if let Err(err) = self.put(&record) {
+            span.in_scope(|| error!(%err, "call record not saved; declining the incoming call"));
+            let not_sent = Input::CommandDone { tag: CommandTag::Accept, result: Err(CommandError::NotSent) };
+            let effects = self.machine.handle(not_sent, now);
+            self.apply(effects);
+            return;
+        }
+        self.apply(effects.skip(1).collect());
+    }
+
     /// A button press: run the button's plan, or hang up (a long press
     /// cancels the running plan run too).
     fn on_press(&mut self, press: Press) {
@@ -551,7 +589,7 @@ impl Controller {
     fn update_leds(&mut self, brief: Option<LedState>) {
         let Some(leds) = &self.leds else { return };
         let call = self.machine.active();
-        let classifying = self.config.amd.enabled && call.is_some_and(|r| r.answer.is_none());
+        let classifying = self.config.amd.enabled && call.is_some_and(|r| r.answer.is_none() && r.direction == CallDirection::Outbound);
         let steady = LedState::steady_for(self.machine.link_up(), call.map(|r| r.status), classifying, self.plans.pending().is_some());
         let current = *leds.borrow();
         let now = tokio::time::Instant::now();
@@ -586,6 +624,10 @@ impl Controller {
                 self.notifier.status(&format!("Baresip not connected: {reason}"));
                 warn!(%reason, "Baresip not connected");
                 Input::LinkDown
+            }
+            Report::Event(event) if event.kind == crate::baresip::protocol::EventKind::CallIncoming => {
+                self.on_incoming(&event);
+                return;
             }
             Report::Event(event) => {
                 // Logged again here, inside the call's span, so that the protocol
@@ -681,7 +723,7 @@ impl Controller {
                     self.persist(&record);
                     self.announce(record);
                 }
-                Effect::StartMedia { call_id, answered } => self.start_media(call_id, answered),
+                Effect::StartMedia { call_id, answered, classify } => self.start_media(call_id, answered, classify),
                 Effect::MediaAnswered { call_id } => {
                     if let Some(session) = self.session.as_mut().filter(|s| s.call_id == call_id) {
                         session.answered();
@@ -747,7 +789,7 @@ impl Controller {
             sip_call_id = record.sip_call_id.as_deref().unwrap_or(""),
             "call ended"
         );
-        if let Some(brief) = LedState::brief_after(record.outcome) {
+        if let Some(brief) = LedState::brief_after(record.outcome, record.direction) {
             self.update_leds(Some(brief));
         }
         self.plan_call_ended(&record);
@@ -762,7 +804,7 @@ impl Controller {
     }
 
     /// Starts the call's media session (the machine says when: one per call).
-    fn start_media(&mut self, call_id: String, answered: bool) {
+    fn start_media(&mut self, call_id: String, answered: bool, classify: bool) {
         let Some(record) = self.machine.active().filter(|r| r.id == call_id) else { return };
         let audio = self.config.audio.clone();
         let params = session::SessionParams {
@@ -770,9 +812,9 @@ impl Controller {
             answered,
             phone_number: record.phone_number.clone(),
             open_engine: Arc::new(move || crate::audio::AudioEngine::start(&audio)),
-            amd: self.config.amd.enabled.then(|| self.config.amd.clone()),
+            amd: classify.then(|| self.config.amd.clone()),
             provider: self.provider.clone(),
-            voicemail: self.config.voicemail_message.clone().map(|m| (m, self.config.voicemail.clone())),
+            voicemail: self.config.voicemail_message.clone().filter(|_| classify).map(|m| (m, self.config.voicemail.clone())),
         };
         self.media_pending.insert(params.call_id.clone());
         if let Some(mut previous) = self.session.replace(session::start(params, self.session_tx.clone())) {

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tracing::warn;
 
-use crate::call::record::{Outcome, Status};
+use crate::call::record::{CallDirection, Outcome, Status};
 use crate::gpio::OutputLine;
 
 /// How long an outcome pattern (machine, no answer, busy, error) is shown.
@@ -59,8 +59,11 @@ impl LedState {
     }
 
     /// The brief pattern that says how a call ended, if it has one.
-    pub fn brief_after(outcome: Option<Outcome>) -> Option<LedState> {
+    pub fn brief_after(outcome: Option<Outcome>, direction: CallDirection) -> Option<LedState> {
         match outcome? {
+            // The box declined a caller, or a caller gave up: nothing went
+            // wrong that a technician should see.
+            Outcome::Busy | Outcome::Rejected | Outcome::RemoteHangup if direction == CallDirection::Inbound => None,
             Outcome::Busy | Outcome::Rejected | Outcome::NoAnswer | Outcome::Unreachable => Some(LedState::NoAnswer),
             Outcome::Failed | Outcome::AiFailed => Some(LedState::Error),
             Outcome::Machine => Some(LedState::Machine),
@@ -179,11 +182,16 @@ mod tests {
 
     #[test]
     fn only_calls_that_went_wrong_get_a_brief_pattern() {
-        assert_eq!(LedState::brief_after(Some(Outcome::Busy)), Some(LedState::NoAnswer));
-        assert_eq!(LedState::brief_after(Some(Outcome::Unreachable)), Some(LedState::NoAnswer));
-        assert_eq!(LedState::brief_after(Some(Outcome::AiFailed)), Some(LedState::Error));
-        assert_eq!(LedState::brief_after(Some(Outcome::Machine)), Some(LedState::Machine));
-        assert_eq!(LedState::brief_after(Some(Outcome::LocalHangup)), None);
-        assert_eq!(LedState::brief_after(None), None);
+        assert_eq!(LedState::brief_after(Some(Outcome::Busy), CallDirection::Outbound), Some(LedState::NoAnswer));
+        assert_eq!(LedState::brief_after(Some(Outcome::Unreachable), CallDirection::Outbound), Some(LedState::NoAnswer));
+        assert_eq!(LedState::brief_after(Some(Outcome::AiFailed), CallDirection::Outbound), Some(LedState::Error));
+        assert_eq!(LedState::brief_after(Some(Outcome::Machine), CallDirection::Outbound), Some(LedState::Machine));
+        assert_eq!(LedState::brief_after(Some(Outcome::LocalHangup), CallDirection::Outbound), None);
+        assert_eq!(LedState::brief_after(None, CallDirection::Outbound), None);
+        // A caller declined or gone before the answer is no fault.
+        for quiet in [Outcome::Busy, Outcome::Rejected, Outcome::RemoteHangup] {
+            assert_eq!(LedState::brief_after(Some(quiet), CallDirection::Inbound), None, "{quiet:?}");
+        }
+        assert_eq!(LedState::brief_after(Some(Outcome::AiFailed), CallDirection::Inbound), Some(LedState::Error));
     }
 }

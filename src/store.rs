@@ -477,7 +477,7 @@ mod tests {
         CallRecord {
             id: id.into(),
             phone_number: "+100".into(),
-            direction: "outbound".into(),
+            direction: crate::call::record::CallDirection::Outbound,
             status,
             outcome: None,
             reason: None,

@@ -10,6 +10,11 @@ use crate::baresip::protocol::ListedCall;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommandTag {
     Dial,
+    /// Answering the active incoming call.
+    Accept,
+    /// Declining an incoming call the box does not take: its response
+    /// changes nothing (the call was never the active one).
+    Decline,
     Hangup,
     /// Hanging up a call we found in Baresip but do not own (left from a crash).
     OrphanHangup,

@@ -27,6 +27,9 @@ pub struct Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommandName {
     Dial,
+    /// Answers an incoming call. 1.0.0 ignores `params` and answers the
+    /// newest call; newer versions answer the call whose id `params` names.
+    Accept,
     Hangup,
     ListCalls,
     CallStat,
@@ -36,6 +39,7 @@ impl CommandName {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Dial => "dial",
+            Self::Accept => "accept",
             Self::Hangup => "hangup",
             Self::ListCalls => "listcalls",
             Self::CallStat => "callstat",

@@ -12,7 +12,12 @@
 //! * the call's media session is the machine's to start and stop: one per call,
 //!   [`Effect::StartMedia`] at early media (when classification runs, to
 //!   analyse it) or at the answer, [`Effect::MediaAnswered`] once if it started
-//!   before the answer, [`Effect::StopMedia`] when the call ends.
+//!   before the answer, [`Effect::StopMedia`] when the call ends;
+//! * an incoming call ([`CallMachine::incoming`]) is answered only as
+//!   `[incoming]` decides, only when no other call is active, and goes to the
+//!   agent at once on `CALL_ESTABLISHED`: no classification runs on it; every
+//!   incoming call the box does not take is declined (a final 486), and
+//!   recorded unless `[incoming] mode = "off"`.
 
 use std::collections::VecDeque;
 
@@ -20,13 +25,20 @@ use crate::baresip::link::{CommandError, CommandTag, Resync};
 use crate::baresip::protocol::{
     CloseCause, Command, CommandName, Direction, Event, EventKind, Response, call_id_from_dial_data, classify_close,
 };
-use crate::call::record::{CallRecord, Outcome, Speaker, Status, TimelineEntry};
+use crate::call::incoming::{Decision, IncomingConfig, caller_number};
+use crate::call::record::{CallDirection, CallRecord, Outcome, Speaker, Status, TimelineEntry};
 use crate::clock::{Now, rfc3339};
 use crate::phone::PhoneNumber;
 
 /// The reason of a call hung up because its answer could not be classified
 /// (`[amd] on_unknown = "hangup"`): nobody was heard to be a person.
 pub const UNCLASSIFIED_HANGUP: &str = "answer not classified; [amd] on_unknown = \"hangup\"";
+
+/// The reason of an incoming call declined because another call was active.
+pub const BUSY_WITH_A_CALL: &str = "declined: another call was in progress";
+
+/// The reason of an incoming call declined because its record could not be saved.
+pub const NOT_SAVED_NOT_ANSWERED: &str = "the call record could not be saved; not answered";
 
 /// Time limits the machine enforces itself, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,10 +153,12 @@ pub enum Effect {
         call_id: String,
     },
     /// Start the call's media session: at early media (`answered: false`,
-    /// analysed for the record) or at the answer.
+    /// analysed for the record) or at the answer. `classify`: answer
+    /// classification runs on it (never for an incoming call).
     StartMedia {
         call_id: String,
         answered: bool,
+        classify: bool,
     },
     /// The session started in early media: the call is answered now.
     MediaAnswered {
@@ -186,7 +200,8 @@ enum HangupIntent {
     },
     RingTimeout,
     MaxDuration,
-    DialFailed {
+    /// A command for the call failed (the dial, the answer): `reason` says which.
+    CommandFailed {
         reason: String,
     },
     /// Classification said: an answering machine.
@@ -215,6 +230,10 @@ struct ActiveCall {
     max_deadline: Option<u64>,
     hangup_deadline: Option<u64>,
     link_deadline: Option<u64>,
+    /// An incoming call rings until then; then it is answered.
+    answer_deadline: Option<u64>,
+    /// An incoming call's `accept` has been sent.
+    answering: bool,
     /// When the AI conversation started running, while it runs (not while
     /// the service holds it in its queue).
     ai_running_since: Option<u64>,
@@ -268,6 +287,7 @@ pub struct CallMachine {
     orphan_pending: bool,
     policy: AnswerPolicy,
     media: Option<MediaRun>,
+    incoming: IncomingConfig,
 }
 
 /// How many ended calls' Baresip ids are remembered.
@@ -284,7 +304,14 @@ impl CallMachine {
             orphan_pending: false,
             policy: AnswerPolicy::default(),
             media: None,
+            incoming: IncomingConfig::default(),
         }
+    }
+
+    /// What is done with incoming calls (default: `off`, each declined).
+    pub fn with_incoming(mut self, incoming: IncomingConfig) -> Self {
+        self.incoming = incoming;
+        self
     }
 
     /// What follows an answer (default: classification, unknown kept, no AI).
@@ -320,28 +347,9 @@ impl CallMachine {
         if self.orphan_pending {
             return Err(DialError::NotReady);
         }
-        let record = CallRecord {
-            id,
-            phone_number: number.to_string(),
-            direction: "outbound".into(),
-            status: Status::Dialing,
-            outcome: None,
-            reason: None,
-            sip_code: None,
-            sip_call_id: None,
-            started_at: rfc3339(now.unix_ms),
-            answered_at: None,
-            ended_at: None,
-            talk_ms: None,
-            timeline: Vec::new(),
-            answer: None,
-            audio: None,
-            early_media: None,
-            ai: None,
-            transcript: Vec::new(),
-            attempt: plan.as_ref().map(|(_, attempt)| *attempt),
-            plan_run: plan.map(|(run, _)| run),
-        };
+        let mut record = CallRecord::new(id, number.to_string(), CallDirection::Outbound, Status::Dialing, rfc3339(now.unix_ms));
+        record.attempt = plan.as_ref().map(|(_, attempt)| *attempt);
+        record.plan_run = plan.map(|(run, _)| run);
         let mut call = ActiveCall {
             record,
             started_mono: now.mono_ms,
@@ -351,6 +359,8 @@ impl CallMachine {
             max_deadline: None,
             hangup_deadline: None,
             link_deadline: None,
+            answer_deadline: None,
+            answering: false,
             ai_running_since: None,
             ai_queued_since: None,
             voicemail_pending: false,
@@ -364,6 +374,78 @@ impl CallMachine {
         let record = call.record.clone();
         self.active = Some(call);
         Ok((record, self.with_media(effects)))
+    }
+
+    /// A `CALL_INCOMING`: `[incoming]` decides, unless a call is active (then
+    /// the caller is declined busy). `id` is the record's id, should there be
+    /// one. Like [`Self::dial`], the first effect of an answered call is the
+    /// record to put on disk before the rest is applied; if it cannot be saved,
+    /// [`Input::CommandDone`] with [`CommandTag::Accept`] and
+    /// [`CommandError::NotSent`] declines the call instead.
+    pub fn incoming(&mut self, id: String, event: &Event, now: Now) -> Vec<Effect> {
+        let Some(sip_id) = event.call_id.clone() else { return Vec::new() };
+        let known = self.active.as_ref().is_some_and(|c| c.record.sip_call_id.as_ref() == Some(&sip_id));
+        if event.kind != EventKind::CallIncoming || known || self.ended_ids.contains(&sip_id) {
+            return Vec::new();
+        }
+        let caller = caller_number(event.peer_uri.as_deref().or(event.param.as_deref()).unwrap_or(""));
+        let decline =
+            Effect::Send { command: Command { name: CommandName::Hangup, params: Some(sip_id.clone()) }, tag: CommandTag::Decline };
+        let ended = |outcome, reason: &str| {
+            let mut record = CallRecord::new(id.clone(), caller.clone(), CallDirection::Inbound, Status::Ended, rfc3339(now.unix_ms));
+            record.sip_call_id = Some(sip_id.clone());
+            record.timeline.push(TimelineEntry { at_ms: 0, event: "incoming".into(), detail: None });
+            record.timeline.push(TimelineEntry { at_ms: 0, event: "ended".into(), detail: Some(Outcome::as_str(outcome).into()) });
+            record.outcome = Some(outcome);
+            record.reason = Some(reason.to_string());
+            // What Baresip sends for a hangup of a call not yet answered.
+            record.sip_code = Some(486);
+            record.ended_at = record.started_at.clone().into();
+            record
+        };
+        let decision = if self.active.is_some() || self.orphan_pending { None } else { Some(self.incoming.decide(&caller)) };
+        let after_ms = match decision {
+            None => {
+                let record = ended(Outcome::Busy, BUSY_WITH_A_CALL);
+                self.remember_ended(sip_id);
+                return vec![Effect::Persist(record), decline];
+            }
+            Some(Decision::Decline) => {
+                self.remember_ended(sip_id);
+                return vec![decline];
+            }
+            Some(Decision::Reject { reason }) => {
+                let record = ended(Outcome::Rejected, reason);
+                self.remember_ended(sip_id);
+                return vec![Effect::Persist(record), decline];
+            }
+            Some(Decision::Answer { after_ms }) => after_ms,
+        };
+        let mut record = CallRecord::new(id, caller, CallDirection::Inbound, Status::Ringing, rfc3339(now.unix_ms));
+        record.sip_call_id = Some(sip_id);
+        let mut call = ActiveCall {
+            record,
+            started_mono: now.mono_ms,
+            answered_mono: None,
+            intent: None,
+            ring_deadline: None,
+            max_deadline: None,
+            hangup_deadline: None,
+            link_deadline: None,
+            answer_deadline: Some(now.mono_ms + after_ms),
+            answering: false,
+            ai_running_since: None,
+            ai_queued_since: None,
+            voicemail_pending: false,
+            transcript_saved_at: None,
+        };
+        call.note(now, "incoming", Some(format!("answer after {after_ms} ms")));
+        let mut effects = vec![Effect::Persist(call.record.clone())];
+        self.active = Some(call);
+        if after_ms == 0 {
+            effects.extend(self.on_tick(now));
+        }
+        effects
     }
 
     /// Asks for the active call `id` to be hung up. Idempotent while the hangup is
@@ -385,7 +467,7 @@ impl CallMachine {
     /// The earliest time at which [`Input::Tick`] has work to do.
     pub fn next_deadline(&self) -> Option<u64> {
         let call = self.active.as_ref()?;
-        [call.ring_deadline, call.max_deadline, call.hangup_deadline, call.link_deadline].into_iter().flatten().min()
+        [call.ring_deadline, call.max_deadline, call.hangup_deadline, call.link_deadline, call.answer_deadline].into_iter().flatten().min()
     }
 
     pub fn handle(&mut self, input: Input, now: Now) -> Vec<Effect> {
@@ -415,7 +497,7 @@ impl CallMachine {
             // Early media is listened to (for the record) when classification runs.
             Status::EarlyMedia if self.media.is_none() && self.policy.classify => {
                 self.media = Some(MediaRun { call_id: call_id.clone(), answered: false });
-                Some(Effect::StartMedia { call_id, answered: false })
+                Some(Effect::StartMedia { call_id, answered: false, classify: true })
             }
             Status::Answered if ours => {
                 let run = self.media.as_mut()?;
@@ -427,7 +509,8 @@ impl CallMachine {
             }
             Status::Answered if self.media.is_none() && (self.policy.classify || self.policy.ai) => {
                 self.media = Some(MediaRun { call_id: call_id.clone(), answered: true });
-                Some(Effect::StartMedia { call_id, answered: true })
+                let classify = self.policy.classify && record.direction == CallDirection::Outbound;
+                Some(Effect::StartMedia { call_id, answered: true, classify })
             }
             Status::Ended if ours => {
                 self.media = None;
@@ -453,7 +536,8 @@ impl CallMachine {
     fn on_verdict(&mut self, verdict: &crate::amd::Verdict, now: Now) -> Vec<Effect> {
         use crate::amd::Kind;
         let Some(call) = self.active.as_mut() else { return Vec::new() };
-        if call.answered_mono.is_none() || call.record.answer.is_some() {
+        // Nobody classifies a caller who reached the box.
+        if call.answered_mono.is_none() || call.record.answer.is_some() || call.record.direction == CallDirection::Inbound {
             return Vec::new();
         }
         let answer = crate::call::record::AnswerRecord::from_verdict(verdict);
@@ -495,7 +579,9 @@ impl CallMachine {
     /// After an answer: without classification, a person is assumed.
     fn answered(&mut self, now: Now) -> Vec<Effect> {
         let mut effects = self.set_status(Status::Answered);
-        if !self.policy.classify {
+        let inbound = self.active.as_ref().is_some_and(|c| c.record.direction == CallDirection::Inbound);
+        // Someone who calls the box is a person: no classification.
+        if !self.policy.classify || inbound {
             effects.extend(self.start_ai(now));
         }
         effects
@@ -599,7 +685,13 @@ impl CallMachine {
             return Vec::new();
         }
         let Some(call) = self.active.as_mut() else { return Vec::new() };
-        if event.direction == Some(Direction::Incoming) {
+        // A CALL_INCOMING goes to `incoming`; the other events count only if
+        // they are of the active call's direction.
+        let ours = match call.record.direction {
+            CallDirection::Outbound => Direction::Outgoing,
+            CallDirection::Inbound => Direction::Incoming,
+        };
+        if event.kind == EventKind::CallIncoming || event.direction.is_some_and(|d| d != ours) {
             return Vec::new();
         }
         match (&call.record.sip_call_id, &event.call_id) {
@@ -644,7 +736,11 @@ impl CallMachine {
         let Some(call) = self.active.as_ref() else { return Vec::new() };
         let answered = call.answered_mono.is_some();
         let intended = call.intent.as_ref().map(|i| self.intent_outcome(i));
+        let inbound = call.record.direction == CallDirection::Inbound;
         let (outcome, reason, code) = match (classify_close(param), intended) {
+            // Whatever Baresip says (a CANCEL, a BYE before our answer was
+            // ACKed), the caller went away.
+            (_, None) if inbound && !answered => (Outcome::RemoteHangup, format!("the caller hung up before the answer ({param})"), None),
             // 487 Request Terminated is the answer to our own CANCEL.
             (CloseCause::SipStatus(487), Some((outcome, reason))) => (outcome, reason, Some(487)),
             // A final status after the answer is no rejection: the call broke.
@@ -692,7 +788,28 @@ impl CallMachine {
                 // The INVITE may be out; make sure it does not linger.
                 call.note(now, "dial_timeout", None);
                 let reason = "Baresip did not answer the dial command".to_string();
-                self.request_hangup(HangupIntent::DialFailed { reason }, now)
+                self.request_hangup(HangupIntent::CommandFailed { reason }, now)
+            }
+            (CommandTag::Accept, Ok(resp)) if resp.ok => Vec::new(),
+            (CommandTag::Accept, Ok(resp)) => {
+                call.note(now, "accept_refused", Some(resp.data.trim().to_string()));
+                let reason = format!("Baresip refused the answer: {}", resp.data.trim());
+                self.request_hangup(HangupIntent::CommandFailed { reason }, now)
+            }
+            (CommandTag::Accept, Err(CommandError::NotSent)) => {
+                call.note(now, "accept_not_sent", None);
+                let effects = self.request_hangup(HangupIntent::CommandFailed { reason: NOT_SAVED_NOT_ANSWERED.into() }, now);
+                let mut ended = self.end(Outcome::Failed, NOT_SAVED_NOT_ANSWERED.into(), None, now);
+                ended.extend(effects.into_iter().map(|e| match e {
+                    Effect::Send { command, .. } => Effect::Send { command, tag: CommandTag::Decline },
+                    other => other,
+                }));
+                ended
+            }
+            (CommandTag::Accept, Err(CommandError::Timeout)) => {
+                call.note(now, "accept_timeout", None);
+                let reason = "Baresip did not answer the accept command".to_string();
+                self.request_hangup(HangupIntent::CommandFailed { reason }, now)
             }
             (CommandTag::Hangup, Ok(resp)) if !resp.ok && call.intent.is_some() => {
                 // Newer Baresip: "call <id> not found". It is gone already.
@@ -780,8 +897,24 @@ impl CallMachine {
             let (outcome, reason) = self.intent_outcome_of_active();
             return self.end(outcome, format!("{reason} (Baresip did not confirm the hangup)"), None, now);
         }
+        if due(call.answer_deadline) {
+            call.answer_deadline = None;
+            if call.intent.is_none() {
+                // Until CALL_ESTABLISHED (the caller's ACK), with the ring timeout as its limit.
+                call.answering = true;
+                call.ring_deadline = Some(now.mono_ms + self.timeouts.ring_ms);
+                call.note(now, "answering", None);
+                let command = Command { name: CommandName::Accept, params: call.record.sip_call_id.clone() };
+                return vec![Effect::Send { command, tag: CommandTag::Accept }];
+            }
+        }
         if due(call.ring_deadline) {
             call.ring_deadline = None;
+            if call.intent.is_none() && call.answering {
+                call.note(now, "answer_unconfirmed", None);
+                let reason = format!("the answer was not confirmed within {} s", self.timeouts.ring_ms / 1000);
+                return self.request_hangup(HangupIntent::CommandFailed { reason }, now);
+            }
             if call.intent.is_none() {
                 call.note(now, "ring_timeout", None);
                 return self.request_hangup(HangupIntent::RingTimeout, now);
@@ -800,6 +933,7 @@ impl CallMachine {
     fn request_hangup(&mut self, intent: HangupIntent, now: Now) -> Vec<Effect> {
         let Some(call) = self.active.as_mut() else { return Vec::new() };
         call.intent = Some(intent);
+        call.answer_deadline = None;
         call.ring_deadline = None;
         call.max_deadline = None;
         call.hangup_deadline = Some(now.mono_ms + self.timeouts.hangup_confirm_ms);
@@ -819,7 +953,7 @@ impl CallMachine {
             HangupIntent::MaxDuration => {
                 (Outcome::LocalHangup, format!("maximum call length of {} s reached", self.timeouts.max_call_ms / 1000))
             }
-            HangupIntent::DialFailed { reason } => (Outcome::Failed, reason.clone()),
+            HangupIntent::CommandFailed { reason } => (Outcome::Failed, reason.clone()),
             HangupIntent::Machine { cause } => (Outcome::Machine, format!("answering machine ({cause})")),
             HangupIntent::Unclassified => (Outcome::LocalHangup, UNCLASSIFIED_HANGUP.into()),
             HangupIntent::AgentEnded { reason } => (Outcome::AgentHangup, reason.clone()),
@@ -840,15 +974,20 @@ impl CallMachine {
         vec![Effect::Persist(call.record.clone())]
     }
 
+    /// Late events of the call `sip_id` are not taken for another's.
+    fn remember_ended(&mut self, sip_id: String) {
+        if self.ended_ids.len() == ENDED_IDS {
+            self.ended_ids.pop_front();
+        }
+        self.ended_ids.push_back(sip_id);
+    }
+
     fn end(&mut self, outcome: Outcome, reason: String, sip_code: Option<u16>, now: Now) -> Vec<Effect> {
         let Some(mut call) = self.active.take() else { return Vec::new() };
         call.ai_over(now, "the call ended");
         call.note(now, "ended", Some(outcome.as_str().into()));
-        if let Some(id) = &call.record.sip_call_id {
-            if self.ended_ids.len() == ENDED_IDS {
-                self.ended_ids.pop_front();
-            }
-            self.ended_ids.push_back(id.clone());
+        if let Some(id) = call.record.sip_call_id.clone() {
+            self.remember_ended(id);
         }
         let record = &mut call.record;
         record.status = Status::Ended;
@@ -863,3 +1002,6 @@ impl CallMachine {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod incoming_tests;

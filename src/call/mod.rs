@@ -1,4 +1,6 @@
-//! Calls: the record kept for each call and the pure state machine that drives one.
+//! Calls: the record kept for each call, the pure state machine that drives
+//! one, and what the box does with a call that comes in.
 
+pub mod incoming;
 pub mod machine;
 pub mod record;

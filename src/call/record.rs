@@ -33,13 +33,34 @@ impl Status {
     }
 }
 
+/// Who placed the call: the box (`outbound`, the old API's word) or a caller
+/// who reached it (`inbound`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallDirection {
+    #[default]
+    Outbound,
+    Inbound,
+}
+
+impl CallDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Outbound => "outbound",
+            Self::Inbound => "inbound",
+        }
+    }
+}
+
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
-    /// 486 Busy Here or 600 Busy Everywhere.
+    /// 486 Busy Here or 600 Busy Everywhere; for an incoming call: it came
+    /// while another call was in progress.
     Busy,
-    /// Any other final 4xx-6xx response; the code is in `sip_code`.
+    /// Any other final 4xx-6xx response; the code is in `sip_code`. For an
+    /// incoming call: the box declined it (`[incoming]`), never answered.
     Rejected,
     /// Our ring timeout (or Baresip's local timeout) expired before an answer.
     NoAnswer,
@@ -176,8 +197,8 @@ pub struct AiRecord {
 pub struct CallRecord {
     pub id: String,
     pub phone_number: String,
-    /// Always `outbound` for now (the old API's word).
-    pub direction: String,
+    /// `outbound` (dialled by the box) or `inbound` (a caller reached it).
+    pub direction: CallDirection,
     pub status: Status,
     #[serde(default)]
     pub outcome: Option<Outcome>,
@@ -226,6 +247,32 @@ pub struct CallRecord {
 }
 
 impl CallRecord {
+    /// A record of a call just begun: nothing known yet but who and when.
+    pub fn new(id: String, phone_number: String, direction: CallDirection, status: Status, started_at: String) -> Self {
+        CallRecord {
+            id,
+            phone_number,
+            direction,
+            status,
+            outcome: None,
+            reason: None,
+            sip_code: None,
+            sip_call_id: None,
+            started_at,
+            answered_at: None,
+            ended_at: None,
+            talk_ms: None,
+            timeline: Vec::new(),
+            answer: None,
+            audio: None,
+            early_media: None,
+            ai: None,
+            transcript: Vec::new(),
+            attempt: None,
+            plan_run: None,
+        }
+    }
+
     pub fn is_active(&self) -> bool {
         self.status != Status::Ended
     }

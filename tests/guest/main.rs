@@ -16,5 +16,6 @@ mod vm_box;
 mod vm_chaos;
 mod vm_cpu;
 mod vm_first_word;
+mod vm_incoming;
 mod vm_jitter;
 mod vm_soak;

@@ -353,7 +353,7 @@ fn store_record(id: &str, status: cap4::call::record::Status, events: usize) -> 
     CallRecord {
         id: id.into(),
         phone_number: "+100".into(),
-        direction: "outbound".into(),
+        direction: cap4::call::record::CallDirection::Outbound,
         status,
         outcome: None,
         reason: None,

@@ -22,6 +22,7 @@ mod audio_rt;
 mod calls;
 mod fake_baresip;
 mod fuzz_replay;
+mod incoming;
 mod plans;
 mod tidy;
 mod trace_replay;

@@ -520,7 +520,8 @@ fn config_text(ctrl_port: u16, sip_port: u16, (rtp_lo, rtp_hi): (u16, u16)) -> S
          sip_listen 127.0.0.1:{sip_port}\n\
          net_interface 127.0.0.1\n\
          call_local_timeout 120\n\
-         call_max_calls 4\n\
+         # One call at a time, as config/baresip/config: a caller during a call gets 486 Max Calls.\n\
+         call_max_calls 1\n\
          # No sound card: 440 Hz sine; ausine in 1.0.0 only runs at 48 kHz stereo.\n\
          audio_source ausine,440\n\
          ausrc_srate 48000\n\
@@ -544,8 +545,8 @@ fn config_text(ctrl_port: u16, sip_port: u16, (rtp_lo, rtp_hi): (u16, u16)) -> S
 
 // ------------------------------------------------------------------- Sipp --
 
-/// One SIPp UAS process running `tests/fixtures/sipp/<scenario>` for exactly
-/// one call (`-m 1`).
+/// One SIPp process running `tests/fixtures/sipp/<scenario>`: a UAS the box
+/// calls ([`Sipp::start`]) or a UAC calling the box ([`Sipp::call_box`]).
 pub struct Sipp {
     child: Option<Child>,
     status: Option<ExitStatus>,
@@ -575,6 +576,28 @@ impl Sipp {
 
     /// [`Sipp::start`] for `calls` calls in a row (`-m calls`).
     pub fn start_for(dir: &Path, scenario: &str, port: u16, media_port: u16, calls: u32) -> io::Result<Sipp> {
+        Self::spawn(dir, scenario, port, media_port, calls, &[])
+    }
+
+    /// A SIPp UAC on `port` calling the box: `<scenario>` (an `incoming_*.xml`)
+    /// sends its INVITE to `box@127.0.0.1:<box_sip_port>` with the From user
+    /// `caller` (`-key caller`); `talk_ms` is `-d` (the talk or ring time of
+    /// scenarios that have one). The call starts at once.
+    pub fn call_box(
+        dir: &Path,
+        scenario: &str,
+        port: u16,
+        media_port: u16,
+        box_sip_port: u16,
+        caller: &str,
+        talk_ms: u32,
+    ) -> io::Result<Sipp> {
+        let target = format!("127.0.0.1:{box_sip_port}");
+        let talk = talk_ms.to_string();
+        Self::spawn(dir, scenario, port, media_port, 1, &[&target, "-s", "box", "-key", "caller", caller, "-d", &talk])
+    }
+
+    fn spawn(dir: &Path, scenario: &str, port: u16, media_port: u16, calls: u32, extra: &[&str]) -> io::Result<Sipp> {
         let scenario_path = sipp_fixtures_dir().join(scenario);
         if !scenario_path.is_file() {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("no SIPp scenario {}", scenario_path.display())));
@@ -601,6 +624,7 @@ impl Sipp {
             .arg("-trace_err")
             .arg("-error_file")
             .arg(&error_log)
+            .args(extra)
             .current_dir(sipp_fixtures_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))

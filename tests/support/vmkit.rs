@@ -347,6 +347,27 @@ pub fn start_sipp_scenario(dir: &Path, scenario: &str, port: u16, media_port: u1
     spawn_sipp(dir, &file, port, media_port, &[])
 }
 
+/// A SIPp UAC on `port` calling the box (`box@127.0.0.1:<box_sip_port>`)
+/// from `caller`, with `tests/fixtures/sipp/<scenario>` (an `incoming_*.xml`),
+/// its media replaced by `ulaw`.
+pub fn call_box_streaming(
+    dir: &Path,
+    scenario: &str,
+    box_sip_port: u16,
+    port: u16,
+    media_port: u16,
+    ulaw: &Path,
+    caller: &str,
+) -> io::Result<Proc> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let text =
+        fs::read_to_string(root.join("tests/fixtures/sipp").join(scenario))?.replace("media/hello_8k.ulaw", &ulaw.display().to_string());
+    let file = dir.join("sipp-caller.xml");
+    fs::write(&file, text)?;
+    let target = format!("127.0.0.1:{box_sip_port}");
+    spawn_sipp(dir, &file, port, media_port, &[&target, "-s", "box", "-key", "caller", caller])
+}
+
 /// Runs SIPp with scenario `file` for one call on 127.0.0.1 and waits until
 /// it listens.
 fn spawn_sipp(dir: &Path, file: &Path, port: u16, media_port: u16, extra: &[&str]) -> io::Result<Proc> {

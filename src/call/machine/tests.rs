@@ -4,13 +4,13 @@
 use super::*;
 use crate::baresip::protocol::ListedCall;
 
-const T: Timeouts = Timeouts { ring_ms: 30_000, max_call_ms: 600_000, hangup_confirm_ms: 5_000, link_grace_ms: 10_000 };
+pub(super) const T: Timeouts = Timeouts { ring_ms: 30_000, max_call_ms: 600_000, hangup_confirm_ms: 5_000, link_grace_ms: 10_000 };
 
-fn at(ms: u64) -> Now {
+pub(super) fn at(ms: u64) -> Now {
     Now { mono_ms: ms, unix_ms: 1_705_744_800_000 + ms as i64 }
 }
 
-fn ev(kind: &str, id: Option<&str>, param: Option<&str>) -> Input {
+pub(super) fn ev(kind: &str, id: Option<&str>, param: Option<&str>) -> Input {
     let payload = serde_json::json!({
         "event": true, "type": kind, "class": "call", "direction": "outgoing",
         "peeruri": "sip:100@127.0.0.1:5070", "id": id, "param": param,
@@ -21,12 +21,12 @@ fn ev(kind: &str, id: Option<&str>, param: Option<&str>) -> Input {
     }
 }
 
-fn ok_response(data: &str) -> Result<Response, CommandError> {
+pub(super) fn ok_response(data: &str) -> Result<Response, CommandError> {
     Ok(Response { ok: true, data: data.into(), token: None })
 }
 
 /// A machine with the link up and one call dialled at t=0.
-fn dialled() -> (CallMachine, CallRecord) {
+pub(super) fn dialled() -> (CallMachine, CallRecord) {
     let mut m = CallMachine::new(T);
     assert!(m.handle(Input::LinkUp(Resync::default()), at(0)).is_empty());
     let number = PhoneNumber::parse("+79123456789").unwrap();
@@ -39,18 +39,18 @@ fn dialled() -> (CallMachine, CallRecord) {
     (m, record)
 }
 
-fn persisted(effects: &[Effect]) -> Vec<&CallRecord> {
+pub(super) fn persisted(effects: &[Effect]) -> Vec<&CallRecord> {
     effects.iter().filter_map(|e| if let Effect::Persist(r) = e { Some(r) } else { None }).collect()
 }
 
-fn ended(effects: &[Effect]) -> &CallRecord {
+pub(super) fn ended(effects: &[Effect]) -> &CallRecord {
     let records = persisted(effects);
     let record = records.last().expect("a record was persisted");
     assert_eq!(record.status, Status::Ended, "expected the call to end: {effects:?}");
     record
 }
 
-fn sent_hangup(effects: &[Effect]) -> Option<Option<String>> {
+pub(super) fn sent_hangup(effects: &[Effect]) -> Option<Option<String>> {
     effects.iter().find_map(|e| match e {
         Effect::Send { command, tag: CommandTag::Hangup | CommandTag::OrphanHangup } if command.name == CommandName::Hangup => {
             Some(command.params.clone())
@@ -379,7 +379,7 @@ fn answered_calls_never_end_rejected_or_no_answer() {
     assert!(r.reason.unwrap().contains("answered just after the ring timeout"));
 }
 
-fn verdict(kind: crate::amd::Kind, cause: crate::amd::Cause) -> Input {
+pub(super) fn verdict(kind: crate::amd::Kind, cause: crate::amd::Cause) -> Input {
     Input::Verdict(crate::amd::Verdict {
         kind,
         cause,
@@ -600,7 +600,7 @@ fn a_machine_gets_the_voicemail_message_then_the_hangup() {
     assert_eq!(r.reason.as_deref(), Some("answering machine (beep; voicemail not left: no audio)"));
 }
 
-fn media(effects: &[Effect]) -> Vec<&Effect> {
+pub(super) fn media(effects: &[Effect]) -> Vec<&Effect> {
     effects.iter().filter(|e| matches!(e, Effect::StartMedia { .. } | Effect::MediaAnswered { .. } | Effect::StopMedia { .. })).collect()
 }
 
@@ -609,7 +609,7 @@ fn media_starts_in_early_media_is_told_of_the_answer_once_and_stops_at_the_end()
     let (mut m, _) = dialled();
     let fx = m.handle(ev("CALL_PROGRESS", Some("abc"), None), at(10));
     assert!(matches!(&fx[0], Effect::Persist(r) if r.status == Status::EarlyMedia), "persisted first: {fx:?}");
-    assert_eq!(media(&fx), [&Effect::StartMedia { call_id: "call-1".into(), answered: false }]);
+    assert_eq!(media(&fx), [&Effect::StartMedia { call_id: "call-1".into(), answered: false, classify: true }]);
     let fx = m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(2_000));
     assert_eq!(media(&fx), [&Effect::MediaAnswered { call_id: "call-1".into() }]);
     // Later saves of the answered record (a verdict) tell the session nothing more.
@@ -626,7 +626,7 @@ fn media_starts_at_the_answer_without_early_media_and_not_at_all_when_nothing_ne
     let (mut m, _) = dialled();
     m.handle(ev("CALL_RINGING", Some("abc"), None), at(10));
     let fx = m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(2_000));
-    assert_eq!(media(&fx), [&Effect::StartMedia { call_id: "call-1".into(), answered: true }]);
+    assert_eq!(media(&fx), [&Effect::StartMedia { call_id: "call-1".into(), answered: true, classify: true }]);
     assert_eq!(media(&m.handle(ev("CALL_CLOSED", Some("abc"), None), at(3_000))), [&Effect::StopMedia { call_id: "call-1".into() }]);
     // No classification and no AI: no audio is needed, ever.
     let policy = AnswerPolicy { classify: false, hangup_on_unknown: false, ai: false, voicemail_drop: false };
@@ -647,6 +647,6 @@ fn media_starts_at_the_answer_without_early_media_and_not_at_all_when_nothing_ne
     assert!(media(&m.handle(ev("CALL_PROGRESS", Some("ghi"), None), at(10))).is_empty());
     assert_eq!(
         media(&m.handle(ev("CALL_ESTABLISHED", Some("ghi"), None), at(2_000))),
-        [&Effect::StartMedia { call_id: "call-3".into(), answered: true }]
+        [&Effect::StartMedia { call_id: "call-3".into(), answered: true, classify: false }]
     );
 }
