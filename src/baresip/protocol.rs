@@ -270,7 +270,7 @@ pub enum CloseCause {
     SipStatus(u16),
     /// The remote hung up (BYE): `Connection reset by peer`.
     RemoteHangup,
-    /// We hung up: `Connection reset by user` (1.0.0) / `Rejected by user` (3.18+).
+    /// We hung up: `Connection reset by user` (1.0.0) / `Rejected by user` (3.18+, 4.10).
     LocalHangup,
     /// No answer at all to the INVITE (SIP timer B): `Connection timed out`.
     TimedOut,
@@ -288,6 +288,11 @@ pub enum CloseCause {
 pub fn classify_close(param: &str) -> CloseCause {
     // 3.24+: "<reason>,<Reason header value>"; the header part is informative only.
     let head = param.split(',').next().unwrap_or(param).trim();
+    // 4.x: the errno after the text, "Connection reset by peer [104]".
+    let head = match head.rsplit_once(" [") {
+        Some((text, errno)) if errno.strip_suffix(']').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) => text,
+        _ => head,
+    };
     let digits: String = head.chars().take_while(char::is_ascii_digit).collect();
     if digits.len() == 3 && head[3..].chars().next().is_none_or(|c| c == ' ') {
         if let Ok(code) = digits.parse::<u16>() {
@@ -385,6 +390,10 @@ mod tests {
         assert_eq!(classify_close("Connection reset by user"), CloseCause::LocalHangup);
         assert_eq!(classify_close("Rejected by user"), CloseCause::LocalHangup);
         assert_eq!(classify_close("Connection timed out"), CloseCause::TimedOut);
+        // 4.x appends the errno.
+        assert_eq!(classify_close("Connection reset by peer [104]"), CloseCause::RemoteHangup);
+        assert_eq!(classify_close("Connection timed out [110]"), CloseCause::TimedOut);
+        assert_eq!(classify_close("Connection reset by peer [x]"), CloseCause::Other);
         assert_eq!(classify_close("Connection refused"), CloseCause::Refused);
         assert_eq!(classify_close("Local timeout"), CloseCause::LocalTimeout);
         assert_eq!(classify_close("end of file"), CloseCause::Other);

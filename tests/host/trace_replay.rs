@@ -1,6 +1,8 @@
-//! Replays every recorded Baresip 1.0.0 trace (`tests/fixtures/baresip/traces`)
-//! through the netstring decoder, the message decoder and the call state machine,
-//! and checks what the daemon would have recorded for each call case.
+//! Replays every recorded Baresip trace, of Debian's 1.0.0
+//! (`tests/fixtures/baresip/traces`) and of a current Baresip built from its
+//! source (`traces-current`), through the netstring decoder, the message
+//! decoder and the call state machine, and checks what the daemon would have
+//! recorded for each call case, outgoing and incoming.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,6 +10,7 @@ use std::path::PathBuf;
 use cap4::baresip::link::{CommandTag, Resync};
 use cap4::baresip::netstring::Decoder;
 use cap4::baresip::protocol::{self, Inbound, parse_listcalls};
+use cap4::call::incoming::{IncomingConfig, IncomingMode};
 use cap4::call::machine::{AnswerPolicy, CallMachine, Effect, Input, Timeouts};
 use cap4::call::record::{CallRecord, Outcome, Status};
 use cap4::clock::Now;
@@ -16,33 +19,42 @@ use serde_json::Value;
 
 const TIMEOUTS: Timeouts = Timeouts { ring_ms: 60_000, max_call_ms: 600_000, hangup_confirm_ms: 5_000, link_grace_ms: 10_000 };
 
-fn traces_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/baresip/traces")
+/// The folder of each Baresip version's traces, and how many it holds at least.
+const VERSIONS: [(&str, usize); 2] = [("traces", 26), ("traces-current", 15)];
+
+fn traces_dir(version: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/baresip").join(version)
 }
 
-fn lines(name: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(traces_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{name}: {e}"))).collect()
+fn lines(version: &str, name: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(traces_dir(version).join(name)).unwrap_or_else(|e| panic!("{version}/{name}: {e}"));
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{version}/{name}: {e}"))).collect()
 }
 
-fn all_traces() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(traces_dir())
-        .expect("fixtures present")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".jsonl"))
-        .collect();
-    names.sort();
-    assert!(names.len() >= 20, "expected the recorded traces, found {names:?}");
-    names
+/// Every trace, as (version folder, file name).
+fn all_traces() -> Vec<(&'static str, String)> {
+    let mut all = Vec::new();
+    for (version, at_least) in VERSIONS {
+        let mut names: Vec<String> = std::fs::read_dir(traces_dir(version))
+            .expect("fixtures present")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".jsonl"))
+            .collect();
+        names.sort();
+        assert!(names.len() >= at_least, "expected the recorded traces in {version}, found {names:?}");
+        all.extend(names.into_iter().map(|n| (version, n)));
+    }
+    all
 }
 
 /// Every byte Baresip sent, per connection, split into reads of `chunk` bytes,
 /// decodes to exactly the recorded frames, each a message we understand.
 #[test]
 fn every_received_byte_decodes_in_any_split() {
-    for name in all_traces() {
+    for (version, name) in all_traces() {
+        let name = format!("{version}/{name}");
         let mut streams: HashMap<String, (Vec<u8>, Vec<Value>)> = HashMap::new();
-        for line in lines(&name) {
+        for line in lines(version, name.split('/').nth(1).unwrap_or_default()) {
             if line["dir"] == "rx" && line["kind"] == "netstring" {
                 let client = line["client"].as_str().unwrap_or("").to_string();
                 let entry = streams.entry(client).or_default();
@@ -81,6 +93,8 @@ struct Replay {
     statuses: Vec<Status>,
     ended: Option<CallRecord>,
     hangups_sent: usize,
+    /// Hangups that decline an incoming call the box does not take.
+    declines_sent: usize,
     /// `Effect::StartAi`s, with no classification configured (so the answer
     /// alone would start the agent).
     ai_starts: usize,
@@ -94,14 +108,23 @@ fn now_at(line: &Value) -> Now {
 }
 
 fn replay(name: &str) -> Replay {
+    replay_with("traces", name, IncomingConfig::default())
+}
+
+/// `[incoming]` in `mode`, answering after `answer_after_ms`.
+fn incoming(mode: IncomingMode, answer_after_ms: u32) -> IncomingConfig {
+    IncomingConfig { mode, allow: Vec::new(), answer_after_ms }
+}
+
+fn replay_with(version: &str, name: &str, incoming: IncomingConfig) -> Replay {
     // No classification: every answer is taken for a person, so the traces
     // show exactly when the agent would be started.
     let policy = AnswerPolicy { classify: false, hangup_on_unknown: false, ai: true, voicemail_drop: false };
-    let mut machine = CallMachine::new(TIMEOUTS).with_answer_policy(policy);
+    let mut machine = CallMachine::new(TIMEOUTS).with_answer_policy(policy).with_incoming(incoming);
     let mut tags: HashMap<String, CommandTag> = HashMap::new();
     let mut resync_tokens: Vec<String> = Vec::new();
     let mut connections = 0;
-    let mut out = Replay { statuses: Vec::new(), ended: None, hangups_sent: 0, ai_starts: 0, media_open: false };
+    let mut out = Replay { statuses: Vec::new(), ended: None, hangups_sent: 0, declines_sent: 0, ai_starts: 0, media_open: false };
     let mut last = Now { mono_ms: 0, unix_ms: 0 };
     let absorb = |effects: Vec<Effect>, out: &mut Replay| {
         for effect in effects {
@@ -115,6 +138,7 @@ fn replay(name: &str) -> Replay {
                     }
                 }
                 Effect::Send { tag: CommandTag::Hangup, .. } => out.hangups_sent += 1,
+                Effect::Send { tag: CommandTag::Decline, .. } => out.declines_sent += 1,
                 Effect::Send { .. } => {}
                 Effect::StartAi { .. } => {
                     // The agent is started through the call's media session.
@@ -135,7 +159,7 @@ fn replay(name: &str) -> Replay {
             }
         }
     };
-    for line in lines(name) {
+    for line in lines(version, name) {
         let now = now_at(&line);
         last = now;
         match (line["dir"].as_str(), line["kind"].as_str()) {
@@ -163,10 +187,18 @@ fn replay(name: &str) -> Replay {
                         tags.insert(token, CommandTag::Dial);
                     }
                     Some("hangup") => {
-                        if let Ok((_, effects)) = machine.hangup("call", "trace", now) {
-                            absorb(effects, &mut out);
-                        }
-                        tags.insert(token, CommandTag::Hangup);
+                        let tag = match machine.hangup("call", "trace", now) {
+                            Ok((_, effects)) => {
+                                absorb(effects, &mut out);
+                                CommandTag::Hangup
+                            }
+                            // The recorder declining a call the machine declined already.
+                            Err(_) => CommandTag::Decline,
+                        };
+                        tags.insert(token, tag);
+                    }
+                    Some("accept") => {
+                        tags.insert(token, CommandTag::Accept);
                     }
                     Some("listcalls") if !machine.link_up() => resync_tokens.push(token),
                     _ => {}
@@ -176,6 +208,10 @@ fn replay(name: &str) -> Replay {
                 let wire = line["wire"].as_str().unwrap();
                 let payload = &wire.as_bytes()[wire.find(':').unwrap() + 1..wire.len() - 1];
                 match protocol::decode(payload).unwrap() {
+                    // As the controller does: a CALL_INCOMING goes to `incoming`.
+                    Inbound::Event(event) if event.kind == protocol::EventKind::CallIncoming => {
+                        absorb(machine.incoming("call".into(), &event, now), &mut out)
+                    }
                     Inbound::Event(event) => absorb(machine.handle(Input::Event(event), now), &mut out),
                     Inbound::Response(resp) => {
                         let token = resp.token.clone().unwrap_or_default();
@@ -198,7 +234,7 @@ fn replay(name: &str) -> Replay {
     for _ in 0..3 {
         absorb(machine.handle(Input::Tick, later), &mut out);
     }
-    assert!(!(out.ended.is_some() && out.media_open), "{name}: the call ended, its media session still runs");
+    assert!(!(out.ended.is_some() && out.media_open), "{version}/{name}: the call ended, its media session still runs");
     out
 }
 
@@ -220,20 +256,65 @@ fn call_traces_end_with_the_right_outcome() {
         ("kill_restart.jsonl", &[Dialing, Ringing, Answered, Ended], Failed, None),
         ("sigterm_with_call.jsonl", &[Dialing, Ringing, Answered, Ended], Failed, None),
     ];
-    for &(name, statuses, outcome, code) in cases {
-        let replay = replay(name);
-        let record = replay.ended.unwrap_or_else(|| panic!("{name}: the call never ended"));
-        assert_eq!(replay.statuses, statuses, "{name}: statuses");
-        assert_eq!(record.outcome, Some(outcome), "{name}: outcome ({:?})", record.reason);
-        assert_eq!(record.sip_code, code, "{name}: SIP code");
-        assert!(record.sip_call_id.is_some(), "{name}: the call was bound to Baresip's id");
-        if statuses.contains(&Answered) {
-            assert!(record.answered_at.is_some() && record.talk_ms.is_some(), "{name}");
-            assert_eq!(replay.ai_starts, 1, "{name}: the agent is started once, at the answer");
-        } else {
-            assert!(record.answered_at.is_none(), "{name}: never answered");
-            assert_eq!(replay.ai_starts, 0, "{name}: early media or no answer never starts the agent");
+    for (version, _) in VERSIONS {
+        for &(name, statuses, outcome, code) in cases {
+            // The current version's folder has the outgoing cases a to g and
+            // one unreachable dial; the robustness cases are 1.0.0's only.
+            if !traces_dir(version).join(name).is_file() {
+                assert_ne!(version, "traces", "{name} missing");
+                continue;
+            }
+            let replay = replay_with(version, name, IncomingConfig::default());
+            let name = format!("{version}/{name}");
+            let record = replay.ended.unwrap_or_else(|| panic!("{name}: the call never ended"));
+            assert_eq!(replay.statuses, statuses, "{name}: statuses");
+            assert_eq!(record.outcome, Some(outcome), "{name}: outcome ({:?})", record.reason);
+            assert_eq!(record.sip_code, code, "{name}: SIP code");
+            assert!(record.sip_call_id.is_some(), "{name}: the call was bound to Baresip's id");
+            if statuses.contains(&Answered) {
+                assert!(record.answered_at.is_some() && record.talk_ms.is_some(), "{name}");
+                assert_eq!(replay.ai_starts, 1, "{name}: the agent is started once, at the answer");
+            } else {
+                assert!(record.answered_at.is_none(), "{name}: never answered");
+                assert_eq!(replay.ai_starts, 0, "{name}: early media or no answer never starts the agent");
+            }
         }
+    }
+}
+
+/// The incoming cases, recorded with both versions: what each `[incoming]`
+/// mode makes of them.
+#[test]
+fn incoming_traces_end_as_each_mode_decides() {
+    use IncomingMode::*;
+    use Outcome::*;
+    use Status::*;
+    /// Trace, the box's `[incoming]`, then the statuses, outcome and SIP code it records.
+    type Case = (&'static str, IncomingConfig, &'static [Status], Outcome, Option<u16>);
+    let cases: &[Case] = &[
+        ("incoming_accept.jsonl", incoming(Agent, 0), &[Ringing, Answered, Ended], RemoteHangup, None),
+        ("incoming_local_hangup.jsonl", incoming(Agent, 0), &[Ringing, Answered, Ended], LocalHangup, None),
+        // The second caller got Baresip's own 486 Max Calls: no event, nothing recorded.
+        ("incoming_during_call.jsonl", incoming(Agent, 0), &[Ringing, Answered, Ended], LocalHangup, None),
+        ("incoming_caller_cancel.jsonl", incoming(Agent, 60_000), &[Ringing, Ended], RemoteHangup, None),
+        ("incoming_reject.jsonl", incoming(Reject, 0), &[Ended], Rejected, Some(486)),
+    ];
+    for (version, _) in VERSIONS {
+        for (name, config, statuses, outcome, code) in cases {
+            let replay = replay_with(version, name, config.clone());
+            let name = format!("{version}/{name}");
+            let record = replay.ended.unwrap_or_else(|| panic!("{name}: the call never ended"));
+            assert_eq!(replay.statuses, *statuses, "{name}: statuses");
+            assert_eq!((record.outcome, record.sip_code), (Some(*outcome), *code), "{name}: {:?}", record.reason);
+            assert_eq!(record.direction, cap4::call::record::CallDirection::Inbound, "{name}");
+            assert_eq!(record.phone_number, "+15551230001", "{name}");
+            let answered = statuses.contains(&Answered);
+            assert_eq!(record.answered_at.is_some(), answered, "{name}");
+            assert_eq!(replay.ai_starts, usize::from(answered), "{name}: the agent at the answer, once, and only then");
+        }
+        // `off`: each caller declined, nothing recorded.
+        let replay = replay_with(version, "incoming_reject.jsonl", IncomingConfig::default());
+        assert!(replay.statuses.is_empty() && replay.declines_sent == 1, "{version}: off declines without a record");
     }
 }
 
@@ -260,8 +341,18 @@ fn traces_without_our_calls_record_nothing() {
         "wrongtype_params_number.jsonl",
         "wrongtype_token_number.jsonl",
     ] {
-        let replay = replay(name);
-        assert!(replay.statuses.is_empty() && replay.ended.is_none(), "{name}");
-        assert_eq!(replay.hangups_sent, 0, "{name}");
+        for (version, _) in VERSIONS {
+            // The current version's folder has two of these (i, commands_idle).
+            if !traces_dir(version).join(name).is_file() {
+                assert_ne!(version, "traces", "{name} missing");
+                continue;
+            }
+            let replay = replay_with(version, name, IncomingConfig::default());
+            let name = format!("{version}/{name}");
+            assert!(replay.statuses.is_empty() && replay.ended.is_none(), "{name}");
+            assert_eq!(replay.hangups_sent, 0, "{name}");
+            // `[incoming] mode = "off"` (the default) declines the caller of trace i.
+            assert_eq!(replay.declines_sent, usize::from(name.contains("/i_")), "{name}");
+        }
     }
 }

@@ -534,7 +534,8 @@ fn config_text(ctrl_port: u16, sip_port: u16, (rtp_lo, rtp_hi): (u16, u16)) -> S
          module_path {BARESIP_MODULE_PATH}\n\
          module g711.so\n\
          module ausine.so\n\
-         module_tmp account.so\n\
+         # module_app, not module_tmp: Baresip 2.11 removed module_tmp.\n\
+         module_app account.so\n\
          # menu.so registers dial/hangup/accept/listcalls/...; ctrl_tcp only carries them.\n\
          module_app menu.so\n\
          module_app ctrl_tcp.so\n\
