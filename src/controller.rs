@@ -15,7 +15,8 @@ use tracing::{Span, debug, error, info, info_span, warn};
 use crate::baresip::client::{Report, Request};
 use crate::baresip::link::{CommandError, CommandTag};
 use crate::button::Press;
-use crate::call::machine::{AiInput, AnswerPolicy, CallMachine, DialError, Effect, HangupError, Input, Timeouts};
+use crate::call::dtmf::Digits;
+use crate::call::machine::{AiInput, AnswerPolicy, CallMachine, DialError, Effect, HangupError, Input, KeysRefused, Timeouts};
 use crate::call::record::{CallDirection, CallRecord, Status};
 use crate::clock::{Clock, rfc3339};
 use crate::config::Config;
@@ -122,6 +123,35 @@ pub struct Controller {
     /// Marked at each turn of the loop and each wait on the disk; the
     /// watchdog pings by it (`liveness.rs`).
     liveness: Arc<Liveness>,
+    /// The agent's client tools that act on the call (`send_dtmf`) ask here.
+    tool_rx: Option<mpsc::Receiver<ToolRequest>>,
+    /// Their answers, by the machine's ticket.
+    key_replies: std::collections::HashMap<u64, oneshot::Sender<Result<String, KeysRefused>>>,
+    next_ticket: u64,
+}
+
+/// A client tool's request to the controller (from the provider's tool thread).
+#[derive(Debug)]
+pub enum ToolRequest {
+    SendKeys { digits: Digits, reply: oneshot::Sender<Result<String, KeysRefused>> },
+}
+
+/// The client tools the agent may call on a call: `send_dtmf` (`digits`:
+/// `0-9 * #`, `w` a 0.5 s pause). Each runs on a blocking thread and waits
+/// for the controller's answer.
+fn call_tools(requests: mpsc::Sender<ToolRequest>) -> crate::ai::ClientTools {
+    use crate::ai::ToolError;
+    crate::ai::ClientTools::new().with("send_dtmf", move |params| {
+        let text = params.get("digits").and_then(|d| d.as_str()).ok_or(ToolError::from("send_dtmf needs digits, a string"))?;
+        let digits = Digits::parse(text).map_err(|e| ToolError(e.to_string()))?;
+        let (reply, answer) = oneshot::channel();
+        requests.blocking_send(ToolRequest::SendKeys { digits, reply }).map_err(|_| ToolError::from("the box is stopping"))?;
+        match answer.blocking_recv() {
+            Ok(Ok(keys)) => Ok(format!("sent {keys}")),
+            Ok(Err(refused)) => Err(ToolError(refused.to_string())),
+            Err(_) => Err(ToolError::from("the call ended; no key was sent")),
+        }
+    })
 }
 
 /// The controller's inputs besides Baresip's reports and the API.
@@ -152,8 +182,9 @@ impl Controller {
             ai: config.ai.enabled,
             voicemail_drop: config.voicemail_message.is_some() && config.amd.enabled,
         };
+        let (tool_tx, tool_rx) = mpsc::channel(4);
         let provider = if config.ai.enabled {
-            match crate::ai::provider_from_config(&config.ai, config.ai_key.clone(), crate::ai::ClientTools::new()) {
+            match crate::ai::provider_from_config(&config.ai, config.ai_key.clone(), call_tools(tool_tx)) {
                 Ok(provider) => Some(provider),
                 Err(err) => {
                     error!(%err, "AI provider unusable: calls answered by a person will be hung up");
@@ -183,6 +214,9 @@ impl Controller {
             plan_journal: None,
             webhook: None,
             liveness: Liveness::new(),
+            tool_rx: Some(tool_rx),
+            key_replies: std::collections::HashMap::new(),
+            next_ticket: 0,
         }
     }
 
@@ -223,6 +257,7 @@ impl Controller {
         self.update_leds(None);
         let mut presses = extras.presses;
         let mut sessions = self.session_rx.take();
+        let mut tools = self.tool_rx.take();
         // The loop turns at least this often, so the watchdog task can tell
         // a quiet loop from a hung one.
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -267,6 +302,7 @@ impl Controller {
                     }
                 },
                 Some(msg) = async { sessions.as_mut()?.recv().await }, if sessions.is_some() => self.on_session(msg),
+                Some(req) = async { tools.as_mut()?.recv().await }, if tools.is_some() => self.on_tool(req),
                 press = async { presses.as_mut()?.recv().await }, if presses.is_some() => match press {
                     Some(press) => self.on_press(press),
                     None => presses = None,
@@ -293,6 +329,19 @@ impl Controller {
             }
         }
         self.notifier.stopping();
+    }
+
+    fn on_tool(&mut self, req: ToolRequest) {
+        match req {
+            ToolRequest::SendKeys { digits, reply } => {
+                let _span = self.call_span().entered();
+                self.next_ticket += 1;
+                let ticket = self.next_ticket;
+                self.key_replies.insert(ticket, reply);
+                let effects = self.machine.handle(Input::SendKeys { ticket, digits }, self.clock.now());
+                self.apply(effects);
+            }
+        }
     }
 
     fn on_session(&mut self, msg: SessionMsg) {
@@ -748,6 +797,19 @@ impl Controller {
                         let effects = self.machine.handle(Input::Ai(AiInput::StartFailed { reason }), self.clock.now());
                         self.apply(effects);
                     }
+                },
+                Effect::KeysDone { ticket, result } => {
+                    match &result {
+                        Ok(keys) => info!(keys = keys.chars().filter(|c| crate::call::dtmf::is_key(*c)).count(), "the agent's keys sent"),
+                        Err(refused) => warn!(%refused, "the agent's keys not sent"),
+                    }
+                    if let Some(reply) = self.key_replies.remove(&ticket) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Effect::AgentText { call_id, text } => match self.session.as_mut().filter(|s| s.call_id == call_id) {
+                    Some(session) => session.send_text(text),
+                    None => warn!(%call_id, "text for the agent without a media session"),
                 },
                 Effect::DropVoicemail { call_id } => match self.session.as_mut().filter(|s| s.call_id == call_id) {
                     Some(session) => session.drop_voicemail(),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::ai::{AiSession, CallContext, Provider, StartFuture, WarmUp};
+use crate::ai::{AiSession, CallContext, ClientText, Provider, StartFuture, WarmUp};
 use crate::amd::{AmdConfig, EarlyMediaReport, Verdict};
 use crate::audio::{AudioEngine, AudioError, AudioStats};
 use crate::call::machine::AiInput;
@@ -73,7 +73,11 @@ pub struct Session {
     start_ai: Option<oneshot::Sender<()>>,
     drop_voicemail: Option<oneshot::Sender<()>>,
     answered: Option<oneshot::Sender<()>>,
+    texts: mpsc::Sender<ClientText>,
 }
+
+/// Texts for the agent in flight to the session; more are dropped (and logged).
+const TEXTS_IN_FLIGHT: usize = 16;
 
 impl Session {
     pub fn stop(&mut self) {
@@ -97,6 +101,13 @@ impl Session {
         }
     }
 
+    /// Text for the agent: sent as soon as the conversation runs (held until then).
+    pub fn send_text(&mut self, text: ClientText) {
+        if self.texts.try_send(text).is_err() {
+            warn!("text for the agent dropped: the session is behind or gone");
+        }
+    }
+
     /// Starts the AI conversation (once; later calls do nothing).
     pub fn start_ai(&mut self) {
         if let Some(start) = self.start_ai.take() {
@@ -111,11 +122,19 @@ pub fn start(params: SessionParams, report: mpsc::Sender<SessionMsg>) -> Session
     let (start_tx, start_rx) = oneshot::channel();
     let (drop_tx, drop_rx) = oneshot::channel();
     let (answered_tx, answered_rx) = oneshot::channel();
+    let (texts_tx, texts_rx) = mpsc::channel(TEXTS_IN_FLIGHT);
     let call_id = params.call_id.clone();
     let span = info_span!("call", call_id = %call_id);
-    let signals = Signals { stop: stop_rx, start_ai: start_rx, drop_voicemail: drop_rx, answered: answered_rx };
+    let signals = Signals { stop: stop_rx, start_ai: start_rx, drop_voicemail: drop_rx, answered: answered_rx, texts: texts_rx };
     tokio::spawn(run(params, report, signals).instrument(span));
-    Session { call_id, stop: Some(stop_tx), start_ai: Some(start_tx), drop_voicemail: Some(drop_tx), answered: Some(answered_tx) }
+    Session {
+        call_id,
+        stop: Some(stop_tx),
+        start_ai: Some(start_tx),
+        drop_voicemail: Some(drop_tx),
+        answered: Some(answered_tx),
+        texts: texts_tx,
+    }
 }
 
 /// The controller's signals to a session task.
@@ -124,6 +143,7 @@ struct Signals {
     start_ai: oneshot::Receiver<()>,
     drop_voicemail: oneshot::Receiver<()>,
     answered: oneshot::Receiver<()>,
+    texts: mpsc::Receiver<ClientText>,
 }
 
 /// What a session task owns: everything the machine's effects act on.
@@ -137,6 +157,8 @@ struct Io<'p> {
     warm: Option<WarmUp>,
     connecting: Option<StartFuture<'p>>,
     conversation: Option<AiSession>,
+    /// Texts that came before the conversation ran.
+    held_texts: Vec<ClientText>,
     stats: Option<AudioStats>,
 }
 
@@ -161,6 +183,19 @@ impl Io<'_> {
                 dropped
             }
             None => 0,
+        }
+    }
+
+    /// To the conversation if it runs; else held (up to [`TEXTS_IN_FLIGHT`]) until it does.
+    fn send_text(&mut self, text: ClientText) {
+        match self.conversation.as_mut() {
+            Some(conversation) => {
+                if let Err(err) = conversation.send_text(text) {
+                    warn!(%err, "text for the agent not sent");
+                }
+            }
+            None if self.held_texts.len() < TEXTS_IN_FLIGHT => self.held_texts.push(text),
+            None => warn!("text for the agent dropped: no conversation runs"),
         }
     }
 
@@ -262,7 +297,7 @@ fn log_note(note: Note) {
 }
 
 async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: Signals) {
-    let Signals { mut stop, start_ai, drop_voicemail, answered } = signals;
+    let Signals { mut stop, start_ai, drop_voicemail, answered, mut texts } = signals;
     let clock = Clock::start();
     let now = || -> Now { clock.now() };
     let setup = MediaSetup {
@@ -298,6 +333,7 @@ async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: S
         warm: None,
         connecting: None,
         conversation: None,
+        held_texts: Vec::new(),
         stats: None,
     };
     let mut listened = io.carry_out(machine.handle(first, now())).await;
@@ -340,6 +376,9 @@ async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: S
                             info!(conversation_id = %info.conversation_id, input = %info.input_format, output = %info.output_format, "AI conversation running");
                         }
                         io.conversation = Some(conversation);
+                        for text in std::mem::take(&mut io.held_texts) {
+                            io.send_text(text);
+                        }
                         effects
                     }
                     Err(err) => machine.handle(MediaInput::AgentStartFailed { reason: err.to_string() }, now()),
@@ -357,6 +396,10 @@ async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: S
                         machine.handle(MediaInput::EngineStopped { reason: err.to_string() }, now())
                     }
                 }
+            }
+            Some(text) = texts.recv() => {
+                io.send_text(text);
+                continue;
             }
             event = async { io.conversation.as_mut()?.next_event().await }, if io.conversation.is_some() && machine.wants_agent_events() => {
                 let playback = io.playback();

@@ -18,6 +18,8 @@ pub enum CommandTag {
     Hangup,
     /// Hanging up a call we found in Baresip but do not own (left from a crash).
     OrphanHangup,
+    /// A run of the agent's keys (`sndcode`).
+    SendKeys,
 }
 
 /// Why a command got no response.

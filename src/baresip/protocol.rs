@@ -33,6 +33,9 @@ pub enum CommandName {
     Hangup,
     ListCalls,
     CallStat,
+    /// Sends `params`' keys as DTMF on the current call (menu's `sndcode`,
+    /// 1.0.0 and 4.x alike; with no call it does nothing and says ok).
+    SendCode,
 }
 
 impl CommandName {
@@ -43,6 +46,7 @@ impl CommandName {
             Self::Hangup => "hangup",
             Self::ListCalls => "listcalls",
             Self::CallStat => "callstat",
+            Self::SendCode => "sndcode",
         }
     }
 }
@@ -88,6 +92,10 @@ pub enum EventKind {
     CallEstablished,
     CallIncoming,
     CallClosed,
+    /// The caller pressed a key (`param`: the key), RFC 4733 or SIP INFO.
+    CallDtmfStart,
+    /// The key was let go.
+    CallDtmfEnd,
     Shutdown,
     Exit,
     Other(String),
@@ -106,6 +114,8 @@ impl EventKind {
             "CALL_ESTABLISHED" => Self::CallEstablished,
             "CALL_INCOMING" => Self::CallIncoming,
             "CALL_CLOSED" => Self::CallClosed,
+            "CALL_DTMF_START" => Self::CallDtmfStart,
+            "CALL_DTMF_END" => Self::CallDtmfEnd,
             "SHUTDOWN" => Self::Shutdown,
             "EXIT" => Self::Exit,
             other => Self::Other(other.to_string()),
@@ -125,6 +135,8 @@ impl EventKind {
             Self::CallEstablished => "CALL_ESTABLISHED",
             Self::CallIncoming => "CALL_INCOMING",
             Self::CallClosed => "CALL_CLOSED",
+            Self::CallDtmfStart => "CALL_DTMF_START",
+            Self::CallDtmfEnd => "CALL_DTMF_END",
             Self::Shutdown => "SHUTDOWN",
             Self::Exit => "EXIT",
             Self::Other(name) => name,

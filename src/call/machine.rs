@@ -17,7 +17,9 @@
 //!   `[incoming]` decides, only when no other call is active, and goes to the
 //!   agent at once on `CALL_ESTABLISHED`: no classification runs on it; every
 //!   incoming call the box does not take is declined (a final 486), and
-//!   recorded unless `[incoming] mode = "off"`.
+//!   recorded unless `[incoming] mode = "off"`;
+//! * keys (DTMF, `machine/keys.rs`) go out only on the answered call, and
+//!   every `send_dtmf` is answered exactly once.
 
 use std::collections::VecDeque;
 
@@ -25,6 +27,7 @@ use crate::baresip::link::{CommandError, CommandTag, Resync};
 use crate::baresip::protocol::{
     CloseCause, Command, CommandName, Direction, Event, EventKind, Response, call_id_from_dial_data, classify_close,
 };
+use crate::call::dtmf::{Digits, KeyEntry};
 use crate::call::incoming::{Decision, IncomingConfig, caller_number};
 use crate::call::record::{CallDirection, CallRecord, Outcome, Speaker, Status, TimelineEntry};
 use crate::clock::{Now, rfc3339};
@@ -73,6 +76,11 @@ pub enum Input {
     VoicemailDone {
         left: bool,
         detail: String,
+    },
+    /// The agent's `send_dtmf`: [`Effect::KeysDone`] with this `ticket` follows.
+    SendKeys {
+        ticket: u64,
+        digits: Digits,
     },
 }
 
@@ -168,6 +176,17 @@ pub enum Effect {
     StopMedia {
         call_id: String,
     },
+    /// The answer to [`Input::SendKeys`] `ticket`: the keys as asked, once
+    /// Baresip took the last of them, or why not.
+    KeysDone {
+        ticket: u64,
+        result: Result<String, KeysRefused>,
+    },
+    /// Text for the call's agent (the caller's keys).
+    AgentText {
+        call_id: String,
+        text: crate::ai::ClientText,
+    },
 }
 
 /// The media session the machine has started, until it stops it.
@@ -243,6 +262,10 @@ struct ActiveCall {
     voicemail_pending: bool,
     /// When a transcript line was last saved.
     transcript_saved_at: Option<u64>,
+    /// The agent's keys going out (`send_dtmf`).
+    keys_out: Option<keys::KeysOut>,
+    /// The caller's keys since their last complete entry.
+    keys_in: KeyEntry,
 }
 
 /// Transcript lines are saved at most this often during a call.
@@ -365,6 +388,8 @@ impl CallMachine {
             ai_queued_since: None,
             voicemail_pending: false,
             transcript_saved_at: None,
+            keys_out: None,
+            keys_in: KeyEntry::default(),
         };
         call.note(now, "dial", Some(uri.clone()));
         let effects = vec![
@@ -438,6 +463,8 @@ impl CallMachine {
             ai_queued_since: None,
             voicemail_pending: false,
             transcript_saved_at: None,
+            keys_out: None,
+            keys_in: KeyEntry::default(),
         };
         call.note(now, "incoming", Some(format!("answer after {after_ms} ms")));
         let mut effects = vec![Effect::Persist(call.record.clone())];
@@ -467,7 +494,10 @@ impl CallMachine {
     /// The earliest time at which [`Input::Tick`] has work to do.
     pub fn next_deadline(&self) -> Option<u64> {
         let call = self.active.as_ref()?;
-        [call.ring_deadline, call.max_deadline, call.hangup_deadline, call.link_deadline, call.answer_deadline].into_iter().flatten().min()
+        [call.ring_deadline, call.max_deadline, call.hangup_deadline, call.link_deadline, call.answer_deadline, Self::keys_deadline(call)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn handle(&mut self, input: Input, now: Now) -> Vec<Effect> {
@@ -530,6 +560,7 @@ impl CallMachine {
             Input::Verdict(verdict) => self.on_verdict(&verdict, now),
             Input::Ai(ai) => self.on_ai(ai, now),
             Input::VoicemailDone { left, detail } => self.on_voicemail_done(left, &detail, now),
+            Input::SendKeys { ticket, digits } => self.on_send_keys(ticket, digits, now),
         }
     }
 
@@ -705,6 +736,12 @@ impl CallMachine {
             (_, None) if event.kind != EventKind::CallLocalSdp => return Vec::new(),
             _ => {}
         }
+        // Keys go into the transcript as entries, not into the timeline one by one.
+        match event.kind {
+            EventKind::CallDtmfStart => return self.on_caller_key(event.param.as_deref(), now),
+            EventKind::CallDtmfEnd => return Vec::new(),
+            _ => {}
+        }
         let detail = match event.kind {
             EventKind::CallRinging | EventKind::CallProgress | EventKind::CallEstablished | EventKind::CallOutgoing => None,
             _ => event.param.clone(),
@@ -762,6 +799,9 @@ impl CallMachine {
         if tag == CommandTag::OrphanHangup {
             self.orphan_pending = false;
             return Vec::new();
+        }
+        if tag == CommandTag::SendKeys {
+            return self.on_keys_sent(result, now);
         }
         let Some(call) = self.active.as_mut() else { return Vec::new() };
         match (tag, result) {
@@ -927,7 +967,7 @@ impl CallMachine {
                 return self.request_hangup(HangupIntent::MaxDuration, now);
             }
         }
-        Vec::new()
+        self.keys_tick(now)
     }
 
     fn request_hangup(&mut self, intent: HangupIntent, now: Now) -> Vec<Effect> {
@@ -985,6 +1025,7 @@ impl CallMachine {
     fn end(&mut self, outcome: Outcome, reason: String, sip_code: Option<u16>, now: Now) -> Vec<Effect> {
         let Some(mut call) = self.active.take() else { return Vec::new() };
         call.ai_over(now, "the call ended");
+        let keys = keys::keys_at_end(&mut call, now);
         call.note(now, "ended", Some(outcome.as_str().into()));
         if let Some(id) = call.record.sip_call_id.clone() {
             self.remember_ended(id);
@@ -996,12 +1037,20 @@ impl CallMachine {
         record.sip_code = sip_code;
         record.ended_at = Some(rfc3339(now.unix_ms));
         record.talk_ms = call.answered_mono.map(|a| now.mono_ms.saturating_sub(a));
-        vec![Effect::Persist(call.record)]
+        let mut effects = vec![Effect::Persist(call.record)];
+        effects.extend(keys);
+        effects
     }
 }
+
+mod keys;
+pub use keys::KeysRefused;
 
 #[cfg(test)]
 mod tests;
 
 #[cfg(test)]
 mod incoming_tests;
+
+#[cfg(test)]
+mod keys_tests;

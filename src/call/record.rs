@@ -148,6 +148,8 @@ pub enum Speaker {
     AgentCorrection,
     /// A client tool the agent called, and its result.
     Tool,
+    /// Keys the caller pressed, one entry per line (`12#`).
+    Dtmf,
 }
 
 /// One line of the conversation, `at_ms` after the dial request (like the timeline).

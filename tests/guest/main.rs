@@ -15,6 +15,7 @@ mod vm_bench;
 mod vm_box;
 mod vm_chaos;
 mod vm_cpu;
+mod vm_dtmf;
 mod vm_first_word;
 mod vm_incoming;
 mod vm_jitter;

@@ -52,7 +52,8 @@ fn a_caller_is_answered_and_handed_to_the_agent_with_its_number() {
     cap4.wait_baresip_connected(WAIT);
 
     let ulaw = vmkit::clip_as_ulaw("clip_0008.flac", dir.path());
-    let _caller = vmkit::call_box_streaming(dir.path(), "incoming_wait_bye.xml", 5062, 5070, 6000, &ulaw, CALLER).expect("SIPp");
+    let _caller =
+        vmkit::call_box_streaming(dir.path(), "incoming_wait_bye.xml", 5062, 5070, 6000, &ulaw, &[("caller", CALLER)]).expect("SIPp");
     let mut record = serde_json::Value::Null;
     let ended = support::wait_until(WAIT, Duration::from_millis(100), || {
         let (_, calls) = cap4.http("GET", "/api/calls", None);

@@ -7,12 +7,14 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use cap4::ai::ClientText;
 use cap4::baresip::link::{CommandTag, Resync};
 use cap4::baresip::netstring::Decoder;
 use cap4::baresip::protocol::{self, Inbound, parse_listcalls};
+use cap4::call::dtmf::Digits;
 use cap4::call::incoming::{IncomingConfig, IncomingMode};
-use cap4::call::machine::{AnswerPolicy, CallMachine, Effect, Input, Timeouts};
-use cap4::call::record::{CallRecord, Outcome, Status};
+use cap4::call::machine::{AnswerPolicy, CallMachine, Effect, Input, KeysRefused, Timeouts};
+use cap4::call::record::{CallRecord, Outcome, Speaker, Status};
 use cap4::clock::Now;
 use cap4::phone::PhoneNumber;
 use serde_json::Value;
@@ -20,7 +22,7 @@ use serde_json::Value;
 const TIMEOUTS: Timeouts = Timeouts { ring_ms: 60_000, max_call_ms: 600_000, hangup_confirm_ms: 5_000, link_grace_ms: 10_000 };
 
 /// The folder of each Baresip version's traces, and how many it holds at least.
-const VERSIONS: [(&str, usize); 2] = [("traces", 26), ("traces-current", 15)];
+const VERSIONS: [(&str, usize); 2] = [("traces", 27), ("traces-current", 16)];
 
 fn traces_dir(version: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/baresip").join(version)
@@ -100,6 +102,11 @@ struct Replay {
     ai_starts: usize,
     /// A media session is running (started and not yet stopped).
     media_open: bool,
+    /// `sndcode` params the machine sent, the answers to `send_dtmf`, and
+    /// the texts for the agent.
+    keys_sent: Vec<String>,
+    keys_done: Vec<Result<String, KeysRefused>>,
+    agent_texts: Vec<ClientText>,
 }
 
 fn now_at(line: &Value) -> Now {
@@ -124,7 +131,18 @@ fn replay_with(version: &str, name: &str, incoming: IncomingConfig) -> Replay {
     let mut tags: HashMap<String, CommandTag> = HashMap::new();
     let mut resync_tokens: Vec<String> = Vec::new();
     let mut connections = 0;
-    let mut out = Replay { statuses: Vec::new(), ended: None, hangups_sent: 0, declines_sent: 0, ai_starts: 0, media_open: false };
+    let mut out = Replay {
+        statuses: Vec::new(),
+        ended: None,
+        hangups_sent: 0,
+        declines_sent: 0,
+        ai_starts: 0,
+        media_open: false,
+        keys_sent: Vec::new(),
+        keys_done: Vec::new(),
+        agent_texts: Vec::new(),
+    };
+    let mut tickets = 0;
     let mut last = Now { mono_ms: 0, unix_ms: 0 };
     let absorb = |effects: Vec<Effect>, out: &mut Replay| {
         for effect in effects {
@@ -139,6 +157,9 @@ fn replay_with(version: &str, name: &str, incoming: IncomingConfig) -> Replay {
                 }
                 Effect::Send { tag: CommandTag::Hangup, .. } => out.hangups_sent += 1,
                 Effect::Send { tag: CommandTag::Decline, .. } => out.declines_sent += 1,
+                Effect::Send { tag: CommandTag::SendKeys, command } => out.keys_sent.extend(command.params),
+                Effect::KeysDone { result, .. } => out.keys_done.push(result),
+                Effect::AgentText { text, .. } => out.agent_texts.push(text),
                 Effect::Send { .. } => {}
                 Effect::StartAi { .. } => {
                     // The agent is started through the call's media session.
@@ -199,6 +220,13 @@ fn replay_with(version: &str, name: &str, incoming: IncomingConfig) -> Replay {
                     }
                     Some("accept") => {
                         tags.insert(token, CommandTag::Accept);
+                    }
+                    // As if the agent had called `send_dtmf` with these keys.
+                    Some("sndcode") => {
+                        tickets += 1;
+                        let digits = Digits::parse(payload["params"].as_str().unwrap_or_default()).expect("keys");
+                        absorb(machine.handle(Input::SendKeys { ticket: tickets, digits }, now), &mut out);
+                        tags.insert(token, CommandTag::SendKeys);
                     }
                     Some("listcalls") if !machine.link_up() => resync_tokens.push(token),
                     _ => {}
@@ -315,6 +343,25 @@ fn incoming_traces_end_as_each_mode_decides() {
         // `off`: each caller declined, nothing recorded.
         let replay = replay_with(version, "incoming_reject.jsonl", IncomingConfig::default());
         assert!(replay.statuses.is_empty() && replay.declines_sent == 1, "{version}: off declines without a record");
+    }
+}
+
+/// Keys both ways, recorded with both versions: the caller's 1, 2, # reach
+/// the agent as one entry and the transcript; the agent's keys go out as
+/// `sndcode` on the answered call only (with no call, 1.0.0 and 4.10 alike
+/// say `command not found (sndcode)`; the machine does not send it).
+#[test]
+fn dtmf_traces_give_the_agent_the_callers_entry_and_send_its_keys() {
+    for (version, _) in VERSIONS {
+        let replay = replay_with(version, "incoming_dtmf.jsonl", incoming(IncomingMode::Agent, 0));
+        let name = format!("{version}/incoming_dtmf.jsonl");
+        let record = replay.ended.unwrap_or_else(|| panic!("{name}: the call never ended"));
+        assert_eq!(record.outcome, Some(Outcome::LocalHangup), "{name}: {:?}", record.reason);
+        let keys: Vec<&str> = record.transcript.iter().filter(|l| l.speaker == Speaker::Dtmf).map(|l| l.text.as_str()).collect();
+        assert_eq!(keys, ["12#"], "{name}");
+        assert_eq!(replay.agent_texts, [ClientText::UserMessage("(The caller pressed on the phone's keypad: 1 2 #)".into())], "{name}");
+        assert_eq!(replay.keys_sent, ["12", "#"], "{name}");
+        assert_eq!(replay.keys_done, [Ok("12".into()), Ok("#".into()), Err(KeysRefused::NoAnsweredCall)], "{name}");
     }
 }
 

@@ -348,8 +348,9 @@ pub fn start_sipp_scenario(dir: &Path, scenario: &str, port: u16, media_port: u1
 }
 
 /// A SIPp UAC on `port` calling the box (`box@127.0.0.1:<box_sip_port>`)
-/// from `caller`, with `tests/fixtures/sipp/<scenario>` (an `incoming_*.xml`),
-/// its media replaced by `ulaw`.
+/// with `tests/fixtures/sipp/<scenario>` (an `incoming_*.xml`), its media
+/// replaced by `ulaw`; `keys`: the scenario's `-key`s (`caller`, the From
+/// user, for all of them).
 pub fn call_box_streaming(
     dir: &Path,
     scenario: &str,
@@ -357,7 +358,7 @@ pub fn call_box_streaming(
     port: u16,
     media_port: u16,
     ulaw: &Path,
-    caller: &str,
+    keys: &[(&str, &str)],
 ) -> io::Result<Proc> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let text =
@@ -365,7 +366,11 @@ pub fn call_box_streaming(
     let file = dir.join("sipp-caller.xml");
     fs::write(&file, text)?;
     let target = format!("127.0.0.1:{box_sip_port}");
-    spawn_sipp(dir, &file, port, media_port, &[&target, "-s", "box", "-key", "caller", caller])
+    let mut args = vec![target.as_str(), "-s", "box"];
+    for (key, value) in keys {
+        args.extend(["-key", key, value]);
+    }
+    spawn_sipp(dir, &file, port, media_port, &args)
 }
 
 /// Runs SIPp with scenario `file` for one call on 127.0.0.1 and waits until

@@ -68,6 +68,11 @@ pub enum Step {
     Hear {
         transcript: &'static str,
     },
+    /// Waits (up to 10 s) for a `user_message` whose text contains this
+    /// (the caller's keys come as one); the script stops if none comes.
+    AwaitUserMessage {
+        containing: &'static str,
+    },
     /// `client_tool_call`; waits up to 2 s for the result.
     ToolCall {
         name: &'static str,
@@ -727,6 +732,21 @@ async fn run_script(conn: Arc<Conn>) {
                 conn.send(
                     json!({"type": "user_transcript", "user_transcription_event": {"user_transcript": transcript, "event_id": turn}}),
                 );
+            }
+            Step::AwaitUserMessage { containing } => {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let heard = |rec: &Recorded| {
+                    rec.client_texts
+                        .iter()
+                        .any(|t| t["type"] == "user_message" && t["text"].as_str().is_some_and(|text| text.contains(containing)))
+                };
+                while !heard(&conn.rec.lock().unwrap()) {
+                    if Instant::now() > deadline {
+                        conn.log(format!("AwaitUserMessage: no user_message with {containing:?}"));
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
             Step::ToolCall { name, parameters } => {
                 turn += 1;
