@@ -46,6 +46,8 @@ pub struct Config {
     pub voicemail_message: Option<std::sync::Arc<Vec<i16>>>,
     /// `[incoming]`: what the box does when someone calls it.
     pub incoming: crate::call::incoming::IncomingConfig,
+    /// `[transfer]`: where the agent may hand a caller (`transfer_call`).
+    pub transfer: crate::call::transfer::TransferConfig,
     /// `[[plan]]`: the call plans, by name.
     pub plans: Vec<crate::plan::Plan>,
     /// `[webhook]` and its secret, if a webhook is configured.
@@ -162,6 +164,8 @@ struct RawConfig {
     voicemail: crate::voicemail::VoicemailConfig,
     #[serde(default)]
     incoming: crate::call::incoming::IncomingConfig,
+    #[serde(default)]
+    transfer: crate::call::transfer::TransferConfig,
     #[serde(default)]
     plan: Vec<crate::plan::RawPlan>,
     #[serde(default)]
@@ -337,6 +341,7 @@ impl Config {
         }
         raw.ai.validate().map_err(|e| section_error(path, text, &e))?;
         raw.incoming.validate().map_err(|e| section_error(path, text, &e))?;
+        raw.transfer.validate().map_err(|e| section_error(path, text, &e))?;
         if raw.incoming.mode == crate::call::incoming::IncomingMode::Agent && !raw.ai.enabled {
             let message = "\"agent\" hands callers to the agent, but [ai] enabled = false: enable [ai] or choose \"reject\" or \"off\"";
             return Err(section_error(path, text, &SectionError::new("incoming", "mode", message)));
@@ -370,6 +375,7 @@ impl Config {
             voicemail: raw.voicemail,
             voicemail_message,
             incoming: raw.incoming,
+            transfer: raw.transfer,
             plans,
             webhook,
             baresip: BaresipConfig { ctrl, dial_uri, command_timeout: Duration::from_millis(command_timeout_ms) },
@@ -563,6 +569,8 @@ mod tests {
         assert_eq!((key.as_str(), line), ("incoming.allow", Some(3)), "{message}");
         let (key, line, _) = invalid("[incoming]\nmode = \"sometimes\"\n");
         assert_eq!((key.as_str(), line), ("incoming.mode", Some(2)));
+        let (key, line, message) = invalid("[transfer]\nallow = [\"+15550001111\", \"desk\"]\n");
+        assert_eq!((key.as_str(), line), ("transfer.allow", Some(2)), "{message}");
         let (key, line, message) = invalid("[ai]\nenabled = false\n[incoming]\nmode = \"agent\"\n");
         assert_eq!((key.as_str(), line), ("incoming.mode", Some(4)), "{message}");
         assert!(message.contains("[ai] enabled = false"), "{message}");

@@ -12,11 +12,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
 use tracing::{Span, debug, error, info, info_span, warn};
 
+use crate::ai::ToolError;
 use crate::baresip::client::{Report, Request};
 use crate::baresip::link::{CommandError, CommandTag};
 use crate::button::Press;
 use crate::call::dtmf::Digits;
-use crate::call::machine::{AiInput, AnswerPolicy, CallMachine, DialError, Effect, HangupError, Input, KeysRefused, Timeouts};
+use crate::call::machine::{AiInput, AnswerPolicy, CallMachine, DialError, Effect, HangupError, Input, Timeouts};
 use crate::call::record::{CallDirection, CallRecord, Status};
 use crate::clock::{Clock, rfc3339};
 use crate::config::Config;
@@ -123,35 +124,59 @@ pub struct Controller {
     /// Marked at each turn of the loop and each wait on the disk; the
     /// watchdog pings by it (`liveness.rs`).
     liveness: Arc<Liveness>,
-    /// The agent's client tools that act on the call (`send_dtmf`) ask here.
+    /// The agent's client tools that act on the call (`send_dtmf`,
+    /// `transfer_call`) ask here.
     tool_rx: Option<mpsc::Receiver<ToolRequest>>,
     /// Their answers, by the machine's ticket.
-    key_replies: std::collections::HashMap<u64, oneshot::Sender<Result<String, KeysRefused>>>,
+    tool_replies: std::collections::HashMap<u64, ToolReply>,
     next_ticket: u64,
 }
+
+/// Where a client tool waits for its answer.
+type ToolReply = oneshot::Sender<Result<String, ToolError>>;
 
 /// A client tool's request to the controller (from the provider's tool thread).
 #[derive(Debug)]
 pub enum ToolRequest {
-    SendKeys { digits: Digits, reply: oneshot::Sender<Result<String, KeysRefused>> },
+    SendKeys {
+        digits: Digits,
+        reply: ToolReply,
+    },
+    /// To a number `[transfer] allow` admits (checked by the tool).
+    Transfer {
+        number: PhoneNumber,
+        reply: ToolReply,
+    },
 }
 
 /// The client tools the agent may call on a call: `send_dtmf` (`digits`:
-/// `0-9 * #`, `w` a 0.5 s pause). Each runs on a blocking thread and waits
-/// for the controller's answer.
-fn call_tools(requests: mpsc::Sender<ToolRequest>) -> crate::ai::ClientTools {
-    use crate::ai::ToolError;
-    crate::ai::ClientTools::new().with("send_dtmf", move |params| {
-        let text = params.get("digits").and_then(|d| d.as_str()).ok_or(ToolError::from("send_dtmf needs digits, a string"))?;
-        let digits = Digits::parse(text).map_err(|e| ToolError(e.to_string()))?;
-        let (reply, answer) = oneshot::channel();
-        requests.blocking_send(ToolRequest::SendKeys { digits, reply }).map_err(|_| ToolError::from("the box is stopping"))?;
-        match answer.blocking_recv() {
-            Ok(Ok(keys)) => Ok(format!("sent {keys}")),
-            Ok(Err(refused)) => Err(ToolError(refused.to_string())),
-            Err(_) => Err(ToolError::from("the call ended; no key was sent")),
-        }
-    })
+/// `0-9 * #`, `w` a 0.5 s pause) and `transfer_call` (`number`, one of
+/// `[transfer] allow`). Each runs on a blocking thread and waits for the
+/// controller's answer.
+fn call_tools(requests: mpsc::Sender<ToolRequest>, transfer: crate::call::transfer::TransferConfig) -> crate::ai::ClientTools {
+    /// Asks the controller and waits; a dropped reply means the call (or the box) is gone.
+    fn ask(
+        requests: &mpsc::Sender<ToolRequest>,
+        request: ToolRequest,
+        answer: oneshot::Receiver<Result<String, ToolError>>,
+    ) -> Result<String, ToolError> {
+        requests.blocking_send(request).map_err(|_| ToolError::from("the box is stopping"))?;
+        answer.blocking_recv().unwrap_or_else(|_| Err(ToolError::from("the call ended")))
+    }
+    let keys = requests.clone();
+    crate::ai::ClientTools::new()
+        .with("send_dtmf", move |params| {
+            let text = params.get("digits").and_then(|d| d.as_str()).ok_or(ToolError::from("send_dtmf needs digits, a string"))?;
+            let digits = Digits::parse(text).map_err(|e| ToolError(e.to_string()))?;
+            let (reply, answer) = oneshot::channel();
+            ask(&keys, ToolRequest::SendKeys { digits, reply }, answer)
+        })
+        .with("transfer_call", move |params| {
+            let text = params.get("number").and_then(|d| d.as_str()).ok_or(ToolError::from("transfer_call needs number, a string"))?;
+            let number = transfer.target(text).map_err(|e| ToolError(e.to_string()))?;
+            let (reply, answer) = oneshot::channel();
+            ask(&requests, ToolRequest::Transfer { number, reply }, answer)
+        })
 }
 
 /// The controller's inputs besides Baresip's reports and the API.
@@ -184,7 +209,7 @@ impl Controller {
         };
         let (tool_tx, tool_rx) = mpsc::channel(4);
         let provider = if config.ai.enabled {
-            match crate::ai::provider_from_config(&config.ai, config.ai_key.clone(), call_tools(tool_tx)) {
+            match crate::ai::provider_from_config(&config.ai, config.ai_key.clone(), call_tools(tool_tx, config.transfer.clone())) {
                 Ok(provider) => Some(provider),
                 Err(err) => {
                     error!(%err, "AI provider unusable: calls answered by a person will be hung up");
@@ -215,7 +240,7 @@ impl Controller {
             webhook: None,
             liveness: Liveness::new(),
             tool_rx: Some(tool_rx),
-            key_replies: std::collections::HashMap::new(),
+            tool_replies: std::collections::HashMap::new(),
             next_ticket: 0,
         }
     }
@@ -332,15 +357,31 @@ impl Controller {
     }
 
     fn on_tool(&mut self, req: ToolRequest) {
-        match req {
+        let span = self.call_span();
+        let _guard = span.enter();
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        let input = match req {
             ToolRequest::SendKeys { digits, reply } => {
-                let _span = self.call_span().entered();
-                self.next_ticket += 1;
-                let ticket = self.next_ticket;
-                self.key_replies.insert(ticket, reply);
-                let effects = self.machine.handle(Input::SendKeys { ticket, digits }, self.clock.now());
-                self.apply(effects);
+                self.tool_replies.insert(ticket, reply);
+                Input::SendKeys { ticket, digits }
             }
+            ToolRequest::Transfer { number, reply } => {
+                info!("the agent transfers the call");
+                self.tool_replies.insert(ticket, reply);
+                let uri = self.config.dial_uri_for(number.as_str());
+                Input::Transfer { ticket, number: number.to_string(), uri }
+            }
+        };
+        let effects = self.machine.handle(input, self.clock.now());
+        drop(_guard);
+        self.apply(effects);
+    }
+
+    /// A client tool's answer, to the thread waiting for it.
+    fn reply_to_tool(&mut self, ticket: u64, result: Result<String, ToolError>) {
+        if let Some(reply) = self.tool_replies.remove(&ticket) {
+            let _ = reply.send(result);
         }
     }
 
@@ -349,6 +390,7 @@ impl Controller {
             SessionMsg::Verdict { call_id, verdict } => self.session_input(&call_id, Input::Verdict(verdict)),
             SessionMsg::Ai { call_id, input } => self.session_input(&call_id, Input::Ai(input)),
             SessionMsg::Voicemail { call_id, left, detail } => self.session_input(&call_id, Input::VoicemailDone { left, detail }),
+            SessionMsg::PlayedOut { call_id } => self.session_input(&call_id, Input::PlayedOut),
             SessionMsg::Done { call_id, stats, ai, early_media } => {
                 self.media_pending.remove(&call_id);
                 // The counters go into the ended call's record.
@@ -803,8 +845,22 @@ impl Controller {
                         Ok(keys) => info!(keys = keys.chars().filter(|c| crate::call::dtmf::is_key(*c)).count(), "the agent's keys sent"),
                         Err(refused) => warn!(%refused, "the agent's keys not sent"),
                     }
-                    if let Some(reply) = self.key_replies.remove(&ticket) {
-                        let _ = reply.send(result);
+                    let answer = result.map(|keys| format!("sent {keys}")).map_err(|refused| ToolError(refused.to_string()));
+                    self.reply_to_tool(ticket, answer);
+                }
+                Effect::TransferDone { ticket, result } => {
+                    match &result {
+                        Ok(done) => info!(%done, "call transferred"),
+                        Err(refused) => warn!(%refused, "call not transferred"),
+                    }
+                    self.reply_to_tool(ticket, result.map_err(|refused| ToolError(refused.to_string())));
+                }
+                Effect::AwaitPlayout { call_id } => {
+                    let waiting = self.session.as_mut().filter(|s| s.call_id == call_id).is_some_and(|s| s.await_playout());
+                    if !waiting {
+                        // No session to play anything: nothing to wait for.
+                        let effects = self.machine.handle(Input::PlayedOut, self.clock.now());
+                        self.apply(effects);
                     }
                 }
                 Effect::AgentText { call_id, text } => match self.session.as_mut().filter(|s| s.call_id == call_id) {

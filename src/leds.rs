@@ -68,7 +68,7 @@ impl LedState {
             Outcome::Failed | Outcome::AiFailed => Some(LedState::Error),
             Outcome::Machine => Some(LedState::Machine),
             // Ended as calls should: the steady pattern says enough.
-            Outcome::RemoteHangup | Outcome::LocalHangup | Outcome::AgentHangup => None,
+            Outcome::RemoteHangup | Outcome::LocalHangup | Outcome::AgentHangup | Outcome::Transferred => None,
         }
     }
 

@@ -40,6 +40,10 @@ pub enum SessionMsg {
         left: bool,
         detail: String,
     },
+    /// What the agent said has been heard (after [`Session::await_playout`]).
+    PlayedOut {
+        call_id: String,
+    },
     Done {
         call_id: String,
         stats: Option<AudioStats>,
@@ -73,10 +77,18 @@ pub struct Session {
     start_ai: Option<oneshot::Sender<()>>,
     drop_voicemail: Option<oneshot::Sender<()>>,
     answered: Option<oneshot::Sender<()>>,
-    texts: mpsc::Sender<ClientText>,
+    requests: mpsc::Sender<Request>,
 }
 
-/// Texts for the agent in flight to the session; more are dropped (and logged).
+/// The controller's asks that may come many times in a call.
+#[derive(Debug)]
+enum Request {
+    Text(ClientText),
+    AwaitPlayout,
+}
+
+/// Requests in flight to the session; more are dropped (and logged). Texts
+/// held until the conversation runs: as many.
 const TEXTS_IN_FLIGHT: usize = 16;
 
 impl Session {
@@ -103,9 +115,16 @@ impl Session {
 
     /// Text for the agent: sent as soon as the conversation runs (held until then).
     pub fn send_text(&mut self, text: ClientText) {
-        if self.texts.try_send(text).is_err() {
+        if self.requests.try_send(Request::Text(text)).is_err() {
             warn!("text for the agent dropped: the session is behind or gone");
         }
+    }
+
+    /// Reports [`SessionMsg::PlayedOut`] once what the agent said so far has
+    /// been heard (at once when nothing plays). False: the session is gone
+    /// or behind, and will not report.
+    pub fn await_playout(&mut self) -> bool {
+        self.requests.try_send(Request::AwaitPlayout).is_ok()
     }
 
     /// Starts the AI conversation (once; later calls do nothing).
@@ -122,10 +141,10 @@ pub fn start(params: SessionParams, report: mpsc::Sender<SessionMsg>) -> Session
     let (start_tx, start_rx) = oneshot::channel();
     let (drop_tx, drop_rx) = oneshot::channel();
     let (answered_tx, answered_rx) = oneshot::channel();
-    let (texts_tx, texts_rx) = mpsc::channel(TEXTS_IN_FLIGHT);
+    let (requests_tx, requests_rx) = mpsc::channel(TEXTS_IN_FLIGHT);
     let call_id = params.call_id.clone();
     let span = info_span!("call", call_id = %call_id);
-    let signals = Signals { stop: stop_rx, start_ai: start_rx, drop_voicemail: drop_rx, answered: answered_rx, texts: texts_rx };
+    let signals = Signals { stop: stop_rx, start_ai: start_rx, drop_voicemail: drop_rx, answered: answered_rx, requests: requests_rx };
     tokio::spawn(run(params, report, signals).instrument(span));
     Session {
         call_id,
@@ -133,7 +152,7 @@ pub fn start(params: SessionParams, report: mpsc::Sender<SessionMsg>) -> Session
         start_ai: Some(start_tx),
         drop_voicemail: Some(drop_tx),
         answered: Some(answered_tx),
-        texts: texts_tx,
+        requests: requests_tx,
     }
 }
 
@@ -143,7 +162,7 @@ struct Signals {
     start_ai: oneshot::Receiver<()>,
     drop_voicemail: oneshot::Receiver<()>,
     answered: oneshot::Receiver<()>,
-    texts: mpsc::Receiver<ClientText>,
+    requests: mpsc::Receiver<Request>,
 }
 
 /// What a session task owns: everything the machine's effects act on.
@@ -279,6 +298,10 @@ impl Io<'_> {
                         engine.end_utterance();
                     }
                 }
+                MediaEffect::PlayedOut => {
+                    let msg = SessionMsg::PlayedOut { call_id: call_id() };
+                    listened &= self.tell(msg).await;
+                }
                 MediaEffect::Note(note) => log_note(note),
             }
         }
@@ -297,7 +320,7 @@ fn log_note(note: Note) {
 }
 
 async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: Signals) {
-    let Signals { mut stop, start_ai, drop_voicemail, answered, mut texts } = signals;
+    let Signals { mut stop, start_ai, drop_voicemail, answered, mut requests } = signals;
     let clock = Clock::start();
     let now = || -> Now { clock.now() };
     let setup = MediaSetup {
@@ -397,10 +420,16 @@ async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: S
                     }
                 }
             }
-            Some(text) = texts.recv() => {
-                io.send_text(text);
-                continue;
-            }
+            Some(request) = requests.recv() => match request {
+                Request::Text(text) => {
+                    io.send_text(text);
+                    continue;
+                }
+                Request::AwaitPlayout => {
+                    let playback = io.playback();
+                    machine.handle(MediaInput::AwaitPlayout { playback }, now())
+                }
+            },
             event = async { io.conversation.as_mut()?.next_event().await }, if io.conversation.is_some() && machine.wants_agent_events() => {
                 let playback = io.playback();
                 machine.handle(MediaInput::Agent { event, playback }, now())

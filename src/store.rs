@@ -495,6 +495,7 @@ mod tests {
             transcript: Vec::new(),
             plan_run: None,
             attempt: None,
+            transfer_to: None,
         }
     }
 

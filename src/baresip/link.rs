@@ -20,6 +20,10 @@ pub enum CommandTag {
     OrphanHangup,
     /// A run of the agent's keys (`sndcode`).
     SendKeys,
+    /// The agent's blind transfer (`transfer`).
+    Transfer,
+    /// `listcalls` after a failed transfer: is the call still there?
+    TransferCheck,
 }
 
 /// Why a command got no response.

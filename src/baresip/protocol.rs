@@ -36,6 +36,9 @@ pub enum CommandName {
     /// Sends `params`' keys as DTMF on the current call (menu's `sndcode`,
     /// 1.0.0 and 4.x alike; with no call it does nothing and says ok).
     SendCode,
+    /// Blind transfer of the current call to `params` (a SIP URI): REFER.
+    /// 4.x puts the call on hold first (and resumes it if the REFER fails).
+    Transfer,
 }
 
 impl CommandName {
@@ -47,6 +50,7 @@ impl CommandName {
             Self::ListCalls => "listcalls",
             Self::CallStat => "callstat",
             Self::SendCode => "sndcode",
+            Self::Transfer => "transfer",
         }
     }
 }
@@ -96,6 +100,9 @@ pub enum EventKind {
     CallDtmfStart,
     /// The key was let go.
     CallDtmfEnd,
+    /// Our REFER failed (`param`: `603 Decline`). 1.0.0 then drops the call
+    /// without a `CALL_CLOSED`; 4.x keeps it (and resumes it).
+    TransferFailed,
     Shutdown,
     Exit,
     Other(String),
@@ -116,6 +123,7 @@ impl EventKind {
             "CALL_CLOSED" => Self::CallClosed,
             "CALL_DTMF_START" => Self::CallDtmfStart,
             "CALL_DTMF_END" => Self::CallDtmfEnd,
+            "TRANSFER_FAILED" => Self::TransferFailed,
             "SHUTDOWN" => Self::Shutdown,
             "EXIT" => Self::Exit,
             other => Self::Other(other.to_string()),
@@ -137,6 +145,7 @@ impl EventKind {
             Self::CallClosed => "CALL_CLOSED",
             Self::CallDtmfStart => "CALL_DTMF_START",
             Self::CallDtmfEnd => "CALL_DTMF_END",
+            Self::TransferFailed => "TRANSFER_FAILED",
             Self::Shutdown => "SHUTDOWN",
             Self::Exit => "EXIT",
             Self::Other(name) => name,
@@ -290,6 +299,9 @@ pub enum CloseCause {
     Refused,
     /// Baresip's own `call_local_timeout` expired: `Local timeout`.
     LocalTimeout,
+    /// Our REFER succeeded (the NOTIFY said 200): `Call transfered` (sic,
+    /// 1.0.0 and 4.10), Baresip then hangs up.
+    Transferred,
     /// Anything else (media errors such as `end of file`, unknown texts).
     Other,
 }
@@ -319,6 +331,7 @@ pub fn classify_close(param: &str) -> CloseCause {
         "connection timed out" => CloseCause::TimedOut,
         "connection refused" | "network is unreachable" | "no route to host" | "host is unreachable" => CloseCause::Refused,
         "local timeout" => CloseCause::LocalTimeout,
+        "call transfered" | "call transferred" => CloseCause::Transferred,
         _ => CloseCause::Other,
     }
 }
@@ -408,6 +421,7 @@ mod tests {
         assert_eq!(classify_close("Connection reset by peer [x]"), CloseCause::Other);
         assert_eq!(classify_close("Connection refused"), CloseCause::Refused);
         assert_eq!(classify_close("Local timeout"), CloseCause::LocalTimeout);
+        assert_eq!(classify_close("Call transfered"), CloseCause::Transferred);
         assert_eq!(classify_close("end of file"), CloseCause::Other);
         assert_eq!(classify_close("4861 odd"), CloseCause::Other);
         assert_eq!(classify_close(""), CloseCause::Other);

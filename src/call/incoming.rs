@@ -79,19 +79,7 @@ impl IncomingConfig {
         if self.answer_after_ms > 60_000 {
             return Err(SectionError::new("incoming", "answer_after_ms", "must be 0 to 60000"));
         }
-        for entry in &mut self.allow {
-            let pattern = without_separators(entry);
-            let digits = pattern.strip_suffix('*').unwrap_or(&pattern);
-            let digits = digits.strip_prefix('+').unwrap_or(digits);
-            let prefix = pattern.ends_with('*');
-            let ok = digits.bytes().all(|b| b.is_ascii_digit()) && (1..=15).contains(&digits.len()) && (prefix || digits.len() >= 3);
-            if !ok {
-                let message = format!("`{entry}`: expected a number (`+4930123456`) or a prefix ending in `*` (`+4930*`)");
-                return Err(SectionError::new("incoming", "allow", message));
-            }
-            *entry = pattern;
-        }
-        Ok(())
+        normalise_patterns("incoming", &mut self.allow)
     }
 
     /// What to do with a call from `caller` (as [`caller_number`] read it).
@@ -109,12 +97,35 @@ impl IncomingConfig {
         if self.allow.is_empty() {
             return true;
         }
-        let caller = without_separators(caller);
-        self.allow.iter().any(|pattern| match pattern.strip_suffix('*') {
-            Some(prefix) => caller.starts_with(prefix),
-            None => caller == *pattern,
-        })
+        admits(&self.allow, caller)
     }
+}
+
+/// Checks `[section] allow`'s entries (numbers, or prefixes ending in `*`)
+/// and drops their separators.
+pub(crate) fn normalise_patterns(section: &'static str, allow: &mut [String]) -> Result<(), SectionError> {
+    for entry in allow {
+        let pattern = without_separators(entry);
+        let digits = pattern.strip_suffix('*').unwrap_or(&pattern);
+        let digits = digits.strip_prefix('+').unwrap_or(digits);
+        let prefix = pattern.ends_with('*');
+        let ok = digits.bytes().all(|b| b.is_ascii_digit()) && (1..=15).contains(&digits.len()) && (prefix || digits.len() >= 3);
+        if !ok {
+            let message = format!("`{entry}`: expected a number (`+4930123456`) or a prefix ending in `*` (`+4930*`)");
+            return Err(SectionError::new(section, "allow", message));
+        }
+        *entry = pattern;
+    }
+    Ok(())
+}
+
+/// Whether one of `patterns` (normalised) admits `number`.
+pub(crate) fn admits(patterns: &[String], number: &str) -> bool {
+    let number = without_separators(number);
+    patterns.iter().any(|pattern| match pattern.strip_suffix('*') {
+        Some(prefix) => number.starts_with(prefix),
+        None => number == *pattern,
+    })
 }
 
 fn without_separators(text: &str) -> String {

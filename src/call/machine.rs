@@ -19,7 +19,9 @@
 //!   incoming call the box does not take is declined (a final 486), and
 //!   recorded unless `[incoming] mode = "off"`;
 //! * keys (DTMF, `machine/keys.rs`) go out only on the answered call, and
-//!   every `send_dtmf` is answered exactly once.
+//!   every `send_dtmf` is answered exactly once; likewise a transfer
+//!   (`machine/transfer.rs`) starts only on the answered call, after the
+//!   agent's last words were heard, and every `transfer_call` is answered once.
 
 use std::collections::VecDeque;
 
@@ -82,6 +84,15 @@ pub enum Input {
         ticket: u64,
         digits: Digits,
     },
+    /// The agent's `transfer_call` to `number` (allowed), at `uri`:
+    /// [`Effect::TransferDone`] with this `ticket` follows.
+    Transfer {
+        ticket: u64,
+        number: String,
+        uri: String,
+    },
+    /// What the agent said has been heard (after [`Effect::AwaitPlayout`]).
+    PlayedOut,
 }
 
 /// What the AI conversation reports to the machine.
@@ -182,6 +193,17 @@ pub enum Effect {
         ticket: u64,
         result: Result<String, KeysRefused>,
     },
+    /// Tell ([`Input::PlayedOut`]) once what the call's agent said so far
+    /// has been heard (at once if nothing plays).
+    AwaitPlayout {
+        call_id: String,
+    },
+    /// The answer to [`Input::Transfer`] `ticket`: done (the call ended
+    /// `transferred`), or why not.
+    TransferDone {
+        ticket: u64,
+        result: Result<String, TransferRefused>,
+    },
     /// Text for the call's agent (the caller's keys).
     AgentText {
         call_id: String,
@@ -266,6 +288,10 @@ struct ActiveCall {
     keys_out: Option<keys::KeysOut>,
     /// The caller's keys since their last complete entry.
     keys_in: KeyEntry,
+    /// The agent's transfer under way (`transfer_call`).
+    transfer: Option<transfer::TransferOut>,
+    /// A transfer failed with this status: is the call still there?
+    transfer_check: Option<String>,
 }
 
 /// Transcript lines are saved at most this often during a call.
@@ -390,6 +416,8 @@ impl CallMachine {
             transcript_saved_at: None,
             keys_out: None,
             keys_in: KeyEntry::default(),
+            transfer: None,
+            transfer_check: None,
         };
         call.note(now, "dial", Some(uri.clone()));
         let effects = vec![
@@ -465,6 +493,8 @@ impl CallMachine {
             transcript_saved_at: None,
             keys_out: None,
             keys_in: KeyEntry::default(),
+            transfer: None,
+            transfer_check: None,
         };
         call.note(now, "incoming", Some(format!("answer after {after_ms} ms")));
         let mut effects = vec![Effect::Persist(call.record.clone())];
@@ -494,10 +524,18 @@ impl CallMachine {
     /// The earliest time at which [`Input::Tick`] has work to do.
     pub fn next_deadline(&self) -> Option<u64> {
         let call = self.active.as_ref()?;
-        [call.ring_deadline, call.max_deadline, call.hangup_deadline, call.link_deadline, call.answer_deadline, Self::keys_deadline(call)]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            call.ring_deadline,
+            call.max_deadline,
+            call.hangup_deadline,
+            call.link_deadline,
+            call.answer_deadline,
+            Self::keys_deadline(call),
+            Self::transfer_deadline(call),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn handle(&mut self, input: Input, now: Now) -> Vec<Effect> {
@@ -561,6 +599,8 @@ impl CallMachine {
             Input::Ai(ai) => self.on_ai(ai, now),
             Input::VoicemailDone { left, detail } => self.on_voicemail_done(left, &detail, now),
             Input::SendKeys { ticket, digits } => self.on_send_keys(ticket, digits, now),
+            Input::Transfer { ticket, number, uri } => self.on_transfer(ticket, number, uri, now),
+            Input::PlayedOut => self.on_played_out(now),
         }
     }
 
@@ -740,6 +780,7 @@ impl CallMachine {
         match event.kind {
             EventKind::CallDtmfStart => return self.on_caller_key(event.param.as_deref(), now),
             EventKind::CallDtmfEnd => return Vec::new(),
+            EventKind::TransferFailed => return self.on_transfer_failed(event.param.as_deref(), now),
             _ => {}
         }
         let detail = match event.kind {
@@ -774,7 +815,15 @@ impl CallMachine {
         let answered = call.answered_mono.is_some();
         let intended = call.intent.as_ref().map(|i| self.intent_outcome(i));
         let inbound = call.record.direction == CallDirection::Inbound;
-        let (outcome, reason, code) = match (classify_close(param), intended) {
+        let cause = classify_close(param);
+        if cause == CloseCause::Transferred {
+            let to = transfer::transferred_to(call);
+            if let Some(call) = self.active.as_mut() {
+                call.record.transfer_to = Some(to.clone());
+            }
+            return self.end(Outcome::Transferred, format!("transferred to {to}"), None, now);
+        }
+        let (outcome, reason, code) = match (cause, intended) {
             // Whatever Baresip says (a CANCEL, a BYE before our answer was
             // ACKed), the caller went away.
             (_, None) if inbound && !answered => (Outcome::RemoteHangup, format!("the caller hung up before the answer ({param})"), None),
@@ -800,8 +849,11 @@ impl CallMachine {
             self.orphan_pending = false;
             return Vec::new();
         }
-        if tag == CommandTag::SendKeys {
-            return self.on_keys_sent(result, now);
+        match tag {
+            CommandTag::SendKeys => return self.on_keys_sent(result, now),
+            CommandTag::Transfer => return self.on_transfer_sent(result, now),
+            CommandTag::TransferCheck => return self.on_transfer_check(result, now),
+            _ => {}
         }
         let Some(call) = self.active.as_mut() else { return Vec::new() };
         match (tag, result) {
@@ -967,7 +1019,9 @@ impl CallMachine {
                 return self.request_hangup(HangupIntent::MaxDuration, now);
             }
         }
-        self.keys_tick(now)
+        let mut effects = self.keys_tick(now);
+        effects.extend(self.transfer_tick(now));
+        effects
     }
 
     fn request_hangup(&mut self, intent: HangupIntent, now: Now) -> Vec<Effect> {
@@ -1025,7 +1079,8 @@ impl CallMachine {
     fn end(&mut self, outcome: Outcome, reason: String, sip_code: Option<u16>, now: Now) -> Vec<Effect> {
         let Some(mut call) = self.active.take() else { return Vec::new() };
         call.ai_over(now, "the call ended");
-        let keys = keys::keys_at_end(&mut call, now);
+        let mut tools = keys::keys_at_end(&mut call, now);
+        tools.extend(transfer::transfer_at_end(&mut call, outcome == Outcome::Transferred));
         call.note(now, "ended", Some(outcome.as_str().into()));
         if let Some(id) = call.record.sip_call_id.clone() {
             self.remember_ended(id);
@@ -1038,13 +1093,15 @@ impl CallMachine {
         record.ended_at = Some(rfc3339(now.unix_ms));
         record.talk_ms = call.answered_mono.map(|a| now.mono_ms.saturating_sub(a));
         let mut effects = vec![Effect::Persist(call.record)];
-        effects.extend(keys);
+        effects.extend(tools);
         effects
     }
 }
 
 mod keys;
 pub use keys::KeysRefused;
+mod transfer;
+pub use transfer::{TRANSFER_WAIT_MS, TransferRefused};
 
 #[cfg(test)]
 mod tests;
@@ -1054,3 +1111,6 @@ mod incoming_tests;
 
 #[cfg(test)]
 mod keys_tests;
+
+#[cfg(test)]
+mod transfer_tests;

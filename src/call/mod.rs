@@ -5,3 +5,4 @@ pub mod dtmf;
 pub mod incoming;
 pub mod machine;
 pub mod record;
+pub mod transfer;

@@ -76,6 +76,9 @@ pub enum Outcome {
     AgentHangup,
     /// The AI agent could not start, failed or was lost; we hung up (see `ai`).
     AiFailed,
+    /// The agent handed the caller to a person (`transfer_call`, a blind
+    /// transfer the far end accepted); the target is in `transfer_to`.
+    Transferred,
 }
 
 impl Outcome {
@@ -91,6 +94,7 @@ impl Outcome {
             Self::Machine => "machine",
             Self::AgentHangup => "agent_hangup",
             Self::AiFailed => "ai_failed",
+            Self::Transferred => "transferred",
         }
     }
 }
@@ -246,6 +250,9 @@ pub struct CallRecord {
     /// Which attempt of that run (1-based).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// The number the call was transferred to (outcome `transferred`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_to: Option<String>,
 }
 
 impl CallRecord {
@@ -272,6 +279,7 @@ impl CallRecord {
             transcript: Vec::new(),
             attempt: None,
             plan_run: None,
+            transfer_to: None,
         }
     }
 

@@ -56,6 +56,9 @@ pub struct AgentAudio {
     /// The conversation reported its end (or was lost): no more events.
     pub ended: bool,
     farewell: Option<Farewell>,
+    /// Asked to tell when what the agent said has been heard (a transfer
+    /// waits for it): the watch, and when it stops waiting.
+    playout_wait: Option<(PlayedOut, u64)>,
     /// Samples per chunk the provider takes; the first full one is "caller
     /// audio handed to the agent".
     chunk_samples: usize,
@@ -90,6 +93,7 @@ impl AgentAudio {
             last_event_id: None,
             ended: false,
             farewell: None,
+            playout_wait: None,
             chunk_samples: chunk_samples.max(1),
             sent_to_agent: 0,
             requested_at_ms,
@@ -227,14 +231,37 @@ impl AgentAudio {
         }
     }
 
+    /// Tell ([`MediaEffect::PlayedOut`]) once what the agent said so far has
+    /// been heard, or at [`FAREWELL_LIMIT_MS`].
+    pub fn await_playout(&mut self, playback: &Playback, now_ms: u64, out: &mut Vec<MediaEffect>) {
+        self.playout_wait = Some((PlayedOut::default(), now_ms + FAREWELL_LIMIT_MS));
+        self.playout_done(playback, now_ms, out);
+    }
+
+    /// Once the awaited playout has been heard (or its limit passed).
+    pub fn playout_done(&mut self, playback: &Playback, now_ms: u64, out: &mut Vec<MediaEffect>) {
+        let Some((played, give_up_at_ms)) = self.playout_wait.as_mut() else { return };
+        if played.check(playback.pending + self.playout.queued_samples(), now_ms) || now_ms >= *give_up_at_ms {
+            self.playout_wait = None;
+            out.push(MediaEffect::PlayedOut);
+        }
+    }
+
+    /// The audio stopped: nothing more can play, an awaited playout is over.
+    pub fn cut_playout(&mut self, out: &mut Vec<MediaEffect>) {
+        if self.playout_wait.take().is_some() {
+            out.push(MediaEffect::PlayedOut);
+        }
+    }
+
     /// The farewell cannot play any further (the audio stopped): it ends now.
     pub fn cut_farewell(&mut self) -> Option<String> {
         self.farewell.take().map(|f| f.reason)
     }
 
-    /// When the farewell stops waiting, if one plays.
+    /// When the farewell or an awaited playout stops waiting.
     pub fn deadline_ms(&self) -> Option<u64> {
-        self.farewell.as_ref().map(|f| f.give_up_at_ms)
+        [self.farewell.as_ref().map(|f| f.give_up_at_ms), self.playout_wait.as_ref().map(|(_, at)| *at)].into_iter().flatten().min()
     }
 
     fn since_request(&self, now_ms: u64) -> u32 {

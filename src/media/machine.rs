@@ -18,7 +18,9 @@
 //!   ([`MediaEffect::CoolAgent`]) at a `machine` verdict;
 //! - after an interruption, no agent audio of the interrupted turns plays;
 //! - a normal end of the conversation is reported only once its farewell has
-//!   been heard (or its limit passed, or the audio stopped);
+//!   been heard (or its limit passed, or the audio stopped), and so is an
+//!   awaited playout ([`MediaEffect::PlayedOut`], once per
+//!   [`MediaInput::AwaitPlayout`]: a transfer waits for the last words);
 //! - the voicemail message plays only once the greeting is over, and is
 //!   reported left only once it has been heard whole;
 //! - [`MediaEffect::Play`] never hands the engine more than its ring holds;
@@ -107,6 +109,9 @@ pub enum MediaInput<'a> {
     Agent { event: Option<crate::ai::AiEvent>, playback: Playback },
     /// [`MediaMachine::next_deadline`] has come.
     Tick { playback: Playback },
+    /// The controller waits until what the agent said has been heard (a
+    /// transfer): [`MediaEffect::PlayedOut`] follows, once.
+    AwaitPlayout { playback: Playback },
     /// The call is over: the last effects (a verdict still owed), then nothing.
     Stop,
 }
@@ -139,6 +144,8 @@ pub enum MediaEffect {
     Flush,
     /// What was played so far ends an utterance: running dry there is not an underrun.
     EndUtterance,
+    /// What the agent said has been heard (after [`MediaInput::AwaitPlayout`]).
+    PlayedOut,
     /// Something worth a log line.
     Note(Note),
 }
@@ -248,6 +255,7 @@ impl MediaMachine {
             MediaInput::Tick { playback } => {
                 if let Some(agent) = self.agent.as_mut() {
                     agent.farewell_done(&playback, now_ms, &mut out);
+                    agent.playout_done(&playback, now_ms, &mut out);
                 }
                 if self.verdict_due_ms.is_some_and(|due| now_ms >= due) {
                     // No frames (a stalled device): the classifier cannot
@@ -255,6 +263,11 @@ impl MediaMachine {
                     self.finish_classification(&mut out);
                 }
             }
+            MediaInput::AwaitPlayout { playback } => match self.agent.as_mut() {
+                Some(agent) if matches!(self.engine, Engine::Running { .. }) => agent.await_playout(&playback, now_ms, &mut out),
+                // Nothing plays: nothing to wait for.
+                _ => out.push(MediaEffect::PlayedOut),
+            },
             MediaInput::Stop => self.finish_classification(&mut out),
         }
         out
@@ -327,6 +340,7 @@ impl MediaMachine {
             agent.caller_audio(samples, now_ms, &mut self.figures, out);
             agent.pump(playback, now_ms, &mut self.figures, out);
             agent.farewell_done(playback, now_ms, out);
+            agent.playout_done(playback, now_ms, out);
         }
         if let Some(drop) = self.voicemail.as_mut() {
             let step = drop.on_frame(samples, playback, now_ms);
@@ -342,6 +356,7 @@ impl MediaMachine {
     fn on_engine_stopped(&mut self, reason: &str, out: &mut Vec<MediaEffect>) {
         self.engine = Engine::Gone;
         if let Some(agent) = self.agent.as_mut() {
+            agent.cut_playout(out);
             match agent.cut_farewell() {
                 // A farewell under way cannot play any further: it ends now.
                 Some(reason) => out.push(MediaEffect::Ai(AiInput::Ended { by_agent: true, reason })),
@@ -710,6 +725,36 @@ mod tests {
         let heard = m.handle(MediaInput::Frame { samples: &[0; FRAME], playback: empty }, at(1_220));
         assert_eq!(ai_inputs(&heard), vec![AiInput::Ended { by_agent: true, reason: "conversation ended: end_call".into() }]);
         assert!(ai_inputs(&m.handle(MediaInput::Frame { samples: &[0; FRAME], playback: empty }, at(1_400))).is_empty(), "once");
+    }
+
+    fn played_out(effects: &[MediaEffect]) -> usize {
+        effects.iter().filter(|e| matches!(e, MediaEffect::PlayedOut)).count()
+    }
+
+    #[test]
+    fn an_awaited_playout_is_told_once_when_the_agents_words_were_heard() {
+        let mut m = talking();
+        let room = Playback { pending: 0, room: 16_000 };
+        m.handle(MediaInput::Agent { event: Some(turn(1, 500)), playback: room }, at(400));
+        let playing = Playback { pending: 3_000, room: 13_000 };
+        assert_eq!(played_out(&m.handle(MediaInput::AwaitPlayout { playback: playing }, at(420))), 0);
+        assert_eq!(m.next_deadline(), Some(420 + super::super::agent_audio::FAREWELL_LIMIT_MS));
+        assert_eq!(played_out(&feed(&mut m, &[0; FRAME * 10], 440, playing)), 0, "still playing");
+        let empty = Playback { pending: 0, room: 16_000 };
+        // Whatever was queued goes out first; then the device's tail.
+        let mut told = 0;
+        for i in 0..20 {
+            told += played_out(&m.handle(MediaInput::Frame { samples: &[0; FRAME], playback: empty }, at(700 + i * 20)));
+        }
+        assert_eq!(told, 1, "once");
+        assert_eq!(m.next_deadline(), None);
+        // Nothing plays at all: told at once.
+        let mut idle = running(setup(true));
+        assert_eq!(played_out(&idle.handle(MediaInput::AwaitPlayout { playback: empty }, at(10))), 1);
+        // The audio stopping ends the wait.
+        let mut m = talking();
+        m.handle(MediaInput::AwaitPlayout { playback: playing }, at(420));
+        assert_eq!(played_out(&m.handle(MediaInput::EngineStopped { reason: "gone".into() }, at(500))), 1);
     }
 
     #[test]

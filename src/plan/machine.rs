@@ -56,6 +56,8 @@ pub fn judge(record: &CallRecord, plan: &Plan) -> Result<(), (Failure, String)> 
         Some(Outcome::Rejected) => Failure::Rejected,
         Some(Outcome::Unreachable) => Failure::Unreachable,
         Some(Outcome::Failed | Outcome::AiFailed) | None => Failure::Failed,
+        // A person was reached and handed on: the call did its job.
+        Some(Outcome::Transferred) => return Ok(()),
         Some(Outcome::RemoteHangup | Outcome::LocalHangup | Outcome::AgentHangup) => {
             if record.answered_at.is_none() {
                 return Err((Failure::Failed, format!("ended before an answer: {}", reason())));

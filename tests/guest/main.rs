@@ -20,3 +20,4 @@ mod vm_first_word;
 mod vm_incoming;
 mod vm_jitter;
 mod vm_soak;
+mod vm_transfer;

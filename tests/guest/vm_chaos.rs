@@ -371,6 +371,7 @@ fn store_record(id: &str, status: cap4::call::record::Status, events: usize) -> 
         transcript: Vec::new(),
         plan_run: None,
         attempt: None,
+        transfer_to: None,
     }
 }
 

@@ -10,7 +10,6 @@
 //! `#[ignore]`d like every guest test; `scripts/test` runs it.
 
 use crate::support;
-use crate::support::daemon;
 use crate::support::fake_agent;
 use crate::support::vmkit;
 
@@ -18,12 +17,10 @@ use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use daemon::{Daemon, DaemonConfig};
 use fake_agent::{FakeAgent, FakeConfig, Step};
 use vmkit::{Guest, in_guest, run_in_guest};
 
 const WAIT: Duration = Duration::from_secs(40);
-const CALLER: &str = "+15551230001";
 /// Where Baresip sends the call's RTP (the SDP offer says so).
 const RTP_SINK: u16 = 6100;
 /// The telephone-event payload type the offer names.
@@ -88,35 +85,12 @@ fn the_agent_presses_keys_and_hears_the_callers() {
         let stop = stop.clone();
         std::thread::spawn(move || read_keys(sink, stop))
     };
-    let _baresip = vmkit::start_baresip(dir.path(), 5062).expect("Baresip");
-    let mut cfg = DaemonConfig::new(4444, "sip:{number}@127.0.0.1:5070".into());
-    cfg.ai =
-        format!("[ai]\nprovider = \"elevenlabs\"\nagent_id = \"agent_test\"\nbase_url = \"{}\"\nsigned_url = false\n", fake.base_url());
-    cfg.extra = "[incoming]\nmode = \"agent\"\n".into();
-    let cap4 = Daemon::start(dir.path(), &cfg);
-    cap4.wait_baresip_connected(WAIT);
-
-    let ulaw = vmkit::clip_as_ulaw("clip_0008.flac", dir.path());
     let sink_port = RTP_SINK.to_string();
-    let _caller = vmkit::call_box_streaming(
-        dir.path(),
-        "incoming_dtmf.xml",
-        5062,
-        5070,
-        6000,
-        &ulaw,
-        &[("caller", CALLER), ("rtp_sink", sink_port.as_str())],
-    )
-    .expect("SIPp");
-    let mut record = serde_json::Value::Null;
-    let ended = support::wait_until(WAIT, Duration::from_millis(100), || {
-        let (_, calls) = cap4.http("GET", "/api/calls", None);
-        record = calls[0].clone();
-        record["status"] == "ended"
-    });
+    let call = vmkit::AgentCall::start(dir.path(), &fake.base_url(), "", "incoming_dtmf.xml", &[("rtp_sink", sink_port.as_str())]);
+    let record = call.ended_record(WAIT);
+    let cap4 = &call.cap4;
     *stop.lock().unwrap() = true;
     let keys = reader.join().expect("reader");
-    assert!(ended, "the call never ended: {record}\nlog:\n{}", cap4.log());
     assert_eq!(record["outcome"], "agent_hangup", "{record}\nlog:\n{}", cap4.log());
 
     // The agent's keys on the wire: 1, 2, then # after the pause.

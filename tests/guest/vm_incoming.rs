@@ -9,18 +9,16 @@
 //! `#[ignore]`d like every guest test; `scripts/test` runs it.
 
 use crate::support;
-use crate::support::daemon;
 use crate::support::fake_agent;
 use crate::support::vmkit;
 
 use std::time::Duration;
 
-use daemon::{Daemon, DaemonConfig};
 use fake_agent::{FakeAgent, FakeConfig, Step};
 use vmkit::{Guest, in_guest, run_in_guest};
 
 const WAIT: Duration = Duration::from_secs(30);
-const CALLER: &str = "+15551230001";
+const CALLER: &str = vmkit::AGENT_CALLER;
 
 #[test]
 #[ignore = "boots a QEMU guest; run by scripts/test"]
@@ -43,24 +41,15 @@ fn a_caller_is_answered_and_handed_to_the_agent_with_its_number() {
         ..FakeConfig::default()
     }));
     let dir = support::TempDir::new("incoming-live");
-    let _baresip = vmkit::start_baresip(dir.path(), 5062).expect("Baresip");
-    let mut cfg = DaemonConfig::new(4444, "sip:{number}@127.0.0.1:5070".into());
-    cfg.ai =
-        format!("[ai]\nprovider = \"elevenlabs\"\nagent_id = \"agent_test\"\nbase_url = \"{}\"\nsigned_url = false\n", fake.base_url());
-    cfg.extra = "[incoming]\nmode = \"agent\"\nallow = [\"+1555*\"]\nanswer_after_ms = 500\n".into();
-    let cap4 = Daemon::start(dir.path(), &cfg);
-    cap4.wait_baresip_connected(WAIT);
-
-    let ulaw = vmkit::clip_as_ulaw("clip_0008.flac", dir.path());
-    let _caller =
-        vmkit::call_box_streaming(dir.path(), "incoming_wait_bye.xml", 5062, 5070, 6000, &ulaw, &[("caller", CALLER)]).expect("SIPp");
-    let mut record = serde_json::Value::Null;
-    let ended = support::wait_until(WAIT, Duration::from_millis(100), || {
-        let (_, calls) = cap4.http("GET", "/api/calls", None);
-        record = calls[0].clone();
-        record["status"] == "ended"
-    });
-    assert!(ended, "the call never ended: {record}\nlog:\n{}", cap4.log());
+    let call = vmkit::AgentCall::start(
+        dir.path(),
+        &fake.base_url(),
+        "allow = [\"+1555*\"]\nanswer_after_ms = 500\n",
+        "incoming_wait_bye.xml",
+        &[],
+    );
+    let record = call.ended_record(WAIT);
+    let cap4 = &call.cap4;
     assert_eq!((record["direction"].as_str(), record["phone_number"].as_str()), (Some("inbound"), Some(CALLER)), "{record}");
     assert_eq!(record["outcome"], "agent_hangup", "{record}\nlog:\n{}", cap4.log());
     assert!(record["answer"].is_null(), "a caller is not classified: {record}");

@@ -13,7 +13,7 @@ use cap4::baresip::netstring::Decoder;
 use cap4::baresip::protocol::{self, Inbound, parse_listcalls};
 use cap4::call::dtmf::Digits;
 use cap4::call::incoming::{IncomingConfig, IncomingMode};
-use cap4::call::machine::{AnswerPolicy, CallMachine, Effect, Input, KeysRefused, Timeouts};
+use cap4::call::machine::{AnswerPolicy, CallMachine, Effect, Input, KeysRefused, Timeouts, TransferRefused};
 use cap4::call::record::{CallRecord, Outcome, Speaker, Status};
 use cap4::clock::Now;
 use cap4::phone::PhoneNumber;
@@ -22,7 +22,7 @@ use serde_json::Value;
 const TIMEOUTS: Timeouts = Timeouts { ring_ms: 60_000, max_call_ms: 600_000, hangup_confirm_ms: 5_000, link_grace_ms: 10_000 };
 
 /// The folder of each Baresip version's traces, and how many it holds at least.
-const VERSIONS: [(&str, usize); 2] = [("traces", 27), ("traces-current", 16)];
+const VERSIONS: [(&str, usize); 2] = [("traces", 29), ("traces-current", 18)];
 
 fn traces_dir(version: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/baresip").join(version)
@@ -107,6 +107,10 @@ struct Replay {
     keys_sent: Vec<String>,
     keys_done: Vec<Result<String, KeysRefused>>,
     agent_texts: Vec<ClientText>,
+    transfers_done: Vec<Result<String, TransferRefused>>,
+    /// The machine asked for a `listcalls` after a failed transfer: the
+    /// recorder's next one answers it.
+    transfer_check_pending: bool,
 }
 
 fn now_at(line: &Value) -> Now {
@@ -141,6 +145,8 @@ fn replay_with(version: &str, name: &str, incoming: IncomingConfig) -> Replay {
         keys_sent: Vec::new(),
         keys_done: Vec::new(),
         agent_texts: Vec::new(),
+        transfers_done: Vec::new(),
+        transfer_check_pending: false,
     };
     let mut tickets = 0;
     let mut last = Now { mono_ms: 0, unix_ms: 0 };
@@ -160,6 +166,10 @@ fn replay_with(version: &str, name: &str, incoming: IncomingConfig) -> Replay {
                 Effect::Send { tag: CommandTag::SendKeys, command } => out.keys_sent.extend(command.params),
                 Effect::KeysDone { result, .. } => out.keys_done.push(result),
                 Effect::AgentText { text, .. } => out.agent_texts.push(text),
+                Effect::TransferDone { result, .. } => out.transfers_done.push(result),
+                Effect::Send { tag: CommandTag::TransferCheck, .. } => out.transfer_check_pending = true,
+                // Nothing plays in a replay: the wait is over at once (below).
+                Effect::AwaitPlayout { .. } => {}
                 Effect::Send { .. } => {}
                 Effect::StartAi { .. } => {
                     // The agent is started through the call's media session.
@@ -229,6 +239,19 @@ fn replay_with(version: &str, name: &str, incoming: IncomingConfig) -> Replay {
                         tags.insert(token, CommandTag::SendKeys);
                     }
                     Some("listcalls") if !machine.link_up() => resync_tokens.push(token),
+                    Some("listcalls") if out.transfer_check_pending => {
+                        out.transfer_check_pending = false;
+                        tags.insert(token, CommandTag::TransferCheck);
+                    }
+                    // As if the agent had called `transfer_call`; its last words play at once.
+                    Some("transfer") => {
+                        tickets += 1;
+                        let uri = payload["params"].as_str().unwrap_or_default().to_string();
+                        let input = Input::Transfer { ticket: tickets, number: "+15550001111".into(), uri };
+                        absorb(machine.handle(input, now), &mut out);
+                        absorb(machine.handle(Input::PlayedOut, now), &mut out);
+                        tags.insert(token, CommandTag::Transfer);
+                    }
                     _ => {}
                 }
             }
@@ -362,6 +385,39 @@ fn dtmf_traces_give_the_agent_the_callers_entry_and_send_its_keys() {
         assert_eq!(replay.agent_texts, [ClientText::UserMessage("(The caller pressed on the phone's keypad: 1 2 #)".into())], "{name}");
         assert_eq!(replay.keys_sent, ["12", "#"], "{name}");
         assert_eq!(replay.keys_done, [Ok("12".into()), Ok("#".into()), Err(KeysRefused::NoAnsweredCall)], "{name}");
+    }
+}
+
+/// The agent's blind transfer, recorded with both versions. Accepted (202,
+/// NOTIFY 200): `transferred`, the target in the record, the tool told.
+/// Refused (603): the tool is told at once; 4.10 keeps the call (it goes on,
+/// ending with our hangup), 1.0.0 hangs the caller up without a
+/// `CALL_CLOSED`, which the `listcalls` after the failure finds.
+#[test]
+fn transfer_traces_end_transferred_or_go_on_as_each_version_allows() {
+    let declined = || Err(TransferRefused::Declined { status: "603 Decline".into() });
+    for (version, _) in VERSIONS {
+        let replay = replay_with(version, "incoming_transfer_accepted.jsonl", incoming(IncomingMode::Agent, 0));
+        let name = format!("{version}/incoming_transfer_accepted.jsonl");
+        let record = replay.ended.unwrap_or_else(|| panic!("{name}: the call never ended"));
+        assert_eq!(record.outcome, Some(Outcome::Transferred), "{name}: {:?}", record.reason);
+        assert_eq!(record.transfer_to.as_deref(), Some("+15550001111"), "{name}");
+        assert_eq!(replay.transfers_done, [Ok("transferred to +15550001111".into())], "{name}");
+
+        let replay = replay_with(version, "incoming_transfer_declined.jsonl", incoming(IncomingMode::Agent, 0));
+        let name = format!("{version}/incoming_transfer_declined.jsonl");
+        let record = replay.ended.unwrap_or_else(|| panic!("{name}: the call never ended"));
+        assert_eq!(replay.transfers_done, [declined()], "{name}");
+        assert_eq!(record.transfer_to, None, "{name}");
+        let events: Vec<&str> = record.timeline.iter().map(|e| e.event.as_str()).collect();
+        if version == "traces" {
+            assert_eq!(record.outcome, Some(Outcome::Failed), "{name}: {:?}", record.reason);
+            assert!(record.reason.as_deref().is_some_and(|r| r.contains("603 Decline") && r.contains("hung up the caller")), "{name}");
+            assert!(events.contains(&"call_dropped_by_baresip"), "{name}: {events:?}");
+        } else {
+            assert_eq!(record.outcome, Some(Outcome::LocalHangup), "{name}: the call went on: {:?}", record.reason);
+            assert!(!events.contains(&"call_dropped_by_baresip"), "{name}: {events:?}");
+        }
     }
 }
 

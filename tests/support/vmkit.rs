@@ -477,3 +477,48 @@ pub fn rms(x: &[i16]) -> f64 {
     }
     (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len() as f64).sqrt()
 }
+
+/// A caller on a live incoming call in the guest: real Baresip on 5062, `cap4
+/// run` in `[incoming] mode = "agent"` handing callers to the (fake) agent at
+/// `agent_url`, and SIPp on 5070 calling from `+15551230001` with
+/// `tests/fixtures/sipp/<scenario>`, streaming a person's voice. Dropping it
+/// stops all three.
+pub struct AgentCall {
+    pub cap4: crate::support::daemon::Daemon,
+    pub caller: Proc,
+    _baresip: Proc,
+}
+
+/// The caller number [`AgentCall`] calls from.
+pub const AGENT_CALLER: &str = "+15551230001";
+
+impl AgentCall {
+    /// `config`: more of `cap4.toml` (after `[incoming] mode = "agent"`);
+    /// `keys`: the scenario's `-key`s besides `caller`.
+    pub fn start(dir: &Path, agent_url: &str, config: &str, scenario: &str, keys: &[(&str, &str)]) -> AgentCall {
+        let baresip = start_baresip(dir, 5062).expect("Baresip");
+        let mut cfg = crate::support::daemon::DaemonConfig::new(4444, "sip:{number}@127.0.0.1:5070".into());
+        cfg.ai = format!("[ai]\nprovider = \"elevenlabs\"\nagent_id = \"agent_test\"\nbase_url = \"{agent_url}\"\nsigned_url = false\n");
+        cfg.extra = format!("[incoming]\nmode = \"agent\"\n{config}");
+        let cap4 = crate::support::daemon::Daemon::start(dir, &cfg);
+        cap4.wait_baresip_connected(Duration::from_secs(30));
+        let ulaw = clip_as_ulaw("clip_0008.flac", dir);
+        let mut all_keys = vec![("caller", AGENT_CALLER)];
+        all_keys.extend_from_slice(keys);
+        let caller = call_box_streaming(dir, scenario, 5062, 5070, 6000, &ulaw, &all_keys).expect("SIPp");
+        AgentCall { cap4, caller, _baresip: baresip }
+    }
+
+    /// The call's record once it ended (within `timeout`; panics, with the
+    /// daemon's log, if it did not).
+    pub fn ended_record(&self, timeout: Duration) -> serde_json::Value {
+        let mut record = serde_json::Value::Null;
+        let ended = crate::support::wait_until(timeout, Duration::from_millis(100), || {
+            let (_, calls) = self.cap4.http("GET", "/api/calls", None);
+            record = calls[0].clone();
+            record["status"] == "ended"
+        });
+        assert!(ended, "the call never ended: {record}\nlog:\n{}", self.cap4.log());
+        record
+    }
+}
