@@ -48,6 +48,9 @@ pub struct Config {
     pub incoming: crate::call::incoming::IncomingConfig,
     /// `[transfer]`: where the agent may hand a caller (`transfer_call`).
     pub transfer: crate::call::transfer::TransferConfig,
+    /// `[recording]`: a stereo WAV of each answered call (off by default);
+    /// its `dir` is set (relative to `storage.dir`).
+    pub recording: crate::recording::RecordingConfig,
     /// `[[plan]]`: the call plans, by name.
     pub plans: Vec<crate::plan::Plan>,
     /// `[webhook]` and its secret, if a webhook is configured.
@@ -166,6 +169,8 @@ struct RawConfig {
     incoming: crate::call::incoming::IncomingConfig,
     #[serde(default)]
     transfer: crate::call::transfer::TransferConfig,
+    #[serde(default)]
+    recording: crate::recording::RecordingConfig,
     #[serde(default)]
     plan: Vec<crate::plan::RawPlan>,
     #[serde(default)]
@@ -342,6 +347,7 @@ impl Config {
         raw.ai.validate().map_err(|e| section_error(path, text, &e))?;
         raw.incoming.validate().map_err(|e| section_error(path, text, &e))?;
         raw.transfer.validate().map_err(|e| section_error(path, text, &e))?;
+        raw.recording.validate().map_err(|e| section_error(path, text, &e))?;
         if raw.incoming.mode == crate::call::incoming::IncomingMode::Agent && !raw.ai.enabled {
             let message = "\"agent\" hands callers to the agent, but [ai] enabled = false: enable [ai] or choose \"reject\" or \"off\"";
             return Err(section_error(path, text, &SectionError::new("incoming", "mode", message)));
@@ -376,6 +382,11 @@ impl Config {
             voicemail_message,
             incoming: raw.incoming,
             transfer: raw.transfer,
+            // Relative to the storage folder, and there by default.
+            recording: crate::recording::RecordingConfig {
+                dir: Some(Path::new(&dir).join(raw.recording.dir.unwrap_or_else(|| PathBuf::from("recordings")))),
+                ..raw.recording
+            },
             plans,
             webhook,
             baresip: BaresipConfig { ctrl, dial_uri, command_timeout: Duration::from_millis(command_timeout_ms) },

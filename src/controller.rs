@@ -36,15 +36,57 @@ pub use crate::worker::off_the_worker;
 /// Requests from the HTTP API (and so from the CLI).
 #[derive(Debug)]
 pub enum ApiRequest {
-    Dial { number: PhoneNumber, reply: oneshot::Sender<Result<CallRecord, DialRefusal>> },
-    Hangup { id: String, origin: String, reply: oneshot::Sender<Result<CallRecord, HangupRefusal>> },
-    Get { id: String, reply: oneshot::Sender<Option<CallRecord>> },
-    List { limit: usize, before: Option<String>, reply: oneshot::Sender<Result<Vec<CallRecord>, UnknownCursor>> },
-    Health { reply: oneshot::Sender<Health> },
-    RunPlan { name: String, reply: oneshot::Sender<Result<PlanRun, PlanRefusal>> },
-    GetRun { id: String, reply: oneshot::Sender<Option<PlanRun>> },
-    ListRuns { limit: usize, reply: oneshot::Sender<Vec<PlanRun>> },
-    CancelRun { id: String, reply: oneshot::Sender<Result<PlanRun, CancelRefused>> },
+    Dial {
+        number: PhoneNumber,
+        reply: oneshot::Sender<Result<CallRecord, DialRefusal>>,
+    },
+    Hangup {
+        id: String,
+        origin: String,
+        reply: oneshot::Sender<Result<CallRecord, HangupRefusal>>,
+    },
+    Get {
+        id: String,
+        reply: oneshot::Sender<Option<CallRecord>>,
+    },
+    /// Where the call's recording is (`GET /api/calls/{id}/recording`).
+    Recording {
+        id: String,
+        reply: oneshot::Sender<RecordingLookup>,
+    },
+    List {
+        limit: usize,
+        before: Option<String>,
+        reply: oneshot::Sender<Result<Vec<CallRecord>, UnknownCursor>>,
+    },
+    Health {
+        reply: oneshot::Sender<Health>,
+    },
+    RunPlan {
+        name: String,
+        reply: oneshot::Sender<Result<PlanRun, PlanRefusal>>,
+    },
+    GetRun {
+        id: String,
+        reply: oneshot::Sender<Option<PlanRun>>,
+    },
+    ListRuns {
+        limit: usize,
+        reply: oneshot::Sender<Vec<PlanRun>>,
+    },
+    CancelRun {
+        id: String,
+        reply: oneshot::Sender<Result<PlanRun, CancelRefused>>,
+    },
+}
+
+/// What there is of a call's recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordingLookup {
+    NoCall,
+    /// The call was not recorded (or its recording is not written yet).
+    NoRecording,
+    File(std::path::PathBuf),
 }
 
 /// Why a plan run was not started.
@@ -391,10 +433,18 @@ impl Controller {
             SessionMsg::Ai { call_id, input } => self.session_input(&call_id, Input::Ai(input)),
             SessionMsg::Voicemail { call_id, left, detail } => self.session_input(&call_id, Input::VoicemailDone { left, detail }),
             SessionMsg::PlayedOut { call_id } => self.session_input(&call_id, Input::PlayedOut),
-            SessionMsg::Done { call_id, stats, ai, early_media } => {
+            SessionMsg::Done { call_id, stats, ai, early_media, recording } => {
                 self.media_pending.remove(&call_id);
+                let recording = match recording {
+                    Some(Ok(recording)) => Some(recording),
+                    Some(Err(err)) => {
+                        info_span!("call", call_id = %call_id).in_scope(|| error!(%err, "call not recorded"));
+                        None
+                    }
+                    None => None,
+                };
                 // The counters go into the ended call's record.
-                if stats.is_none() && ai.is_none() && early_media.is_none() {
+                if stats.is_none() && ai.is_none() && early_media.is_none() && recording.is_none() {
                     if self.store.get(&call_id).is_some_and(|r| !r.is_active()) {
                         self.call_final(&call_id);
                     }
@@ -409,6 +459,9 @@ impl Controller {
                     }
                     if let Some(report) = early_media {
                         record.early_media = serde_json::to_value(report).ok();
+                    }
+                    if recording.is_some() {
+                        record.recording = recording;
                     }
                     if let (Some(figures), Some(rec)) = (ai, record.ai.as_mut()) {
                         rec.first_caller_audio_ms = figures.first_caller_audio_ms;
@@ -784,6 +837,18 @@ impl Controller {
             ApiRequest::Get { id, reply } => {
                 let _ = reply.send(self.store.get(&id).cloned().map(|r| self.live(r)));
             }
+            ApiRequest::Recording { id, reply } => {
+                let lookup = match self.store.get(&id) {
+                    None => RecordingLookup::NoCall,
+                    Some(record) => record
+                        .recording
+                        .as_ref()
+                        .zip(self.config.recording.folder())
+                        .and_then(|(recording, dir)| crate::recording::path_of(dir, &recording.file))
+                        .map_or(RecordingLookup::NoRecording, RecordingLookup::File),
+                };
+                let _ = reply.send(lookup);
+            }
             ApiRequest::List { limit, before, reply } => {
                 let list = self.store.list(limit, before.as_deref()).map(|v| v.into_iter().map(|r| self.live(r)).collect());
                 let _ = reply.send(list);
@@ -933,6 +998,7 @@ impl Controller {
             amd: classify.then(|| self.config.amd.clone()),
             provider: self.provider.clone(),
             voicemail: self.config.voicemail_message.clone().filter(|_| classify).map(|m| (m, self.config.voicemail.clone())),
+            recording: self.config.recording.enabled.then(|| self.config.recording.clone()),
         };
         self.media_pending.insert(params.call_id.clone());
         if let Some(mut previous) = self.session.replace(session::start(params, self.session_tx.clone())) {

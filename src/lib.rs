@@ -23,6 +23,7 @@ pub mod logging;
 pub mod media;
 pub mod phone;
 pub mod plan;
+pub mod recording;
 pub mod sd_notify;
 pub mod section;
 pub mod session;

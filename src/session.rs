@@ -20,6 +20,7 @@ use crate::audio::{AudioEngine, AudioError, AudioStats};
 use crate::call::machine::AiInput;
 use crate::clock::{Clock, Now};
 use crate::media::{MediaEffect, MediaInput, MediaMachine, MediaSetup, Note, Playback};
+use crate::recording::{Recorder, RecordingConfig, RecordingError, RecordingRecord};
 
 pub use crate::media::AiFigures;
 
@@ -49,6 +50,8 @@ pub enum SessionMsg {
         stats: Option<AudioStats>,
         ai: Option<AiFigures>,
         early_media: Option<EarlyMediaReport>,
+        /// The call's recording, when `[recording]` made one.
+        recording: Option<Result<RecordingRecord, RecordingError>>,
     },
 }
 
@@ -68,6 +71,8 @@ pub struct SessionParams {
     pub provider: Option<Arc<dyn Provider>>,
     /// The voicemail message (8 kHz) and its settings; `None`: no drop.
     pub voicemail: Option<(Arc<Vec<i16>>, crate::voicemail::VoicemailConfig)>,
+    /// `Some`: the call is recorded from the answer on.
+    pub recording: Option<RecordingConfig>,
 }
 
 /// The controller's handle: dropping it (or `stop`) ends the session.
@@ -179,12 +184,27 @@ struct Io<'p> {
     /// Texts that came before the conversation ran.
     held_texts: Vec<ClientText>,
     stats: Option<AudioStats>,
+    /// The call's recording, from the answer (fed here: the async side).
+    recorder: Option<Recorder>,
 }
 
 impl Io<'_> {
     /// The engine's playback side right now.
     fn playback(&self) -> Playback {
         self.engine.as_ref().map_or(Playback::default(), |e| Playback { pending: e.playback_pending(), room: e.send_capacity() })
+    }
+
+    /// Starts the recording at the answer, if the call is recorded and the audio runs.
+    fn start_recording(&mut self, cfg: Option<&RecordingConfig>) {
+        if let (Some(cfg), Some(engine), None) = (cfg, self.engine.as_ref(), self.recorder.as_ref()) {
+            self.recorder = Recorder::start(cfg, &self.call_id, engine.rate());
+        }
+    }
+
+    /// Ends the recording (the file synced), off the async workers.
+    async fn finish_recording(&mut self) -> Option<Result<RecordingRecord, RecordingError>> {
+        let recorder = self.recorder.take()?;
+        Some(tokio::task::spawn_blocking(move || recorder.finish()).await.unwrap_or(Err(RecordingError::Lost)))
     }
 
     /// Closes the devices (the next call may need them at once) and keeps the counters.
@@ -287,10 +307,16 @@ impl Io<'_> {
                     if let Some(engine) = self.engine.as_mut() {
                         engine.send(&samples);
                     }
+                    if let Some(recorder) = self.recorder.as_mut() {
+                        recorder.played(&samples);
+                    }
                 }
                 MediaEffect::Flush => {
                     if let Some(engine) = self.engine.as_ref() {
                         engine.flush();
+                    }
+                    if let Some(recorder) = self.recorder.as_mut() {
+                        recorder.flushed();
                     }
                 }
                 MediaEffect::EndUtterance => {
@@ -358,7 +384,12 @@ async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: S
         conversation: None,
         held_texts: Vec::new(),
         stats: None,
+        recorder: None,
     };
+    let recording = params.recording.as_ref().filter(|c| c.enabled);
+    if params.answered {
+        io.start_recording(recording);
+    }
     let mut listened = io.carry_out(machine.handle(first, now())).await;
     let mut answered = (!params.answered).then_some(answered);
     let mut start_ai = Some(start_ai);
@@ -371,7 +402,10 @@ async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: S
             go = async { answered.as_mut()?.await.ok() }, if answered.is_some() => {
                 answered = None;
                 match go {
-                    Some(()) => machine.handle(MediaInput::Answered, now()),
+                    Some(()) => {
+                        io.start_recording(recording);
+                        machine.handle(MediaInput::Answered, now())
+                    }
                     None => continue, // the handle is gone; the stop follows
                 }
             }
@@ -410,6 +444,9 @@ async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: S
             Some(received) = async { Some(io.engine.as_mut()?.recv_frame(&mut frame).await) }, if io.engine.is_some() => {
                 match received {
                     Ok(()) => {
+                        if let Some(recorder) = io.recorder.as_mut() {
+                            recorder.captured(&frame);
+                        }
                         let playback = io.playback();
                         machine.handle(MediaInput::Frame { samples: &frame, playback }, now())
                     }
@@ -448,8 +485,15 @@ async fn run(params: SessionParams, report: mpsc::Sender<SessionMsg>, signals: S
     // The devices first: the next call may need them at once, and closing the
     // agent's socket can take a while.
     io.close_engine().await;
+    let recording = io.finish_recording().await;
     let dropped_chunks = io.end_conversation().await;
     let summary = machine.summary(dropped_chunks);
-    let done = SessionMsg::Done { call_id: io.call_id.clone(), stats: io.stats.take(), ai: summary.ai, early_media: summary.early_media };
+    let done = SessionMsg::Done {
+        call_id: io.call_id.clone(),
+        stats: io.stats.take(),
+        ai: summary.ai,
+        early_media: summary.early_media,
+        recording,
+    };
     io.tell(done).await;
 }

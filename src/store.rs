@@ -496,6 +496,7 @@ mod tests {
             plan_run: None,
             attempt: None,
             transfer_to: None,
+            recording: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The local HTTP API. Paths and field names follow the system CAP4 replaces
 //! (`POST /api/calls/dial`, `GET /api/calls/{id}`, `POST /api/calls/{id}/hangup`,
-//! `GET /api/calls`) and add `GET /api/health` and the plan runs
+//! `GET /api/calls`) and add `GET /api/health`, `GET /api/calls/{id}/recording`
+//! (`audio/wav`) and the plan runs
 //! (`POST /api/plans/{name}/run`, `GET /api/plans/runs`,
 //! `GET /api/plans/runs/{id}`, `POST /api/plans/runs/{id}/cancel`).
 //!
@@ -31,7 +32,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::call::machine::DialError;
-use crate::controller::{ApiRequest, DialRefusal, HangupRefusal, PlanRefusal};
+use crate::controller::{ApiRequest, DialRefusal, HangupRefusal, PlanRefusal, RecordingLookup};
 use crate::environment::Secret;
 use crate::phone::PhoneNumber;
 use crate::plan::CancelRefused;
@@ -71,6 +72,7 @@ pub fn router(controller: mpsc::Sender<ApiRequest>, token: Option<Secret>, bares
         .route("/api/calls", get(list))
         .route("/api/calls/{id}", get(show))
         .route("/api/calls/{id}/hangup", post(hangup))
+        .route("/api/calls/{id}/recording", get(recording))
         .route("/api/health", get(health))
         .route("/api/plans/{name}/run", post(run_plan))
         .route("/api/plans/runs", get(list_runs))
@@ -198,6 +200,48 @@ async fn show(State(state): State<ApiState>, path: Result<Path<String>, PathReje
         Some(record) => Ok(axum::Json(record).into_response()),
         None => Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no call {id}"))),
     }
+}
+
+/// The call's recording, `audio/wav`, streamed from the disk in 64 KiB pieces.
+async fn recording(State(state): State<ApiState>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let id = path_part(path)?;
+    let file = match ask(&state, |reply| ApiRequest::Recording { id: id.clone(), reply }).await? {
+        RecordingLookup::NoCall => return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no call {id}"))),
+        RecordingLookup::NoRecording => {
+            return Err(ApiError(StatusCode::NOT_FOUND, "no_recording", format!("call {id} has no recording (yet)")));
+        }
+        RecordingLookup::File(file) => file,
+    };
+    let opened = tokio::task::spawn_blocking(move || std::fs::File::open(file).and_then(|f| Ok((f.metadata()?.len(), f)))).await;
+    let (len, mut file) = match opened {
+        Ok(Ok(opened)) => opened,
+        _ => return Err(ApiError(StatusCode::NOT_FOUND, "no_recording", format!("the recording of call {id} is gone (retention)"))),
+    };
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        loop {
+            let mut buf = vec![0u8; 64 * 1024];
+            let piece = match file.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Ok(Bytes::from(buf))
+                }
+                Err(e) => Err(e),
+            };
+            let failed = piece.is_err();
+            if tx.blocking_send(piece).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|piece| (piece, rx)) });
+    Ok((
+        [(header::CONTENT_TYPE, "audio/wav".to_string()), (header::CONTENT_LENGTH, len.to_string())],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 async fn hangup(State(state): State<ApiState>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {

@@ -253,6 +253,9 @@ pub struct CallRecord {
     /// The number the call was transferred to (outcome `transferred`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer_to: Option<String>,
+    /// The call's recording (`[recording] enabled`), once it is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<crate::recording::RecordingRecord>,
 }
 
 impl CallRecord {
@@ -280,6 +283,7 @@ impl CallRecord {
             attempt: None,
             plan_run: None,
             transfer_to: None,
+            recording: None,
         }
     }
 

@@ -19,5 +19,6 @@ mod vm_dtmf;
 mod vm_first_word;
 mod vm_incoming;
 mod vm_jitter;
+mod vm_recording;
 mod vm_soak;
 mod vm_transfer;

@@ -372,6 +372,7 @@ fn store_record(id: &str, status: cap4::call::record::Status, events: usize) -> 
         plan_run: None,
         attempt: None,
         transfer_to: None,
+        recording: None,
     }
 }
 

@@ -80,6 +80,7 @@ fn start_session(fake: &FakeAgent, call_id: &str, heard: Heard) -> (session::Ses
         amd: None,
         provider: Some(provider),
         voicemail: None,
+        recording: None,
     };
     (session::start(params, tx), rx)
 }

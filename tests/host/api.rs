@@ -45,8 +45,10 @@ fn refusals_are_json_with_the_right_status() {
     let (status, _) = http_raw(&cap4.api, "POST", "/api/calls/dial", Some(big.as_bytes()), &[]);
     assert_eq!(status, 413);
 
-    let (status, err) = cap4.http("GET", "/api/calls/nope", None);
-    assert_eq!((status, err["error"]["code"].as_str()), (404, Some("not_found")));
+    for path in ["/api/calls/nope", "/api/calls/nope/recording"] {
+        let (status, err) = cap4.http("GET", path, None);
+        assert_eq!((status, err["error"]["code"].as_str()), (404, Some("not_found")), "{path}");
+    }
     let (status, err) = cap4.http("GET", "/api/nothing", None);
     assert_eq!((status, err["error"]["code"].as_str()), (404, Some("not_found")));
     let (status, err) = cap4.http("DELETE", "/api/calls", None);

@@ -85,6 +85,9 @@ fn reject_mode_declines_each_caller_with_486_and_records_it() {
     assert_eq!((record["outcome"].as_str(), record["sip_code"].as_u64()), (Some("rejected"), Some(486)), "{record}");
     assert!(record["answered_at"].is_null() && record["talk_ms"].is_null(), "never answered: {record}");
     assert!(record["sip_call_id"].as_str().is_some_and(|id| !id.is_empty()), "{record}");
+    // Never answered, never recorded.
+    let (status, err) = cap4.http("GET", &format!("/api/calls/{}/recording", record["id"].as_str().unwrap_or_default()), None);
+    assert_eq!((status, err["error"]["code"].as_str()), (404, Some("no_recording")), "{err}");
     // The number is in the record; the journal at INFO does not carry it.
     assert!(cap4.log().lines().filter(|l| l.contains(" INFO ")).all(|l| !l.contains(CALLER)), "{}", cap4.log());
 }

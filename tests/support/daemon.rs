@@ -251,6 +251,12 @@ pub fn http(addr: &str, method: &str, path: &str, body: Option<&str>, headers: &
 }
 
 pub fn http_raw(addr: &str, method: &str, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
+    let (status, _, body) = http_exchange(addr, method, path, body, headers);
+    (status, body)
+}
+
+/// One request; the status, the response's header block (as text) and its body.
+pub fn http_exchange(addr: &str, method: &str, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
     let body = body.unwrap_or_default();
@@ -273,5 +279,5 @@ pub fn http_raw(addr: &str, method: &str, path: &str, body: Option<&[u8]>, heade
     let text = String::from_utf8_lossy(&response);
     let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let split = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |p| p + 4);
-    (status, response[split..].to_vec())
+    (status, String::from_utf8_lossy(&response[..split]).into_owned(), response[split..].to_vec())
 }
