@@ -109,6 +109,12 @@ pub enum DialRefusal {
     },
     /// A plan run waits for its next attempt (its id): cancel it first.
     PlanPending(String),
+    /// A SIP account that registers is not registered: the call would fail.
+    NotRegistered {
+        aor: String,
+        state: &'static str,
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -131,6 +137,8 @@ pub struct Health {
     pub plan_run: Option<String>,
     /// Webhook deliveries waiting, and dropped since start (`None`: no webhook).
     pub webhook: Option<(usize, u64)>,
+    /// Each registering SIP account.
+    pub sip_accounts: Vec<crate::baresip::registration::AccountReg>,
 }
 
 /// How long a graceful stop waits for an active call to be hung up.
@@ -166,12 +174,20 @@ pub struct Controller {
     /// Marked at each turn of the loop and each wait on the disk; the
     /// watchdog pings by it (`liveness.rs`).
     liveness: Arc<Liveness>,
+    /// Each registering SIP account's state (events and `reginfo`).
+    registrations: crate::baresip::registration::Registrations,
     /// The agent's client tools that act on the call (`send_dtmf`,
     /// `transfer_call`) ask here.
     tool_rx: Option<mpsc::Receiver<ToolRequest>>,
     /// Their answers, by the machine's ticket.
     tool_replies: std::collections::HashMap<u64, ToolReply>,
     next_ticket: u64,
+}
+
+/// A registration event (it goes to the registrations, not the call machine).
+fn is_registration(event: &crate::baresip::protocol::Event) -> bool {
+    use crate::baresip::protocol::EventKind::*;
+    matches!(event.kind, Registering | RegisterOk | RegisterFail | Unregistering)
 }
 
 /// Where a client tool waits for its answer.
@@ -281,6 +297,7 @@ impl Controller {
             plan_journal: None,
             webhook: None,
             liveness: Liveness::new(),
+            registrations: Default::default(),
             tool_rx: Some(tool_rx),
             tool_replies: std::collections::HashMap::new(),
             next_ticket: 0,
@@ -501,6 +518,14 @@ impl Controller {
     /// Places a call. Nothing is dialled that is not on disk first: a record that
     /// cannot be saved ends the call before the dial goes out.
     fn start_call(&mut self, number: &PhoneNumber, origin: &str, plan: Option<(String, u32)>) -> Result<CallRecord, DialRefusal> {
+        if let Some(account) = self.registrations.not_registered() {
+            info!(%origin, aor = %account.aor, state = account.state.as_str(), "dial refused: not registered");
+            return Err(DialRefusal::NotRegistered {
+                aor: account.aor.clone(),
+                state: account.state.as_str(),
+                reason: account.last_error.clone(),
+            });
+        }
         let now = self.clock.now();
         let id = uuid::Uuid::new_v4().to_string();
         let uri = self.config.dial_uri_for(number.as_str());
@@ -648,7 +673,8 @@ impl Controller {
     /// here after every input.
     fn advance_plans(&mut self) {
         let Some(attempt) = self.plans.due(self.clock.now()) else { return };
-        if self.machine.active().is_some() || !self.machine.link_up() {
+        // Not registered: the line is down; the attempt waits for it.
+        if self.machine.active().is_some() || !self.machine.link_up() || self.registrations.not_registered().is_some() {
             return;
         }
         let Attempt { run_id, attempt: n, number } = attempt.clone();
@@ -660,7 +686,7 @@ impl Controller {
                 }
             }
             // The line is not free after all: the attempt waits.
-            Err(DialRefusal::Machine(_) | DialRefusal::PlanPending(_)) => {}
+            Err(DialRefusal::Machine(_) | DialRefusal::PlanPending(_) | DialRefusal::NotRegistered { .. }) => {}
             Err(DialRefusal::Storage { message, .. }) => {
                 warn!(plan_run = %run_id, attempt = n, %message, "plan attempt not placed");
                 if let Some(run) = self.plans.not_placed(&attempt, format!("not placed: {message}"), self.clock.now()) {
@@ -734,7 +760,9 @@ impl Controller {
         let Some(leds) = &self.leds else { return };
         let call = self.machine.active();
         let classifying = self.config.amd.enabled && call.is_some_and(|r| r.answer.is_none() && r.direction == CallDirection::Outbound);
-        let steady = LedState::steady_for(self.machine.link_up(), call.map(|r| r.status), classifying, self.plans.pending().is_some());
+        let registered = self.registrations.not_registered().is_none();
+        let steady =
+            LedState::steady_for(self.machine.link_up(), call.map(|r| r.status), classifying, self.plans.pending().is_some(), registered);
         let current = *leds.borrow();
         let now = tokio::time::Instant::now();
         let in_call = !matches!(steady, LedState::Idle | LedState::NoBaresip | LedState::PlanPending);
@@ -758,6 +786,10 @@ impl Controller {
                 if let Some(tx) = self.on_first_link.take() {
                     let _ = tx.send(());
                 }
+                self.registrations.resync(&resync.registrations, &rfc3339(now.unix_ms));
+                for account in self.registrations.accounts() {
+                    info!(aor = %account.aor, state = account.state.as_str(), "SIP account");
+                }
                 if !resync.calls.is_empty() && self.machine.active().is_none() {
                     warn!(calls = resync.calls.len(), "Baresip has calls cap4 does not own; hanging up");
                 }
@@ -771,6 +803,18 @@ impl Controller {
             }
             Report::Event(event) if event.kind == crate::baresip::protocol::EventKind::CallIncoming => {
                 self.on_incoming(&event);
+                return;
+            }
+            Report::Event(event) if self.registrations.on_event(&event, &rfc3339(now.unix_ms)) || is_registration(&event) => {
+                if let Some(account) = self.registrations.accounts().find(|a| Some(&a.aor) == event.account.as_ref()) {
+                    match &account.last_error {
+                        Some(reason) if account.state == crate::baresip::registration::RegState::Failed => {
+                            warn!(aor = %account.aor, %reason, "SIP registration failed");
+                        }
+                        _ => info!(aor = %account.aor, state = account.state.as_str(), "SIP registration"),
+                    }
+                }
+                self.update_leds(None);
                 return;
             }
             Report::Event(event) => {
@@ -861,6 +905,7 @@ impl Controller {
                     calls_recorded: self.store.len(),
                     storage_error: self.store.unsynced().map(str::to_owned),
                     plan_run: self.plans.running().map(|r| r.id.clone()),
+                    sip_accounts: self.registrations.accounts().cloned().collect(),
                     webhook: self.webhook.as_ref().map(|w| {
                         let outbox = w.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                         (outbox.len(), outbox.dropped)

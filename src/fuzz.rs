@@ -79,6 +79,9 @@ pub fn baresip_message(data: &[u8]) {
     if let Some(calls) = baresip::parse_listcalls(&text) {
         assert!(calls.len() <= baresip::MAX_LISTED_CALLS, "listcalls claimed {} calls", calls.len());
     }
+    for (aor, _) in crate::baresip::registration::parse_reginfo(&text) {
+        assert!(aor.starts_with("sip"), "reginfo aor {aor:?}");
+    }
     if let Some(id) = baresip::parse_callstat_id(&text) {
         assert!(!id.is_empty() && !id.contains(char::is_whitespace), "callstat id {id:?}");
     }

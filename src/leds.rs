@@ -25,6 +25,8 @@ pub enum LedState {
     Idle,
     /// Baresip is not connected.
     NoBaresip,
+    /// No call, and a SIP account that registers is not registered.
+    NotRegistered,
     Dialing,
     /// Ringing or early media.
     Ringing,
@@ -45,10 +47,12 @@ pub enum LedState {
 impl LedState {
     /// The steady pattern for the box's situation: the Baresip link, the
     /// active call's status (if any), whether its answer is still being
-    /// classified, and whether a plan run waits for its next attempt.
-    pub fn steady_for(link_up: bool, call: Option<Status>, classifying: bool, plan_pending: bool) -> LedState {
+    /// classified, whether a plan run waits for its next attempt, and
+    /// whether every registering SIP account is registered.
+    pub fn steady_for(link_up: bool, call: Option<Status>, classifying: bool, plan_pending: bool, registered: bool) -> LedState {
         match (link_up, call) {
             (false, _) => LedState::NoBaresip,
+            (true, None | Some(Status::Ended)) if !registered => LedState::NotRegistered,
             (true, None | Some(Status::Ended)) if plan_pending => LedState::PlanPending,
             (true, None | Some(Status::Ended)) => LedState::Idle,
             (true, Some(Status::Dialing)) => LedState::Dialing,
@@ -77,6 +81,8 @@ impl LedState {
         match self {
             Self::Idle => &[(true, false, 100), (false, false, 2900)],
             Self::NoBaresip => &[(false, true, 1000), (false, false, 1000)],
+            // Both at once, the one pattern that lights both: "the phone line is down".
+            Self::NotRegistered => &[(true, true, 500), (false, false, 1500)],
             Self::Dialing => &[(true, false, 125), (false, false, 125)],
             Self::Ringing => &[(true, false, 500), (false, false, 500)],
             Self::Classifying => &[(true, false, 100), (false, false, 100), (true, false, 100), (false, false, 700)],
@@ -169,15 +175,18 @@ mod tests {
 
     #[test]
     fn the_steady_pattern_follows_the_link_and_the_call() {
-        assert_eq!(LedState::steady_for(false, Some(Status::Answered), false, true), LedState::NoBaresip);
-        assert_eq!(LedState::steady_for(true, None, false, false), LedState::Idle);
-        assert_eq!(LedState::steady_for(true, None, false, true), LedState::PlanPending);
-        assert_eq!(LedState::steady_for(true, Some(Status::Ringing), false, true), LedState::Ringing, "the attempt's call shows");
-        assert_eq!(LedState::steady_for(true, Some(Status::Ended), false, false), LedState::Idle);
-        assert_eq!(LedState::steady_for(true, Some(Status::Dialing), false, false), LedState::Dialing);
-        assert_eq!(LedState::steady_for(true, Some(Status::EarlyMedia), false, false), LedState::Ringing);
-        assert_eq!(LedState::steady_for(true, Some(Status::Answered), true, false), LedState::Classifying);
-        assert_eq!(LedState::steady_for(true, Some(Status::Answered), false, false), LedState::Talking);
+        assert_eq!(LedState::steady_for(false, Some(Status::Answered), false, true, true), LedState::NoBaresip);
+        assert_eq!(LedState::steady_for(true, None, false, false, true), LedState::Idle);
+        assert_eq!(LedState::steady_for(true, None, false, true, true), LedState::PlanPending);
+        assert_eq!(LedState::steady_for(true, Some(Status::Ringing), false, true, true), LedState::Ringing, "the attempt's call shows");
+        assert_eq!(LedState::steady_for(true, Some(Status::Ended), false, false, true), LedState::Idle);
+        assert_eq!(LedState::steady_for(true, Some(Status::Dialing), false, false, true), LedState::Dialing);
+        assert_eq!(LedState::steady_for(true, Some(Status::EarlyMedia), false, false, true), LedState::Ringing);
+        assert_eq!(LedState::steady_for(true, Some(Status::Answered), true, false, true), LedState::Classifying);
+        assert_eq!(LedState::steady_for(true, Some(Status::Answered), false, false, true), LedState::Talking);
+        assert_eq!(LedState::steady_for(true, None, false, true, false), LedState::NotRegistered);
+        assert_eq!(LedState::steady_for(false, None, false, false, false), LedState::NoBaresip);
+        assert_eq!(LedState::steady_for(true, Some(Status::Answered), false, false, false), LedState::Talking, "a call shows");
     }
 
     #[test]

@@ -175,6 +175,14 @@ async fn dial(State(state): State<ApiState>, body: Result<Bytes, BytesRejection>
             "baresip_unavailable",
             "Baresip is still hanging up a call left from before; try again in a moment".into(),
         )),
+        Err(DialRefusal::NotRegistered { aor, state, reason }) => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sip_not_registered",
+            match reason {
+                Some(reason) => format!("the SIP account {aor} is not registered ({state}: {reason})"),
+                None => format!("the SIP account {aor} is not registered ({state})"),
+            },
+        )),
         Err(DialRefusal::PlanPending(run)) => Err(ApiError(
             StatusCode::CONFLICT,
             "plan_pending",
@@ -345,6 +353,7 @@ async fn health(State(state): State<ApiState>) -> Result<Response, ApiError> {
         "calls_recorded": h.calls_recorded,
         "storage": { "ok": h.storage_error.is_none(), "error": h.storage_error },
         "plan_run": h.plan_run,
+        "sip": { "accounts": h.sip_accounts },
         "webhook": h.webhook.map(|(pending, dropped)| json!({"pending": pending, "dropped": dropped})),
     });
     Ok(axum::Json(body).into_response())

@@ -10,7 +10,8 @@
 //! * `TCP_QUICKACK` is re-armed after every read (Baresip leaves Nagle on: without
 //!   it a second frame written right after the first stalls ~40 ms);
 //! * a lost connection is reported once, then retried with capped exponential
-//!   backoff; every new connection starts with a resync (`listcalls`, `callstat`)
+//!   backoff; every new connection starts with a resync (`listcalls`, `callstat`,
+//!   `reginfo`)
 //!   reported as [`Report::LinkUp`] before any event of that connection;
 //! * a payload that is not a message we understand is logged and skipped; a framing
 //!   error (the byte stream can no longer be trusted) drops and re-opens the link.
@@ -27,6 +28,7 @@ use tracing::{debug, info, warn};
 use super::netstring::{self, Decoder};
 use super::protocol::{self, Command, CommandName, Event, Inbound, Response, parse_callstat_id, parse_listcalls};
 use crate::baresip::link::{CommandError, CommandTag, Resync};
+use crate::baresip::registration;
 
 /// Settings for the connection.
 #[derive(Debug, Clone)]
@@ -79,6 +81,7 @@ enum Purpose {
     Controller(CommandTag),
     ResyncList,
     ResyncStat,
+    ResyncReg,
 }
 
 /// A link that lasted this long resets the reconnect backoff.
@@ -359,6 +362,11 @@ impl Session<'_> {
                 if resync.calls_unknown && resync.current_call_id.is_some() {
                     resync.calls = vec![protocol::ListedCall { state: "UNKNOWN".into(), peer_uri: String::new() }];
                 }
+                // Baresip registers at its start, before we connect, and replays no event.
+                self.send(in_flight, Command { name: CommandName::RegInfo, params: None }, Purpose::ResyncReg).await
+            }
+            Purpose::ResyncReg => {
+                resync.registrations = result.ok().filter(|r| r.ok).map(|r| registration::parse_reginfo(&r.data)).unwrap_or_default();
                 info!(calls = resync.calls.len(), current = resync.current_call_id.as_deref().unwrap_or(""), "Baresip resynchronised");
                 self.report(Report::LinkUp(std::mem::take(resync))).await?;
                 self.linked = Some(Instant::now());

@@ -5,3 +5,4 @@ pub mod client;
 pub mod link;
 pub mod netstring;
 pub mod protocol;
+pub mod registration;

@@ -33,6 +33,8 @@ pub enum CommandName {
     Hangup,
     ListCalls,
     CallStat,
+    /// Each account's registration (at a resync).
+    RegInfo,
     /// Sends `params`' keys as DTMF on the current call (menu's `sndcode`,
     /// 1.0.0 and 4.x alike; with no call it does nothing and says ok).
     SendCode,
@@ -49,6 +51,7 @@ impl CommandName {
             Self::Hangup => "hangup",
             Self::ListCalls => "listcalls",
             Self::CallStat => "callstat",
+            Self::RegInfo => "reginfo",
             Self::SendCode => "sndcode",
             Self::Transfer => "transfer",
         }
@@ -100,6 +103,13 @@ pub enum EventKind {
     CallDtmfStart,
     /// The key was let go.
     CallDtmfEnd,
+    /// An account's registration (`accountaor`): a REGISTER is out, it
+    /// succeeded (`param` `200 OK`), failed (`param` the reason), or the
+    /// account is unregistering (at shutdown).
+    Registering,
+    RegisterOk,
+    RegisterFail,
+    Unregistering,
     /// Our REFER failed (`param`: `603 Decline`). 1.0.0 then drops the call
     /// without a `CALL_CLOSED`; 4.x keeps it (and resumes it).
     TransferFailed,
@@ -124,6 +134,10 @@ impl EventKind {
             "CALL_DTMF_START" => Self::CallDtmfStart,
             "CALL_DTMF_END" => Self::CallDtmfEnd,
             "TRANSFER_FAILED" => Self::TransferFailed,
+            "REGISTERING" => Self::Registering,
+            "REGISTER_OK" => Self::RegisterOk,
+            "REGISTER_FAIL" => Self::RegisterFail,
+            "UNREGISTERING" => Self::Unregistering,
             "SHUTDOWN" => Self::Shutdown,
             "EXIT" => Self::Exit,
             other => Self::Other(other.to_string()),
@@ -146,6 +160,10 @@ impl EventKind {
             Self::CallDtmfStart => "CALL_DTMF_START",
             Self::CallDtmfEnd => "CALL_DTMF_END",
             Self::TransferFailed => "TRANSFER_FAILED",
+            Self::Registering => "REGISTERING",
+            Self::RegisterOk => "REGISTER_OK",
+            Self::RegisterFail => "REGISTER_FAIL",
+            Self::Unregistering => "UNREGISTERING",
             Self::Shutdown => "SHUTDOWN",
             Self::Exit => "EXIT",
             Self::Other(name) => name,
@@ -162,6 +180,8 @@ pub struct Event {
     /// The SIP Call-ID; missing from the first `CALL_LOCAL_SDP` of a dial.
     pub call_id: Option<String>,
     pub param: Option<String>,
+    /// The account (`accountaor`) the event is about.
+    pub account: Option<String>,
 }
 
 /// One decoded message from Baresip.
@@ -221,6 +241,7 @@ pub fn decode(payload: &[u8]) -> Result<Inbound, ProtocolError> {
             peer_uri: string_member(&obj, "peeruri"),
             call_id: string_member(&obj, "id").filter(|id| !id.is_empty()),
             param: string_member(&obj, "param"),
+            account: string_member(&obj, "accountaor"),
         }))
     } else if marked("message") {
         Ok(Inbound::SipMessage)

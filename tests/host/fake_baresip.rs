@@ -69,6 +69,15 @@ impl Peer {
         assert_eq!(stat["command"], "callstat");
         let bytes = self.respond(&stat, "\n(no active calls)\n");
         self.send(&bytes);
+        self.reginfo();
+    }
+
+    /// The resync's last step: one local account, not registering.
+    fn reginfo(&mut self) {
+        let reg = self.command();
+        assert_eq!(reg["command"], "reginfo");
+        let bytes = self.respond(&reg, "\n--- User Agents (1) ---\n> sip:box@127.0.0.1:5062\n\n");
+        self.send(&bytes);
     }
 
     /// True once cap4 has closed its end.
@@ -112,6 +121,7 @@ fn garbage_split_and_oversized_frames_are_survived() {
     let mut merged = encode(br#"{"event":true,"type":"CALL_RINGING","class":"call","id":"not-ours","param":"x"}"#);
     merged.extend(peer.respond(&stat, "\n(no active calls)\n"));
     peer.send(&merged);
+    peer.reginfo();
     cap4.wait_baresip_connected(WAIT);
 
     // Baresip does not answer input it rejects: the dial times out, cap4 cancels
@@ -151,6 +161,7 @@ fn garbage_split_and_oversized_frames_are_survived() {
     assert_eq!(stat["command"], "callstat");
     let answer = peer4.respond(&stat, "\n(no active calls)\n");
     peer4.send(&answer);
+    peer4.reginfo();
     cap4.wait_baresip_connected(WAIT);
 
     // A flood of events while cap4 resyncs: it is not held without bound.

@@ -24,5 +24,6 @@ mod fake_baresip;
 mod fuzz_replay;
 mod incoming;
 mod plans;
+mod registration;
 mod tidy;
 mod trace_replay;

@@ -22,7 +22,7 @@ use serde_json::Value;
 const TIMEOUTS: Timeouts = Timeouts { ring_ms: 60_000, max_call_ms: 600_000, hangup_confirm_ms: 5_000, link_grace_ms: 10_000 };
 
 /// The folder of each Baresip version's traces, and how many it holds at least.
-const VERSIONS: [(&str, usize); 2] = [("traces", 29), ("traces-current", 18)];
+const VERSIONS: [(&str, usize); 2] = [("traces", 33), ("traces-current", 22)];
 
 fn traces_dir(version: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/baresip").join(version)
@@ -268,7 +268,7 @@ fn replay_with(version: &str, name: &str, incoming: IncomingConfig) -> Replay {
                         let token = resp.token.clone().unwrap_or_default();
                         if resync_tokens.contains(&token) {
                             let calls = parse_listcalls(&resp.data).expect("listcalls text");
-                            let resync = Resync { calls, current_call_id: None, calls_unknown: false };
+                            let resync = Resync { calls, current_call_id: None, calls_unknown: false, registrations: Vec::new() };
                             absorb(machine.handle(Input::LinkUp(resync), now), &mut out);
                         } else if let Some(&tag) = tags.get(&token) {
                             absorb(machine.handle(Input::CommandDone { tag, result: Ok(resp) }, now), &mut out);
@@ -417,6 +417,54 @@ fn transfer_traces_end_transferred_or_go_on_as_each_version_allows() {
         } else {
             assert_eq!(record.outcome, Some(Outcome::LocalHangup), "{name}: the call went on: {:?}", record.reason);
             assert!(!events.contains(&"call_dropped_by_baresip"), "{name}: {events:?}");
+        }
+    }
+}
+
+/// Registration, recorded with both versions against a SIPp registrar.
+/// Baresip registers before cap4 connects (no event of it comes), so the
+/// resync's `reginfo` is what tells; later refreshes and failures come as
+/// events (class `register` in 1.0.0, `ua` in 4.10).
+#[test]
+fn registration_traces_give_each_accounts_state_and_reason() {
+    use cap4::baresip::registration::{RegState, Registrations, parse_reginfo};
+    // (trace, state after the reginfo, state before the shutdown, last error)
+    let cases = [
+        ("register_ok.jsonl", RegState::Registered, RegState::Registered, None),
+        ("register_auth.jsonl", RegState::Registered, RegState::Registered, None),
+        ("register_forbidden.jsonl", RegState::Failed, RegState::Failed, Some("registration failed (reported by reginfo)")),
+        ("register_revoked.jsonl", RegState::Failed, RegState::Failed, Some("403 Forbidden")),
+    ];
+    for (version, _) in VERSIONS {
+        for (name, after_reginfo, before_shutdown, error) in cases {
+            let name = format!("{version}/{name}");
+            let mut regs = Registrations::default();
+            let (mut at_reginfo, mut at_shutdown) = (None, None);
+            for line in lines(version, name.split('/').nth(1).unwrap_or_default()) {
+                if line["dir"] != "rx" || line["kind"] != "netstring" {
+                    continue;
+                }
+                let wire = line["wire"].as_str().unwrap();
+                match protocol::decode(&wire.as_bytes()[wire.find(':').unwrap() + 1..wire.len() - 1]).unwrap() {
+                    Inbound::Response(resp) if resp.token.as_deref() == Some("reginfo-1") => {
+                        regs.resync(&parse_reginfo(&resp.data), "reginfo");
+                        at_reginfo = regs.accounts().next().map(|a| a.state);
+                    }
+                    Inbound::Event(event) if event.kind == protocol::EventKind::Shutdown => {
+                        at_shutdown = regs.accounts().next().cloned();
+                    }
+                    Inbound::Event(event) => {
+                        regs.on_event(&event, "event");
+                    }
+                    _ => {}
+                }
+            }
+            assert_eq!(at_reginfo, Some(after_reginfo), "{name}");
+            let account = at_shutdown.unwrap_or_else(|| panic!("{name}: no account"));
+            assert_eq!(account.aor, "sip:box@127.0.0.1:5070", "{name}");
+            assert_eq!((account.state, account.last_error.as_deref()), (before_shutdown, error), "{name}");
+            assert_eq!(regs.accounts().next().map(|a| a.state), Some(RegState::Unregistering), "{name}: at shutdown");
+            assert!(regs.not_registered().is_some(), "{name}: unregistering is not registered");
         }
     }
 }

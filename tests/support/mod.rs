@@ -343,11 +343,30 @@ impl Baresip {
     /// in use" for SIP/TLS). Then the start is tried again on another SIP
     /// port (nothing outside Baresip knows that port).
     pub fn start(dir: &Path, ctrl_port: u16, sip_port: u16, rtp_range: (u16, u16)) -> io::Result<Baresip> {
+        Self::start_with_account(dir, ctrl_port, sip_port, rtp_range, None)
+    }
+
+    /// [`Baresip::start`] with its one account registering at a registrar on
+    /// 127.0.0.1:`registrar_port` (`sip:box@127.0.0.1:<port>`, every 6 s,
+    /// `auth_pass` = `password`).
+    pub fn start_registering(
+        dir: &Path,
+        ctrl_port: u16,
+        sip_port: u16,
+        rtp_range: (u16, u16),
+        registrar_port: u16,
+        password: &str,
+    ) -> io::Result<Baresip> {
+        let account = format!("<sip:box@127.0.0.1:{registrar_port}>;auth_pass={password};regint=6;audio_codecs=PCMU,PCMA");
+        Self::start_with_account(dir, ctrl_port, sip_port, rtp_range, Some(&account))
+    }
+
+    fn start_with_account(dir: &Path, ctrl_port: u16, sip_port: u16, rtp_range: (u16, u16), account: Option<&str>) -> io::Result<Baresip> {
         let mut sip_port = sip_port;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::start_on(dir, ctrl_port, sip_port, rtp_range) {
+            match Self::start_on(dir, ctrl_port, sip_port, rtp_range, account) {
                 Err(err)
                     if attempt < 4
                         && err.to_string().contains("Address already in use")
@@ -360,17 +379,18 @@ impl Baresip {
         }
     }
 
-    fn start_on(dir: &Path, ctrl_port: u16, sip_port: u16, rtp_range: (u16, u16)) -> io::Result<Baresip> {
+    fn start_on(dir: &Path, ctrl_port: u16, sip_port: u16, rtp_range: (u16, u16), account: Option<&str>) -> io::Result<Baresip> {
         let config_dir = dir.join("baresip");
         fs::create_dir_all(&config_dir)?;
         fs::write(config_dir.join("config"), config_text(ctrl_port, sip_port, rtp_range))?;
-        fs::write(
-            config_dir.join("accounts"),
-            format!(
+        let accounts = match account {
+            Some(line) => format!("# CAP4 integration test account, registering.\n{line}\n"),
+            None => format!(
                 "# CAP4 integration test account: local only, never registers.\n\
                  <sip:box@127.0.0.1:{sip_port}>;regint=0;audio_codecs=PCMU,PCMA\n"
             ),
-        )?;
+        };
+        fs::write(config_dir.join("accounts"), accounts)?;
         let mut baresip = Baresip { child: None, config_dir, log_path: dir.join("baresip.log"), ctrl_port, sip_port, rtp_range, starts: 0 };
         baresip.spawn()?;
         Ok(baresip)

@@ -273,6 +273,7 @@ fn link_loss_with_the_call_still_up() {
         calls: vec![ListedCall { state: "ESTABLISHED".into(), peer_uri: "sip:x".into() }],
         current_call_id: Some("abc".into()),
         calls_unknown: false,
+        registrations: Vec::new(),
     };
     assert!(m.handle(Input::LinkUp(resync), at(3_000)).is_empty());
     assert_eq!(m.active().unwrap().status, Status::Answered);
@@ -295,6 +296,7 @@ fn orphan_calls_are_hung_up_on_connect() {
         calls: vec![ListedCall { state: "ESTABLISHED".into(), peer_uri: "sip:x".into() }],
         current_call_id: Some("old".into()),
         calls_unknown: false,
+        registrations: Vec::new(),
     };
     let fx = m.handle(Input::LinkUp(resync), at(0));
     assert_eq!(sent_hangup(&fx), Some(Some("old".into())));
@@ -323,6 +325,7 @@ fn dialling_waits_for_the_orphan_hangup() {
         calls: vec![ListedCall { state: "ESTABLISHED".into(), peer_uri: "sip:x".into() }],
         current_call_id: Some("old".into()),
         calls_unknown: false,
+        registrations: Vec::new(),
     };
     m.handle(Input::LinkUp(resync), at(0));
     let n = PhoneNumber::parse("100").unwrap();
@@ -343,6 +346,7 @@ fn a_hangup_lost_with_the_link_is_sent_again_after_resync() {
         calls: vec![ListedCall { state: "ESTABLISHED".into(), peer_uri: "sip:x".into() }],
         current_call_id: Some("abc".into()),
         calls_unknown: false,
+        registrations: Vec::new(),
     };
     let fx = m.handle(Input::LinkUp(resync), at(601_001));
     assert_eq!(sent_hangup(&fx), Some(Some("abc".into())));
@@ -357,6 +361,7 @@ fn an_answer_missed_while_disconnected_is_taken_from_the_resync() {
         calls: vec![ListedCall { state: "ESTABLISHED".into(), peer_uri: "sip:x".into() }],
         current_call_id: Some("abc".into()),
         calls_unknown: false,
+        registrations: Vec::new(),
     };
     let fx = m.handle(Input::LinkUp(resync), at(2_000));
     assert_eq!(persisted(&fx)[0].status, Status::Answered);
