@@ -172,6 +172,8 @@ struct RawConfig {
     #[serde(default)]
     recording: crate::recording::RecordingConfig,
     #[serde(default)]
+    sip: crate::sip::SipConfig,
+    #[serde(default)]
     plan: Vec<crate::plan::RawPlan>,
     #[serde(default)]
     webhook: crate::webhook::RawWebhook,
@@ -235,6 +237,20 @@ struct RawLog {
 
 impl Config {
     /// Reads and validates the file at `path`.
+    /// `[sip]` alone (for `cap4 baresip-config`, which runs in Baresip's
+    /// unit: the rest of the file, the API keys, are not its business).
+    pub fn load_sip(path: &Path) -> Result<crate::sip::SipConfig, ConfigError> {
+        #[derive(Deserialize)]
+        struct SipOnly {
+            #[serde(default)]
+            sip: crate::sip::SipConfig,
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.to_path_buf(), message: e.to_string() })?;
+        let only: SipOnly = toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))?;
+        only.sip.validate().map_err(|e| section_error(path, &text, &e))?;
+        Ok(only.sip)
+    }
+
     pub fn load(path: &Path, env: &dyn Environment) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.to_path_buf(), message: e.to_string() })?;
         Self::parse(path, &text, env)
@@ -348,6 +364,7 @@ impl Config {
         raw.incoming.validate().map_err(|e| section_error(path, text, &e))?;
         raw.transfer.validate().map_err(|e| section_error(path, text, &e))?;
         raw.recording.validate().map_err(|e| section_error(path, text, &e))?;
+        raw.sip.validate().map_err(|e| section_error(path, text, &e))?;
         if raw.incoming.mode == crate::call::incoming::IncomingMode::Agent && !raw.ai.enabled {
             let message = "\"agent\" hands callers to the agent, but [ai] enabled = false: enable [ai] or choose \"reject\" or \"off\"";
             return Err(section_error(path, text, &SectionError::new("incoming", "mode", message)));

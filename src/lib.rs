@@ -27,6 +27,7 @@ pub mod recording;
 pub mod sd_notify;
 pub mod section;
 pub mod session;
+pub mod sip;
 pub mod store;
 pub mod supervise;
 pub mod voicemail;

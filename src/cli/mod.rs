@@ -21,6 +21,11 @@ const USAGE: &str = "\
 usage:
   cap4 run --config PATH         run the daemon
   cap4 check-config PATH         validate a config file (exit 78 if invalid)
+  cap4 baresip-config --out DIR [--config PATH] [--base DIR]
+                                 write Baresip's config and accounts (0600) into DIR
+                                 from [sip] (default PATH /etc/cap4/cap4.toml,
+                                 base /etc/cap4/baresip); the SIP password from
+                                 $CAP4_SIP_PASSWORD or the sip-password credential
   cap4 dial NUMBER               place a call (+ and 3-15 digits)
   cap4 calls [--limit N] [--before ID]
                                  list calls, newest first
@@ -47,6 +52,11 @@ pub enum Command {
     },
     CheckConfig {
         config: PathBuf,
+    },
+    BaresipConfig {
+        config: PathBuf,
+        base: PathBuf,
+        out: PathBuf,
     },
     /// A request to the daemon's HTTP API. `api`: `--api HOST:PORT`, if given.
     Api {
@@ -111,6 +121,11 @@ pub fn parse(args: Vec<String>) -> Result<Command, Failure> {
         "check-config" => Command::CheckConfig {
             config: args.next_positional().or_else(|| args.option("--config")).ok_or_else(|| usage("check-config needs PATH"))?.into(),
         },
+        "baresip-config" => Command::BaresipConfig {
+            config: args.option("--config").unwrap_or_else(|| "/etc/cap4/cap4.toml".into()).into(),
+            base: args.option("--base").unwrap_or_else(|| "/etc/cap4/baresip".into()).into(),
+            out: args.option("--out").ok_or_else(|| usage("baresip-config needs --out DIR"))?.into(),
+        },
         "amd" => {
             let amd_config = args.option("--amd-config").map(PathBuf::from);
             let file = args.next_positional().ok_or_else(|| usage("amd needs FILE.wav"))?;
@@ -154,6 +169,7 @@ pub fn main(args: Vec<String>) -> i32 {
     let result = match parse(args) {
         Ok(Command::Run { config }) => return crate::daemon::run(&config),
         Ok(Command::CheckConfig { config }) => return check_config(&config),
+        Ok(Command::BaresipConfig { config, base, out }) => return baresip_config(&config, &base, &out),
         Ok(Command::Amd { file, amd_config }) => return amd::run(&file, amd_config.as_deref()),
         Ok(Command::Api { call, api, json }) => api_command(call, api, json),
         Ok(Command::Version) => emit(&format!("cap4 {}\n", env!("CARGO_PKG_VERSION"))).map_err(stdout_failure),
@@ -225,6 +241,36 @@ fn check_config(path: &std::path::Path) -> i32 {
         Err(err) => {
             eprintln!("cap4: {err}");
             exit::CONFIG
+        }
+    }
+}
+
+/// `cap4 baresip-config`: Baresip's files from `[sip]`, before Baresip starts.
+fn baresip_config(config: &std::path::Path, base: &std::path::Path, out: &std::path::Path) -> i32 {
+    let sip = match Config::load_sip(config) {
+        Ok(sip) => sip,
+        Err(err) => {
+            eprintln!("cap4: {err}");
+            return exit::CONFIG;
+        }
+    };
+    let password = crate::sip::password(&ProcessEnv);
+    if sip.account.is_some() && password.is_none() && sip.register_interval_s > 0 {
+        eprintln!(
+            "cap4: [sip] account has no password ({} or the {} credential); registering without one",
+            crate::sip::PASSWORD_ENV,
+            crate::sip::PASSWORD_CREDENTIAL
+        );
+    }
+    match crate::sip::write_baresip_config(&sip, password.as_ref(), base, out) {
+        Ok(()) => {
+            let account = sip.account.as_deref().unwrap_or("the base accounts file");
+            let _ = emit(&format!("{}: Baresip config and accounts written ({account})\n", out.display()));
+            exit::OK
+        }
+        Err(err) => {
+            eprintln!("cap4: {err}");
+            exit::CANT_CREATE
         }
     }
 }
@@ -407,6 +453,10 @@ mod tests {
     fn the_command_line_is_parsed_once_into_a_command() {
         assert_eq!(parsed("run --config /etc/cap4/cap4.toml"), Ok(Command::Run { config: "/etc/cap4/cap4.toml".into() }));
         assert_eq!(parsed("check-config x.toml"), Ok(Command::CheckConfig { config: "x.toml".into() }));
+        assert_eq!(
+            parsed("baresip-config --out /run/b"),
+            Ok(Command::BaresipConfig { config: "/etc/cap4/cap4.toml".into(), base: "/etc/cap4/baresip".into(), out: "/run/b".into() })
+        );
         assert_eq!(
             parsed("dial +15550100 --api 127.0.0.1:9000"),
             Ok(Command::Api { call: ApiCall::Dial { number: "+15550100".into() }, api: Some("127.0.0.1:9000".into()), json: false })

@@ -92,3 +92,58 @@ fn a_wrong_password_is_the_accounts_error() {
     assert_eq!(account["last_error"], "403 Wrong Password", "{account}");
     assert!(!cap4.log().contains("not-the-password"), "the password reached the log");
 }
+
+/// `[sip]` in cap4.toml, the password in `$CAP4_SIP_PASSWORD`: `cap4
+/// baresip-config` writes the accounts file (0600) that real Baresip
+/// registers with, through the registrar's challenge; nothing it prints
+/// carries the password.
+#[test]
+fn the_sip_section_and_the_password_reach_baresip_through_baresip_config() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("register-generated");
+    let registrar_port = free_port();
+    let registrar = Sipp::start(dir.path(), "registrar_auth.xml", registrar_port, free_media_port()).expect("SIPp registrar");
+    let (base, out) = (dir.path().join("base"), dir.path().join("generated"));
+    std::fs::create_dir_all(&base).expect("base");
+    std::fs::create_dir_all(&out).expect("out");
+    std::fs::write(base.join("config"), "module g711.so\n").expect("config");
+    std::fs::write(base.join("accounts"), "<sip:box@127.0.0.1>;regint=0\n").expect("accounts");
+    let toml = dir.path().join("cap4.toml");
+    std::fs::write(&toml, format!("[sip]\naccount = \"sip:box@127.0.0.1:{registrar_port}\"\nregister_interval_s = 60\n")).expect("toml");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_cap4"))
+        .args(["baresip-config", "--config"])
+        .arg(&toml)
+        .arg("--base")
+        .arg(&base)
+        .arg("--out")
+        .arg(&out)
+        .env("CAP4_SIP_PASSWORD", "s3cret")
+        .output()
+        .expect("run cap4");
+    let printed = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "{printed}");
+    assert!(!printed.contains("s3cret"), "the password was printed: {printed}");
+    let accounts = std::fs::read_to_string(out.join("accounts")).expect("accounts written");
+    assert_eq!(std::fs::metadata(out.join("accounts")).expect("meta").permissions().mode() & 0o777, 0o600);
+    let line = accounts.lines().find(|l| l.starts_with('<')).expect("an account line").to_string();
+    assert!(line.contains(";auth_pass=s3cret;") && line.contains(";regint=60;"), "{line}");
+
+    let baresip = Baresip::start_with_account(dir.path(), free_port(), free_port(), free_rtp_range(10), Some(&line)).expect("Baresip");
+    let cfg = DaemonConfig::new(baresip.ctrl_port(), format!("sip:{{number}}@127.0.0.1:{}", free_port()));
+    let cap4 = Daemon::start(dir.path(), &cfg);
+    cap4.wait_baresip_connected(WAIT);
+    let account = account_when(&cap4, "registered");
+    assert_eq!(account["aor"], format!("sip:box@127.0.0.1:{}", registrar.port()), "{account}");
+
+    // A bad [sip] names its key and line, and writes nothing.
+    std::fs::write(&toml, "[sip]\naccount = \"sip:a@b;auth_pass=x\"\n").expect("toml");
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_cap4"))
+        .args(["baresip-config", "--config"])
+        .arg(&toml)
+        .arg("--out")
+        .arg(dir.path().join("nowhere"))
+        .output()
+        .expect("run cap4");
+    assert_eq!(bad.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains(":2: key `sip.account`"), "{}", String::from_utf8_lossy(&bad.stderr));
+}

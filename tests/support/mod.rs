@@ -361,7 +361,14 @@ impl Baresip {
         Self::start_with_account(dir, ctrl_port, sip_port, rtp_range, Some(&account))
     }
 
-    fn start_with_account(dir: &Path, ctrl_port: u16, sip_port: u16, rtp_range: (u16, u16), account: Option<&str>) -> io::Result<Baresip> {
+    /// [`Baresip::start`] with `account` as its accounts file's one line (`None`: the local one).
+    pub fn start_with_account(
+        dir: &Path,
+        ctrl_port: u16,
+        sip_port: u16,
+        rtp_range: (u16, u16),
+        account: Option<&str>,
+    ) -> io::Result<Baresip> {
         let mut sip_port = sip_port;
         let mut attempt = 0;
         loop {
