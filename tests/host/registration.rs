@@ -2,7 +2,7 @@
 //! shows each registering account's state and its last error, and a dial
 //! while the account is not registered is refused 503 with the reason
 //! (Baresip itself would place it: see the `register_forbidden` trace).
-//! - 401 then 200 (Digest, the password checked by SIPp): `registered`;
+//! - 200: `registered`; 401 then 200 (Digest, the password checked by SIPp): `registered`;
 //! - 200, then 403 to the refresh (the account revoked while the box runs):
 //!   `failed`, `403 Forbidden`, dials refused;
 //! - 403 from the start (before cap4 connected: only `reginfo` tells):
@@ -42,6 +42,15 @@ fn account_when(cap4: &Daemon, state: &str) -> Value {
     });
     assert!(reached, "the account never got {state}: {account}\nlog:\n{}", cap4.log());
     account
+}
+
+#[test]
+fn a_registrar_that_answers_200_registers_the_account() {
+    let dir = TempDir::new("register-ok");
+    let (_registrar, _baresip, cap4) = bench(&dir, "registrar_ok.xml", "unused");
+    let account = account_when(&cap4, "registered");
+    assert!(account["last_error"].is_null(), "{account}");
+    assert_eq!(cap4.health()["sip"]["accounts"].as_array().map(Vec::len), Some(1), "one account, tracked once");
 }
 
 #[test]
