@@ -236,7 +236,6 @@ struct RawLog {
 }
 
 impl Config {
-    /// Reads and validates the file at `path`.
     /// `[sip]` alone (for `cap4 baresip-config`, which runs in Baresip's
     /// unit: the rest of the file, the API keys, are not its business).
     pub fn load_sip(path: &Path) -> Result<crate::sip::SipConfig, ConfigError> {
@@ -251,6 +250,7 @@ impl Config {
         Ok(only.sip)
     }
 
+    /// Reads and validates the file at `path`.
     pub fn load(path: &Path, env: &dyn Environment) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.to_path_buf(), message: e.to_string() })?;
         Self::parse(path, &text, env)

@@ -452,7 +452,7 @@ impl Controller {
             SessionMsg::PlayedOut { call_id } => self.session_input(&call_id, Input::PlayedOut),
             SessionMsg::Done { call_id, stats, ai, early_media, recording } => {
                 self.media_pending.remove(&call_id);
-                let recording = match recording {
+                let recording = match recording.map(|r| *r) {
                     Some(Ok(recording)) => Some(recording),
                     Some(Err(err)) => {
                         info_span!("call", call_id = %call_id).in_scope(|| error!(%err, "call not recorded"));
@@ -786,7 +786,9 @@ impl Controller {
                 if let Some(tx) = self.on_first_link.take() {
                     let _ = tx.send(());
                 }
-                self.registrations.resync(&resync.registrations, &rfc3339(now.unix_ms));
+                if let Some(listed) = &resync.registrations {
+                    self.registrations.resync(listed, &rfc3339(now.unix_ms));
+                }
                 for account in self.registrations.accounts() {
                     info!(aor = %account.aor, state = account.state.as_str(), "SIP account");
                 }

@@ -50,8 +50,8 @@ pub enum SessionMsg {
         stats: Option<AudioStats>,
         ai: Option<AiFigures>,
         early_media: Option<EarlyMediaReport>,
-        /// The call's recording, when `[recording]` made one.
-        recording: Option<Result<RecordingRecord, RecordingError>>,
+        /// The call's recording, when `[recording]` made one (boxed: rare, and large).
+        recording: Option<Box<Result<RecordingRecord, RecordingError>>>,
     },
 }
 
@@ -202,9 +202,9 @@ impl Io<'_> {
     }
 
     /// Ends the recording (the file synced), off the async workers.
-    async fn finish_recording(&mut self) -> Option<Result<RecordingRecord, RecordingError>> {
+    async fn finish_recording(&mut self) -> Option<Box<Result<RecordingRecord, RecordingError>>> {
         let recorder = self.recorder.take()?;
-        Some(tokio::task::spawn_blocking(move || recorder.finish()).await.unwrap_or(Err(RecordingError::Lost)))
+        Some(Box::new(tokio::task::spawn_blocking(move || recorder.finish()).await.unwrap_or(Err(RecordingError::Lost))))
     }
 
     /// Closes the devices (the next call may need them at once) and keeps the counters.

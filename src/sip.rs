@@ -4,7 +4,8 @@
 //! them: Baresip's `accounts` line and the modules its `config` needs.
 //!
 //! Promises: no value can smuggle a second parameter or line into Baresip's
-//! files (`;`, `<`, `>`, `"`, spaces and control characters are refused);
+//! files (`;`, `<`, `>`, `"`, `,`, spaces and control characters are refused,
+//! in the password too: [`password_fits`]);
 //! the password (`$CAP4_SIP_PASSWORD` or the `sip-password` systemd
 //! credential) goes only into the accounts file `baresip-config` writes
 //! with mode 0600, never into a log line.
@@ -148,7 +149,8 @@ impl SipConfig {
         if let Some(stun) = &self.stun_server {
             line.push_str(&format!(";stunserver={stun}"));
         }
-        line.push_str(&format!(";regint={};audio_codecs=PCMU,PCMA", self.register_interval_s));
+        // A REFER from the far end would make Baresip dial wherever it says.
+        line.push_str(&format!(";regint={};call_transfer=no;audio_codecs=PCMU,PCMA", self.register_interval_s));
         Some(line)
     }
 
@@ -165,6 +167,12 @@ impl SipConfig {
 /// The SIP password, if one is set.
 pub fn password(env: &dyn Environment) -> Option<Secret> {
     Secret::from_environment(env, PASSWORD_ENV, PASSWORD_CREDENTIAL)
+}
+
+/// Whether Baresip's account line can carry `password` (its `auth_pass`
+/// ends at `;` or a space; a line break would start another account).
+pub fn password_fits(password: &Secret) -> bool {
+    !password.expose().chars().any(|c| c.is_control() || c.is_whitespace() || matches!(c, ';' | '<' | '>' | '"' | ','))
 }
 
 /// Why `baresip-config` wrote nothing.
@@ -247,10 +255,14 @@ mod tests {
         assert_eq!(
             line,
             "<sip:4930123@sip.example.net;transport=tcp>;auth_user=u4930123;auth_pass=pw;outbound=\"sip:proxy.example.net:5060;lr\";\
-             medianat=ice;stunserver=stun:stun.example.net:3478;regint=600;audio_codecs=PCMU,PCMA"
+             medianat=ice;stunserver=stun:stun.example.net:3478;regint=600;call_transfer=no;audio_codecs=PCMU,PCMA"
         );
         assert_eq!(cfg.modules(), ["stun.so", "ice.so"]);
         assert_eq!(SipConfig::default().account_line(None), None);
+        assert!(password_fits(&Secret::new("Ab3$%&!x")));
+        for bad in ["a;regint=0", "a b", "a\n<sip:x@y>", "a\"b"] {
+            assert!(!password_fits(&Secret::new(bad)), "{bad:?}");
+        }
         SipConfig::default().validate().unwrap();
     }
 

@@ -366,7 +366,10 @@ impl Session<'_> {
                 self.send(in_flight, Command { name: CommandName::RegInfo, params: None }, Purpose::ResyncReg).await
             }
             Purpose::ResyncReg => {
-                resync.registrations = result.ok().filter(|r| r.ok).map(|r| registration::parse_reginfo(&r.data)).unwrap_or_default();
+                resync.registrations = result.ok().filter(|r| r.ok).map(|r| registration::parse_reginfo(&r.data));
+                if resync.registrations.is_none() {
+                    warn!("could not read Baresip's reginfo answer; the registrations known stand");
+                }
                 info!(calls = resync.calls.len(), current = resync.current_call_id.as_deref().unwrap_or(""), "Baresip resynchronised");
                 self.report(Report::LinkUp(std::mem::take(resync))).await?;
                 self.linked = Some(Instant::now());

@@ -47,6 +47,7 @@ pub struct Resync {
     pub current_call_id: Option<String>,
     /// `listcalls` could not be read; `calls` then comes from `callstat` alone.
     pub calls_unknown: bool,
-    /// Each registering account's state, from `reginfo`.
-    pub registrations: Vec<(String, crate::baresip::registration::RegState)>,
+    /// Each registering account's state, from `reginfo` (`None`: it could
+    /// not be read; what was known stands).
+    pub registrations: Option<Vec<(String, crate::baresip::registration::RegState)>>,
 }

@@ -292,6 +292,8 @@ struct ActiveCall {
     transfer: Option<transfer::TransferOut>,
     /// A transfer failed with this status: is the call still there?
     transfer_check: Option<String>,
+    /// The number of the last transfer asked for.
+    transfer_target: Option<String>,
 }
 
 /// Transcript lines are saved at most this often during a call.
@@ -418,6 +420,7 @@ impl CallMachine {
             keys_in: KeyEntry::default(),
             transfer: None,
             transfer_check: None,
+            transfer_target: None,
         };
         call.note(now, "dial", Some(uri.clone()));
         let effects = vec![
@@ -495,6 +498,7 @@ impl CallMachine {
             keys_in: KeyEntry::default(),
             transfer: None,
             transfer_check: None,
+            transfer_target: None,
         };
         call.note(now, "incoming", Some(format!("answer after {after_ms} ms")));
         let mut effects = vec![Effect::Persist(call.record.clone())];
@@ -1101,7 +1105,7 @@ impl CallMachine {
 mod keys;
 pub use keys::KeysRefused;
 mod transfer;
-pub use transfer::{TRANSFER_WAIT_MS, TransferRefused};
+pub use transfer::{PLAYOUT_WAIT_MS, TRANSFER_WAIT_MS, TransferRefused};
 
 #[cfg(test)]
 mod tests;

@@ -245,16 +245,30 @@ fn check_config(path: &std::path::Path) -> i32 {
     }
 }
 
-/// `cap4 baresip-config`: Baresip's files from `[sip]`, before Baresip starts.
+/// `cap4 baresip-config`: Baresip's files from `[sip]`, before Baresip
+/// starts. A bad `cap4.toml` must not keep Baresip down (its unit restarts
+/// and would reboot the box in a loop): then the base files are written as
+/// they are, and `cap4 run` itself refuses the file, naming the key.
 fn baresip_config(config: &std::path::Path, base: &std::path::Path, out: &std::path::Path) -> i32 {
     let sip = match Config::load_sip(config) {
         Ok(sip) => sip,
         Err(err) => {
-            eprintln!("cap4: {err}");
-            return exit::CONFIG;
+            eprintln!("cap4: {err}; Baresip gets {} as it is", base.display());
+            crate::sip::SipConfig::default()
         }
     };
-    let password = crate::sip::password(&ProcessEnv);
+    let password = crate::sip::password(&ProcessEnv).filter(|password| {
+        let fits = crate::sip::password_fits(password);
+        if !fits {
+            eprintln!(
+                "cap4: the SIP password ({} or the {} credential) has a character Baresip's account line cannot carry \
+                 (';', ',', quotes, angle brackets, whitespace or a control character): registering without it",
+                crate::sip::PASSWORD_ENV,
+                crate::sip::PASSWORD_CREDENTIAL
+            );
+        }
+        fits
+    });
     if sip.account.is_some() && password.is_none() && sip.register_interval_s > 0 {
         eprintln!(
             "cap4: [sip] account has no password ({} or the {} credential); registering without one",

@@ -71,6 +71,10 @@ pub struct RecordingRecord {
     /// Batches the writer could not keep up with (each up to 200 ms).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropped_batches: u64,
+    /// Why the file stops before the call's end (the disk refused a write);
+    /// it plays up to its last good second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -115,6 +119,13 @@ pub fn path_of(dir: &Path, file: &str) -> Option<PathBuf> {
     ok.then(|| dir.join(file))
 }
 
+/// What the writer thread wrote: the file's length, and why it stops
+/// early if it does.
+struct Written {
+    duration_ms: u64,
+    error: Option<String>,
+}
+
 /// Audio per batch handed to the writer.
 const BATCH_MS: usize = 200;
 /// Batches waiting for the writer before new ones are dropped (4 s).
@@ -129,7 +140,7 @@ pub struct Recorder {
     frame: Vec<i16>,
     batch_samples: usize,
     tx: Option<mpsc::SyncSender<Vec<i16>>>,
-    thread: Option<std::thread::JoinHandle<Result<u64, RecordingError>>>,
+    thread: Option<std::thread::JoinHandle<Result<Written, RecordingError>>>,
     file: String,
     dropped: u64,
 }
@@ -196,22 +207,24 @@ impl Recorder {
             self.send_batch();
         }
         self.tx = None;
-        let duration_ms = match self.thread.take().map(std::thread::JoinHandle::join) {
+        let Written { duration_ms, error } = match self.thread.take().map(std::thread::JoinHandle::join) {
             Some(Ok(result)) => result?,
             _ => return Err(RecordingError::Lost),
         };
-        Ok(RecordingRecord { file: std::mem::take(&mut self.file), duration_ms, dropped_batches: self.dropped })
+        Ok(RecordingRecord { file: std::mem::take(&mut self.file), duration_ms, dropped_batches: self.dropped, error })
     }
 }
 
 /// The writer thread: retention, the file, every batch, a sync each second.
+/// A write the disk refuses ends the file there (it stays a valid WAV up to
+/// its last sync): its duration and the error, not a lost recording.
 fn write_recording(
     dir: &Path,
     path: &Path,
     rate: u32,
     (max_files, max_mb): (u32, u64),
     batches: mpsc::Receiver<Vec<i16>>,
-) -> Result<u64, RecordingError> {
+) -> Result<Written, RecordingError> {
     use std::os::unix::fs::DirBuilderExt;
     let create = |source| RecordingError::Create { path: path.to_path_buf(), source };
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(create)?;
@@ -232,18 +245,25 @@ fn write_recording(
             continue;
         }
         if wav.duration_ms() >= synced_ms + SYNC_EVERY_MS {
-            synced_ms = wav.duration_ms();
-            if let Err(err) = wav.sync() {
-                failed = Some(err);
+            match wav.sync() {
+                Ok(()) => synced_ms = wav.duration_ms(),
+                Err(err) => failed = Some(err),
             }
         }
     }
-    wav.sync().map_err(RecordingError::Write)?;
+    if failed.is_none() {
+        if let Err(err) = wav.sync() {
+            failed = Some(err);
+        }
+    }
     match failed {
-        Some(err) => Err(RecordingError::Write(err)),
+        Some(err) => {
+            warn!(file = %path.display(), synced_ms, %err, "call recording cut short");
+            Ok(Written { duration_ms: synced_ms, error: Some(RecordingError::Write(err).to_string()) })
+        }
         None => {
             info!(file = %path.display(), duration_ms = wav.duration_ms(), "call recorded");
-            Ok(wav.duration_ms())
+            Ok(Written { duration_ms: wav.duration_ms(), error: None })
         }
     }
 }
@@ -298,7 +318,7 @@ mod tests {
             rec.captured(&[-300; 160]);
         }
         let done = rec.finish().unwrap();
-        assert_eq!(done, RecordingRecord { file: "call1.wav".into(), duration_ms: 3_000, dropped_batches: 0 });
+        assert_eq!(done, RecordingRecord { file: "call1.wav".into(), duration_ms: 3_000, dropped_batches: 0, error: None });
         let path = path_of(&dir, &done.file).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len(), 44 + 3 * 8000 * 4);

@@ -144,15 +144,41 @@ fn the_sip_section_and_the_password_reach_baresip_through_baresip_config() {
     let account = account_when(&cap4, "registered");
     assert_eq!(account["aor"], format!("sip:box@127.0.0.1:{}", registrar.port()), "{account}");
 
-    // A bad [sip] names its key and line, and writes nothing.
+    // A bad [sip] names its key and line, and Baresip still gets its base
+    // files (a Baresip that cannot start would reboot the box in a loop;
+    // `cap4 run` refuses the file itself).
     std::fs::write(&toml, "[sip]\naccount = \"sip:a@b;auth_pass=x\"\n").expect("toml");
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_cap4"))
         .args(["baresip-config", "--config"])
         .arg(&toml)
+        .arg("--base")
+        .arg(&base)
         .arg("--out")
-        .arg(dir.path().join("nowhere"))
+        .arg(&out)
         .output()
         .expect("run cap4");
-    assert_eq!(bad.status.code(), Some(78));
+    assert_eq!(bad.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&bad.stderr).contains(":2: key `sip.account`"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert_eq!(std::fs::read_to_string(out.join("accounts")).expect("accounts"), "<sip:box@127.0.0.1>;regint=0\n", "the base accounts");
+    let (code, _, err) = {
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_cap4")).arg("check-config").arg(&toml).output().expect("cap4");
+        (run.status.code(), (), String::from_utf8_lossy(&run.stderr).into_owned())
+    };
+    assert_eq!(code, Some(78), "cap4 itself refuses the file: {err}");
+    // A password the account line cannot carry is left out, never spliced in.
+    std::fs::write(&toml, format!("[sip]\naccount = \"sip:box@127.0.0.1:{registrar_port}\"\n")).expect("toml");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_cap4"))
+        .args(["baresip-config", "--config"])
+        .arg(&toml)
+        .arg("--base")
+        .arg(&base)
+        .arg("--out")
+        .arg(&out)
+        .env("CAP4_SIP_PASSWORD", "x;regint=0")
+        .output()
+        .expect("run cap4");
+    assert!(run.status.success());
+    let accounts = std::fs::read_to_string(out.join("accounts")).expect("accounts");
+    assert!(!accounts.contains("auth_pass") && accounts.contains(";regint=3600;"), "{accounts}");
+    assert!(!String::from_utf8_lossy(&run.stderr).contains("x;regint=0"), "the password was printed");
 }

@@ -268,7 +268,7 @@ fn replay_with(version: &str, name: &str, incoming: IncomingConfig) -> Replay {
                         let token = resp.token.clone().unwrap_or_default();
                         if resync_tokens.contains(&token) {
                             let calls = parse_listcalls(&resp.data).expect("listcalls text");
-                            let resync = Resync { calls, current_call_id: None, calls_unknown: false, registrations: Vec::new() };
+                            let resync = Resync { calls, current_call_id: None, calls_unknown: false, registrations: None };
                             absorb(machine.handle(Input::LinkUp(resync), now), &mut out);
                         } else if let Some(&tag) = tags.get(&token) {
                             absorb(machine.handle(Input::CommandDone { tag, result: Ok(resp) }, now), &mut out);

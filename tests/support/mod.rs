@@ -357,7 +357,7 @@ impl Baresip {
         registrar_port: u16,
         password: &str,
     ) -> io::Result<Baresip> {
-        let account = format!("<sip:box@127.0.0.1:{registrar_port}>;auth_pass={password};regint=6;audio_codecs=PCMU,PCMA");
+        let account = format!("<sip:box@127.0.0.1:{registrar_port}>;auth_pass={password};regint=6;call_transfer=no;audio_codecs=PCMU,PCMA");
         Self::start_with_account(dir, ctrl_port, sip_port, rtp_range, Some(&account))
     }
 
@@ -394,7 +394,7 @@ impl Baresip {
             Some(line) => format!("# CAP4 integration test account, registering.\n{line}\n"),
             None => format!(
                 "# CAP4 integration test account: local only, never registers.\n\
-                 <sip:box@127.0.0.1:{sip_port}>;regint=0;audio_codecs=PCMU,PCMA\n"
+                 <sip:box@127.0.0.1:{sip_port}>;regint=0;call_transfer=no;audio_codecs=PCMU,PCMA\n"
             ),
         };
         fs::write(config_dir.join("accounts"), accounts)?;

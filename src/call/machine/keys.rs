@@ -132,8 +132,15 @@ pub(super) fn keys_at_end(call: &mut ActiveCall, now: Now) -> Vec<Effect> {
     }
 }
 
-/// Sends the agent's next run of keys if it is due.
+/// Sends the agent's next run of keys if it is due; a call being hung up
+/// sends no more (the tool is told).
 fn send_due_run(call: &mut ActiveCall, now: Now) -> Vec<Effect> {
+    if call.intent.is_some() {
+        return match call.keys_out.take() {
+            Some(out) => vec![Effect::KeysDone { ticket: out.ticket, result: Err(KeysRefused::CallEnded { sent: out.sent }) }],
+            None => Vec::new(),
+        };
+    }
     let Some(out) = call.keys_out.as_mut() else { return Vec::new() };
     let Some(run) = out.plan.take_due(now.mono_ms) else { return Vec::new() };
     out.run = run.clone();

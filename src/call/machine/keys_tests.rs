@@ -83,6 +83,19 @@ fn keys_are_refused_before_the_answer_and_a_refusal_stops_the_rest() {
 }
 
 #[test]
+fn no_key_goes_out_once_the_call_is_being_hung_up() {
+    let mut m = answered();
+    send_keys(&mut m, 5, "1w2", 3_000);
+    sent_ok(&mut m, 3_010);
+    let (_, fx) = m.hangup("call-1", "api", at(3_100)).unwrap();
+    assert!(fx.iter().any(|e| matches!(e, Effect::Send { tag: CommandTag::Hangup, .. })));
+    let due = 3_010 + crate::call::dtmf::KEY_PLAY_MS + crate::call::dtmf::PAUSE_MS;
+    let fx = m.handle(Input::Tick, at(due));
+    assert_eq!(sndcode(&fx), None, "{fx:?}");
+    assert_eq!(keys_done(&fx), Some((5, Err(KeysRefused::CallEnded { sent: "1".into() }))));
+}
+
+#[test]
 fn a_call_that_ends_while_keys_go_out_answers_the_tool_after_its_record() {
     let mut m = answered();
     send_keys(&mut m, 3, "1w2", 3_000);

@@ -273,7 +273,7 @@ fn link_loss_with_the_call_still_up() {
         calls: vec![ListedCall { state: "ESTABLISHED".into(), peer_uri: "sip:x".into() }],
         current_call_id: Some("abc".into()),
         calls_unknown: false,
-        registrations: Vec::new(),
+        registrations: None,
     };
     assert!(m.handle(Input::LinkUp(resync), at(3_000)).is_empty());
     assert_eq!(m.active().unwrap().status, Status::Answered);
@@ -296,7 +296,7 @@ fn orphan_calls_are_hung_up_on_connect() {
         calls: vec![ListedCall { state: "ESTABLISHED".into(), peer_uri: "sip:x".into() }],
         current_call_id: Some("old".into()),
         calls_unknown: false,
-        registrations: Vec::new(),
+        registrations: None,
     };
     let fx = m.handle(Input::LinkUp(resync), at(0));
     assert_eq!(sent_hangup(&fx), Some(Some("old".into())));
@@ -325,7 +325,7 @@ fn dialling_waits_for_the_orphan_hangup() {
         calls: vec![ListedCall { state: "ESTABLISHED".into(), peer_uri: "sip:x".into() }],
         current_call_id: Some("old".into()),
         calls_unknown: false,
-        registrations: Vec::new(),
+        registrations: None,
     };
     m.handle(Input::LinkUp(resync), at(0));
     let n = PhoneNumber::parse("100").unwrap();
@@ -346,7 +346,7 @@ fn a_hangup_lost_with_the_link_is_sent_again_after_resync() {
         calls: vec![ListedCall { state: "ESTABLISHED".into(), peer_uri: "sip:x".into() }],
         current_call_id: Some("abc".into()),
         calls_unknown: false,
-        registrations: Vec::new(),
+        registrations: None,
     };
     let fx = m.handle(Input::LinkUp(resync), at(601_001));
     assert_eq!(sent_hangup(&fx), Some(Some("abc".into())));
@@ -361,7 +361,7 @@ fn an_answer_missed_while_disconnected_is_taken_from_the_resync() {
         calls: vec![ListedCall { state: "ESTABLISHED".into(), peer_uri: "sip:x".into() }],
         current_call_id: Some("abc".into()),
         calls_unknown: false,
-        registrations: Vec::new(),
+        registrations: None,
     };
     let fx = m.handle(Input::LinkUp(resync), at(2_000));
     assert_eq!(persisted(&fx)[0].status, Status::Answered);

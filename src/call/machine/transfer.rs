@@ -57,11 +57,15 @@ impl std::fmt::Display for TransferRefused {
     }
 }
 
+/// Longest wait for the agent's last words before the REFER goes anyway
+/// (the media session gives up on its own at 30 s).
+pub const PLAYOUT_WAIT_MS: u64 = 35_000;
+
 /// Where a transfer is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Stage {
-    /// Waiting for the agent's last words to be heard.
-    PlayingOut,
+    /// Waiting for the agent's last words to be heard (until then).
+    PlayingOut { due_ms: u64 },
     /// The REFER is out; its outcome is due by then.
     Referred { due_ms: u64 },
 }
@@ -85,14 +89,15 @@ impl CallMachine {
             return vec![Effect::TransferDone { ticket, result: Err(TransferRefused::InProgress) }];
         }
         call.note(now, "transfer_requested", Some(number.clone()));
-        call.transfer = Some(TransferOut { ticket, number, uri, stage: Stage::PlayingOut });
+        call.transfer_target = Some(number.clone());
+        call.transfer = Some(TransferOut { ticket, number, uri, stage: Stage::PlayingOut { due_ms: now.mono_ms + PLAYOUT_WAIT_MS } });
         vec![Effect::AwaitPlayout { call_id: call.record.id.clone() }]
     }
 
     /// The agent's last words were heard: the REFER goes out.
     pub(super) fn on_played_out(&mut self, now: Now) -> Vec<Effect> {
         let Some(call) = self.active.as_mut().filter(|c| c.intent.is_none()) else { return Vec::new() };
-        let Some(transfer) = call.transfer.as_mut().filter(|t| t.stage == Stage::PlayingOut) else { return Vec::new() };
+        let Some(transfer) = call.transfer.as_mut().filter(|t| matches!(t.stage, Stage::PlayingOut { .. })) else { return Vec::new() };
         transfer.stage = Stage::Referred { due_ms: now.mono_ms + TRANSFER_WAIT_MS };
         let command = Command { name: CommandName::Transfer, params: Some(transfer.uri.clone()) };
         call.note(now, "transfer_sent", None);
@@ -112,18 +117,20 @@ impl CallMachine {
         vec![Effect::TransferDone { ticket: transfer.ticket, result: Err(TransferRefused::Baresip { detail }) }]
     }
 
-    /// `TRANSFER_FAILED` of the active call.
+    /// `TRANSFER_FAILED` of the active call (also one that comes after the
+    /// agent was told of no outcome: 1.0.0 drops the call all the same).
     pub(super) fn on_transfer_failed(&mut self, param: Option<&str>, now: Now) -> Vec<Effect> {
         let Some(call) = self.active.as_mut() else { return Vec::new() };
         let status = param.unwrap_or("no reason given").trim().to_string();
         call.note(now, "TRANSFER_FAILED", Some(status.clone()));
-        let Some(transfer) = call.transfer.take() else { return Vec::new() };
         // 1.0.0 has hung up the caller by now; 4.x has not. Ask.
         call.transfer_check = Some(status.clone());
-        vec![
-            Effect::TransferDone { ticket: transfer.ticket, result: Err(TransferRefused::Declined { status }) },
-            Effect::Send { command: Command { name: CommandName::ListCalls, params: None }, tag: CommandTag::TransferCheck },
-        ]
+        let mut effects = Vec::new();
+        if let Some(transfer) = call.transfer.take() {
+            effects.push(Effect::TransferDone { ticket: transfer.ticket, result: Err(TransferRefused::Declined { status }) });
+        }
+        effects.push(Effect::Send { command: Command { name: CommandName::ListCalls, params: None }, tag: CommandTag::TransferCheck });
+        effects
     }
 
     /// The `listcalls` after a failed transfer: no call listed means
@@ -144,8 +151,13 @@ impl CallMachine {
     }
 
     /// The REFER's outcome is overdue: the agent is told; the call goes on.
+    /// The last words never reported heard: the REFER goes now.
     pub(super) fn transfer_tick(&mut self, now: Now) -> Vec<Effect> {
         let Some(call) = self.active.as_mut() else { return Vec::new() };
+        if matches!(call.transfer.as_ref().map(|t| &t.stage), Some(Stage::PlayingOut { due_ms }) if *due_ms <= now.mono_ms) {
+            call.note(now, "transfer_playout_unconfirmed", None);
+            return self.on_played_out(now);
+        }
         let overdue = matches!(call.transfer.as_ref().map(|t| &t.stage), Some(Stage::Referred { due_ms }) if *due_ms <= now.mono_ms);
         if !overdue {
             return Vec::new();
@@ -157,15 +169,15 @@ impl CallMachine {
 
     pub(super) fn transfer_deadline(call: &ActiveCall) -> Option<u64> {
         match call.transfer.as_ref()?.stage {
-            Stage::Referred { due_ms } => Some(due_ms),
-            Stage::PlayingOut => None,
+            Stage::Referred { due_ms } | Stage::PlayingOut { due_ms } => Some(due_ms),
         }
     }
 }
 
-/// `Call transfered` closed the call: the number it went to.
+/// `Call transfered` closed the call: the number it went to (the last one
+/// asked for, also when the agent was told of no outcome before).
 pub(super) fn transferred_to(call: &ActiveCall) -> String {
-    call.transfer.as_ref().map_or_else(|| "an unknown number".to_string(), |t| t.number.clone())
+    call.transfer_target.clone().unwrap_or_else(|| "an unknown number".to_string())
 }
 
 /// At the end of `call`: a transfer under way is answered (done, if the

@@ -114,6 +114,38 @@ fn an_overdue_transfer_is_told_and_the_call_going_away_first_answers_the_tool() 
 }
 
 #[test]
+fn an_outcome_after_the_agent_was_told_of_none_still_counts() {
+    // Accepted late: transferred, to the number asked for.
+    let mut m = answered();
+    transfer(&mut m, 1, 3_000);
+    m.handle(Input::PlayedOut, at(3_100));
+    m.handle(Input::Tick, at(3_100 + TRANSFER_WAIT_MS));
+    let fx = m.handle(ev("CALL_CLOSED", Some("abc"), Some("Call transfered")), at(70_000));
+    let record = persisted(&fx).last().copied().expect("ended");
+    assert_eq!((record.outcome, record.transfer_to.as_deref()), (Some(Outcome::Transferred), Some("+15550001111")));
+    // Refused late on 1.0.0: the dropped call is still found.
+    let mut m = answered();
+    transfer(&mut m, 1, 3_000);
+    m.handle(Input::PlayedOut, at(3_100));
+    m.handle(Input::Tick, at(3_100 + TRANSFER_WAIT_MS));
+    let fx = m.handle(ev("TRANSFER_FAILED", Some("abc"), Some("480 Temporarily Unavailable")), at(70_000));
+    assert_eq!(done(&fx), None, "the agent was told already");
+    assert!(fx.iter().any(|e| matches!(e, Effect::Send { tag: CommandTag::TransferCheck, .. })), "{fx:?}");
+    let empty = "\n--- Active calls (0) ---\n\n";
+    let fx = m.handle(Input::CommandDone { tag: CommandTag::TransferCheck, result: ok_response(empty) }, at(70_010));
+    assert_eq!(persisted(&fx).last().and_then(|r| r.outcome), Some(Outcome::Failed));
+}
+
+#[test]
+fn a_playout_never_reported_heard_still_sends_the_refer_at_its_limit() {
+    let mut m = answered();
+    transfer(&mut m, 1, 3_000);
+    assert_eq!(m.next_deadline(), Some(3_000 + PLAYOUT_WAIT_MS));
+    assert_eq!(refer(&m.handle(Input::Tick, at(3_000 + PLAYOUT_WAIT_MS - 1))), None);
+    assert_eq!(refer(&m.handle(Input::Tick, at(3_000 + PLAYOUT_WAIT_MS))).as_deref(), Some(URI));
+}
+
+#[test]
 fn no_transfer_before_the_answer() {
     let (mut m, _) = dialled();
     assert_eq!(done(&transfer(&mut m, 9, 5)), Some((9, Err(TransferRefused::NoAnsweredCall))));
