@@ -102,6 +102,18 @@ fn a_wrong_password_is_the_accounts_error() {
     assert!(!cap4.log().contains("not-the-password"), "the password reached the log");
 }
 
+/// `cap4 baresip-config --config TOML --base BASE --out OUT`, the password in
+/// `$CAP4_SIP_PASSWORD` if given.
+fn baresip_config(toml: &std::path::Path, base: &std::path::Path, out: &std::path::Path, password: Option<&str>) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cap4"));
+    command.args(["baresip-config", "--config"]).arg(toml).arg("--base").arg(base).arg("--out").arg(out);
+    match password {
+        Some(password) => command.env("CAP4_SIP_PASSWORD", password),
+        None => command.env_remove("CAP4_SIP_PASSWORD"),
+    };
+    command.output().expect("run cap4")
+}
+
 /// `[sip]` in cap4.toml, the password in `$CAP4_SIP_PASSWORD`: `cap4
 /// baresip-config` writes the accounts file (0600) that real Baresip
 /// registers with, through the registrar's challenge; nothing it prints
@@ -119,16 +131,7 @@ fn the_sip_section_and_the_password_reach_baresip_through_baresip_config() {
     std::fs::write(base.join("accounts"), "<sip:box@127.0.0.1>;regint=0\n").expect("accounts");
     let toml = dir.path().join("cap4.toml");
     std::fs::write(&toml, format!("[sip]\naccount = \"sip:box@127.0.0.1:{registrar_port}\"\nregister_interval_s = 60\n")).expect("toml");
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_cap4"))
-        .args(["baresip-config", "--config"])
-        .arg(&toml)
-        .arg("--base")
-        .arg(&base)
-        .arg("--out")
-        .arg(&out)
-        .env("CAP4_SIP_PASSWORD", "s3cret")
-        .output()
-        .expect("run cap4");
+    let run = baresip_config(&toml, &base, &out, Some("s3cret"));
     let printed = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
     assert!(run.status.success(), "{printed}");
     assert!(!printed.contains("s3cret"), "the password was printed: {printed}");
@@ -148,15 +151,7 @@ fn the_sip_section_and_the_password_reach_baresip_through_baresip_config() {
     // files (a Baresip that cannot start would reboot the box in a loop;
     // `cap4 run` refuses the file itself).
     std::fs::write(&toml, "[sip]\naccount = \"sip:a@b;auth_pass=x\"\n").expect("toml");
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_cap4"))
-        .args(["baresip-config", "--config"])
-        .arg(&toml)
-        .arg("--base")
-        .arg(&base)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run cap4");
+    let bad = baresip_config(&toml, &base, &out, None);
     assert_eq!(bad.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&bad.stderr).contains(":2: key `sip.account`"), "{}", String::from_utf8_lossy(&bad.stderr));
     assert_eq!(std::fs::read_to_string(out.join("accounts")).expect("accounts"), "<sip:box@127.0.0.1>;regint=0\n", "the base accounts");
@@ -167,16 +162,7 @@ fn the_sip_section_and_the_password_reach_baresip_through_baresip_config() {
     assert_eq!(code, Some(78), "cap4 itself refuses the file: {err}");
     // A password the account line cannot carry is left out, never spliced in.
     std::fs::write(&toml, format!("[sip]\naccount = \"sip:box@127.0.0.1:{registrar_port}\"\n")).expect("toml");
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_cap4"))
-        .args(["baresip-config", "--config"])
-        .arg(&toml)
-        .arg("--base")
-        .arg(&base)
-        .arg("--out")
-        .arg(&out)
-        .env("CAP4_SIP_PASSWORD", "x;regint=0")
-        .output()
-        .expect("run cap4");
+    let run = baresip_config(&toml, &base, &out, Some("x;regint=0"));
     assert!(run.status.success());
     let accounts = std::fs::read_to_string(out.join("accounts")).expect("accounts");
     assert!(!accounts.contains("auth_pass") && accounts.contains(";regint=3600;"), "{accounts}");
