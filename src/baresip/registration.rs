@@ -7,8 +7,8 @@
 //!
 //! Promises: an account that never registers (`regint=0`) is not tracked
 //! and never blocks a dial; an account that does is "registered" only after
-//! a `200` (an `OK` in `reginfo`), and its last error stays known until the
-//! next success.
+//! a `200` (an `OK` in `reginfo`) and stays so through its refreshes until
+//! one fails; its last error stays known until the next success.
 
 use std::collections::BTreeMap;
 
@@ -67,6 +67,10 @@ impl Registrations {
             _ => return false,
         };
         let Some(aor) = event.account.clone() else { return false };
+        // A refresh of a registered account is no loss of it: dials go on.
+        if state == RegState::Registering && self.accounts.get(&aor).is_some_and(|a| a.state == RegState::Registered) {
+            return false;
+        }
         self.set(aor, state, error, now_rfc3339)
     }
 
@@ -184,6 +188,8 @@ mod tests {
         assert!(regs.not_registered().is_none());
         assert_eq!(regs.accounts().next().unwrap().last_error, None);
         assert!(!regs.on_event(&ev("REGISTER_OK", "sip:box@pbx", Some("200 OK")), "t5"), "a refresh changes nothing");
+        assert!(!regs.on_event(&ev("REGISTERING", "sip:box@pbx", None), "t5"), "nor does its REGISTER going out");
+        assert!(regs.not_registered().is_none(), "dials go on during a refresh");
         assert_eq!(regs.accounts().next().unwrap().since, "t4");
         assert!(!regs.on_event(&ev("CALL_CLOSED", "sip:box@pbx", None), "t6"));
     }
