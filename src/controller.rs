@@ -807,8 +807,11 @@ impl Controller {
                 self.on_incoming(&event);
                 return;
             }
-            Report::Event(event) if self.registrations.on_event(&event, &rfc3339(now.unix_ms)) || is_registration(&event) => {
-                if let Some(account) = self.registrations.accounts().find(|a| Some(&a.aor) == event.account.as_ref()) {
+            Report::Event(event) if is_registration(&event) => {
+                // Logged when it changes: a refresh every regint is no news.
+                let changed = self.registrations.on_event(&event, &rfc3339(now.unix_ms));
+                let account = self.registrations.accounts().find(|a| Some(&a.aor) == event.account.as_ref()).filter(|_| changed);
+                if let Some(account) = account {
                     match &account.last_error {
                         Some(reason) if account.state == crate::baresip::registration::RegState::Failed => {
                             warn!(aor = %account.aor, %reason, "SIP registration failed");

@@ -85,10 +85,16 @@ impl Default for SipConfig {
     }
 }
 
+/// The first character of `value` Baresip's account line cannot carry: it
+/// would end the value (`;`, `,`, whitespace), the URI (`<`, `>`), a quoted
+/// parameter (`"`) or the line (control characters).
+fn unfit_char(value: &str) -> Option<char> {
+    value.chars().find(|c| c.is_control() || c.is_whitespace() || matches!(c, ';' | '<' | '>' | '"' | ','))
+}
+
 /// A value that cannot go into Baresip's account line as it is.
 fn plain(key: &'static str, value: &str) -> Result<(), SectionError> {
-    let bad = value.chars().find(|c| c.is_control() || c.is_whitespace() || matches!(c, ';' | '<' | '>' | '"' | ','));
-    match bad {
+    match unfit_char(value) {
         Some(c) => Err(SectionError::new("sip", key, format!("`{value}` has {c:?}, which cannot go into Baresip's account line"))),
         None if value.is_empty() => Err(SectionError::new("sip", key, "must not be empty")),
         None => Ok(()),
@@ -172,7 +178,7 @@ pub fn password(env: &dyn Environment) -> Option<Secret> {
 /// Whether Baresip's account line can carry `password` (its `auth_pass`
 /// ends at `;` or a space; a line break would start another account).
 pub fn password_fits(password: &Secret) -> bool {
-    !password.expose().chars().any(|c| c.is_control() || c.is_whitespace() || matches!(c, ';' | '<' | '>' | '"' | ','))
+    unfit_char(password.expose()).is_none()
 }
 
 /// Why `baresip-config` wrote nothing.

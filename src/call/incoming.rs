@@ -128,7 +128,8 @@ pub(crate) fn admits(patterns: &[String], number: &str) -> bool {
     })
 }
 
-fn without_separators(text: &str) -> String {
+/// `text` without the separators people write in numbers (spaces, dashes, dots, brackets).
+pub(crate) fn without_separators(text: &str) -> String {
     text.chars().filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')')).collect()
 }
 

@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use crate::call::incoming::{admits, normalise_patterns};
+use crate::call::incoming::{admits, normalise_patterns, without_separators};
 use crate::section::SectionError;
 
 /// `[transfer]` as written in the TOML.
@@ -46,8 +46,7 @@ impl TransferConfig {
     /// The number to transfer to, if `allow` admits it (spaces, dashes,
     /// dots and brackets, as an agent may write them, are dropped first).
     pub fn target(&self, number: &str) -> Result<crate::phone::PhoneNumber, TargetRefused> {
-        let plain: String = number.chars().filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')')).collect();
-        let number = crate::phone::PhoneNumber::parse(&plain).map_err(|_| TargetRefused::NotANumber)?;
+        let number = crate::phone::PhoneNumber::parse(&without_separators(number)).map_err(|_| TargetRefused::NotANumber)?;
         if admits(&self.allow, number.as_str()) { Ok(number) } else { Err(TargetRefused::NotAllowed) }
     }
 }

@@ -14,7 +14,7 @@ use crate::call::machine::AiInput;
 use crate::call::record::Speaker;
 
 use super::machine::{AiFigures, MediaEffect, Note, Playback};
-use super::played_out::PlayedOut;
+use super::played_out::HeardBy;
 
 /// Longest wait for the agent's farewell to play out before hanging up.
 pub const FAREWELL_LIMIT_MS: u64 = 30_000;
@@ -57,8 +57,8 @@ pub struct AgentAudio {
     pub ended: bool,
     farewell: Option<Farewell>,
     /// Asked to tell when what the agent said has been heard (a transfer
-    /// waits for it): the watch, and when it stops waiting.
-    playout_wait: Option<(PlayedOut, u64)>,
+    /// waits for it).
+    playout_wait: Option<HeardBy>,
     /// Samples per chunk the provider takes; the first full one is "caller
     /// audio handed to the agent".
     chunk_samples: usize,
@@ -68,8 +68,7 @@ pub struct AgentAudio {
 
 struct Farewell {
     reason: String,
-    give_up_at_ms: u64,
-    played: PlayedOut,
+    heard: HeardBy,
 }
 
 impl AgentAudio {
@@ -205,7 +204,7 @@ impl AgentAudio {
                 }
                 let reason = reason.to_string();
                 out.push(MediaEffect::Note(Note::FarewellPlays { reason: reason.clone() }));
-                self.farewell = Some(Farewell { reason, give_up_at_ms: now_ms + FAREWELL_LIMIT_MS, played: PlayedOut::default() });
+                self.farewell = Some(Farewell { reason, heard: HeardBy::new(now_ms + FAREWELL_LIMIT_MS) });
                 // Nothing may be left to say.
                 self.farewell_done(playback, now_ms, out);
             }
@@ -222,27 +221,23 @@ impl AgentAudio {
 
     /// Once the farewell has been heard (or its limit passed): the end.
     pub fn farewell_done(&mut self, playback: &Playback, now_ms: u64, out: &mut Vec<MediaEffect>) {
-        let Some(farewell) = self.farewell.as_mut() else { return };
-        let heard = farewell.played.check(playback.pending + self.playout.queued_samples(), now_ms);
-        if heard || now_ms >= farewell.give_up_at_ms {
-            if let Some(farewell) = self.farewell.take() {
-                out.push(MediaEffect::Ai(AiInput::Ended { by_agent: true, reason: farewell.reason }));
-            }
+        let pending = playback.pending + self.playout.queued_samples();
+        if let Some(farewell) = self.farewell.take_if(|f| f.heard.over(pending, now_ms)) {
+            out.push(MediaEffect::Ai(AiInput::Ended { by_agent: true, reason: farewell.reason }));
         }
     }
 
     /// Tell ([`MediaEffect::PlayedOut`]) once what the agent said so far has
     /// been heard, or at [`FAREWELL_LIMIT_MS`].
     pub fn await_playout(&mut self, playback: &Playback, now_ms: u64, out: &mut Vec<MediaEffect>) {
-        self.playout_wait = Some((PlayedOut::default(), now_ms + FAREWELL_LIMIT_MS));
+        self.playout_wait = Some(HeardBy::new(now_ms + FAREWELL_LIMIT_MS));
         self.playout_done(playback, now_ms, out);
     }
 
     /// Once the awaited playout has been heard (or its limit passed).
     pub fn playout_done(&mut self, playback: &Playback, now_ms: u64, out: &mut Vec<MediaEffect>) {
-        let Some((played, give_up_at_ms)) = self.playout_wait.as_mut() else { return };
-        if played.check(playback.pending + self.playout.queued_samples(), now_ms) || now_ms >= *give_up_at_ms {
-            self.playout_wait = None;
+        let pending = playback.pending + self.playout.queued_samples();
+        if self.playout_wait.take_if(|wait| wait.over(pending, now_ms)).is_some() {
             out.push(MediaEffect::PlayedOut);
         }
     }
@@ -261,7 +256,10 @@ impl AgentAudio {
 
     /// When the farewell or an awaited playout stops waiting.
     pub fn deadline_ms(&self) -> Option<u64> {
-        [self.farewell.as_ref().map(|f| f.give_up_at_ms), self.playout_wait.as_ref().map(|(_, at)| *at)].into_iter().flatten().min()
+        [self.farewell.as_ref().map(|f| f.heard.give_up_at_ms), self.playout_wait.as_ref().map(|w| w.give_up_at_ms)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn since_request(&self, now_ms: u64) -> u32 {

@@ -24,6 +24,25 @@ impl PlayedOut {
     }
 }
 
+/// A wait until everything sent has been heard, or a limit passed (the
+/// farewell, a transfer's last words).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeardBy {
+    played: PlayedOut,
+    pub give_up_at_ms: u64,
+}
+
+impl HeardBy {
+    pub fn new(give_up_at_ms: u64) -> HeardBy {
+        HeardBy { played: PlayedOut::default(), give_up_at_ms }
+    }
+
+    /// True once heard (see [`PlayedOut::check`]) or at the limit.
+    pub fn over(&mut self, pending: usize, now_ms: u64) -> bool {
+        self.played.check(pending, now_ms) || now_ms >= self.give_up_at_ms
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -105,9 +105,14 @@ impl fmt::Display for RecordingError {
 
 impl std::error::Error for RecordingError {}
 
+/// A character a recording's name may have.
+fn name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
 /// The recording's file name for a call id (only `[A-Za-z0-9_-]` kept).
 pub fn file_name(call_id: &str) -> String {
-    let safe: String = call_id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+    let safe: String = call_id.chars().filter(|&c| name_char(c)).collect();
     format!("{safe}.wav")
 }
 
@@ -115,7 +120,7 @@ pub fn file_name(call_id: &str) -> String {
 /// gives (never a path that leaves the folder).
 pub fn path_of(dir: &Path, file: &str) -> Option<PathBuf> {
     let stem = file.strip_suffix(".wav")?;
-    let ok = !stem.is_empty() && stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let ok = !stem.is_empty() && stem.chars().all(name_char);
     ok.then(|| dir.join(file))
 }
 

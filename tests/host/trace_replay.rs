@@ -436,11 +436,11 @@ fn registration_traces_give_each_accounts_state_and_reason() {
         ("register_revoked.jsonl", RegState::Failed, RegState::Failed, Some("403 Forbidden")),
     ];
     for (version, _) in VERSIONS {
-        for (name, after_reginfo, before_shutdown, error) in cases {
-            let name = format!("{version}/{name}");
+        for (trace, after_reginfo, before_shutdown, error) in cases {
+            let name = format!("{version}/{trace}");
             let mut regs = Registrations::default();
             let (mut at_reginfo, mut at_shutdown) = (None, None);
-            for line in lines(version, name.split('/').nth(1).unwrap_or_default()) {
+            for line in lines(version, trace) {
                 if line["dir"] != "rx" || line["kind"] != "netstring" {
                     continue;
                 }

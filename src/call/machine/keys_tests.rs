@@ -3,19 +3,9 @@
 //! (entries to the agent and the transcript). The recorded traces with keys
 //! are replayed in `tests/host/trace_replay.rs`.
 
-use super::tests::{T, at, dialled, ev, ok_response, persisted};
+use super::tests::{T, answered, at, dialled, ev, ok_response, persisted};
 use super::*;
 use crate::ai::ClientText;
-
-/// A call answered at t=2000 with the agent running.
-fn answered() -> CallMachine {
-    let (m, _) = dialled();
-    let mut m = CallMachine { policy: AnswerPolicy { classify: false, hangup_on_unknown: false, ai: true, voicemail_drop: false }, ..m };
-    m.handle(ev("CALL_RINGING", Some("abc"), None), at(10));
-    let fx = m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(2_000));
-    assert!(fx.iter().any(|e| matches!(e, Effect::StartAi { .. })), "{fx:?}");
-    m
-}
 
 fn send_keys(m: &mut CallMachine, ticket: u64, digits: &str, now: u64) -> Vec<Effect> {
     m.handle(Input::SendKeys { ticket, digits: crate::call::dtmf::Digits::parse(digits).unwrap() }, at(now))

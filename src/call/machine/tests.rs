@@ -39,6 +39,17 @@ pub(super) fn dialled() -> (CallMachine, CallRecord) {
     (m, record)
 }
 
+/// A call dialled at t=0 and answered at t=2000 (Baresip id `abc`), the
+/// agent started at once (no classification).
+pub(super) fn answered() -> CallMachine {
+    let (m, _) = dialled();
+    let mut m = CallMachine { policy: AnswerPolicy { classify: false, hangup_on_unknown: false, ai: true, voicemail_drop: false }, ..m };
+    m.handle(ev("CALL_RINGING", Some("abc"), None), at(10));
+    let fx = m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), at(2_000));
+    assert!(fx.iter().any(|e| matches!(e, Effect::StartAi { .. })), "{fx:?}");
+    m
+}
+
 pub(super) fn persisted(effects: &[Effect]) -> Vec<&CallRecord> {
     effects.iter().filter_map(|e| if let Effect::Persist(r) = e { Some(r) } else { None }).collect()
 }

@@ -4,21 +4,10 @@
 //! and 1.0.0's dropped call found by the check. The recorded traces are
 //! replayed in `tests/host/trace_replay.rs`.
 
-use super::tests::{dialled, ev, ok_response, persisted};
+use super::tests::{answered, at, dialled, ev, ok_response, persisted};
 use super::*;
 
 const URI: &str = "sip:+15550001111@127.0.0.1:5070";
-
-fn answered() -> CallMachine {
-    let (m, _) = dialled();
-    let mut m = CallMachine { policy: AnswerPolicy { classify: false, hangup_on_unknown: false, ai: true, voicemail_drop: false }, ..m };
-    m.handle(ev("CALL_ESTABLISHED", Some("abc"), None), super::tests::at(2_000));
-    m
-}
-
-fn at(ms: u64) -> Now {
-    super::tests::at(ms)
-}
 
 fn transfer(m: &mut CallMachine, ticket: u64, now: u64) -> Vec<Effect> {
     m.handle(Input::Transfer { ticket, number: "+15550001111".into(), uri: URI.into() }, at(now))
