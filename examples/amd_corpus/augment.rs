@@ -15,7 +15,7 @@ pub enum Condition {
     Music {
         snr_db: f32,
     },
-    /// Three other clips of the corpus at once, shifted: people talking.
+    /// Three other clips' speech at once, shifted: people talking.
     Babble {
         snr_db: f32,
     },
@@ -57,6 +57,14 @@ pub const CONDITIONS: [Condition; 13] = [
 ];
 
 impl Condition {
+    /// A sound mixed under the clip (not a change of the clip itself).
+    pub fn is_background(self) -> bool {
+        matches!(
+            self,
+            Condition::Music { .. } | Condition::Babble { .. } | Condition::Pink { .. } | Condition::Street { .. } | Condition::Tv { .. }
+        )
+    }
+
     pub fn name(self) -> String {
         match self {
             Condition::Clean => "clean".into(),
@@ -96,8 +104,8 @@ impl Rng {
     }
 }
 
-/// `clip` under `condition`; `others` are the corpus's other clips (for
-/// babble and TV); `seed` tells copies apart.
+/// `clip` under `condition`; `others` are the corpus's other voices (each
+/// clip's labelled speech, for babble and TV); `seed` tells copies apart.
 pub fn apply(clip: &[i16], condition: Condition, others: &[&[i16]], seed: u64) -> Vec<i16> {
     let x: Vec<f32> = clip.iter().map(|&s| f32::from(s)).collect();
     let mut rng = Rng::new(seed);

@@ -31,9 +31,18 @@ struct Clip {
     /// The number in the file name (`clip_0042.flac`: 42): odd tunes, even judges.
     number: u32,
     human: bool,
+    speech_start_ms: f64,
     speech_end_ms: f64,
     notes: String,
     samples: Vec<i16>,
+}
+
+impl Clip {
+    /// The labelled speech of the clip (from its start to its end).
+    fn speech(&self) -> &[i16] {
+        let at = |ms: f64| ((ms * 8.0) as usize).min(self.samples.len());
+        &self.samples[at(self.speech_start_ms)..at(self.speech_end_ms).max(at(self.speech_start_ms))]
+    }
 }
 
 fn main() {
@@ -65,6 +74,7 @@ fn main() {
     let mut audio_s = 0.0;
     let mut busy_s = 0.0;
     let mut table = Vec::new();
+    let mut alone_table = Vec::new();
     for (name, dir) in [("synthetic", "synthetic"), ("real", "real")] {
         let clips = load(&root.join(dir));
         for (half, keep) in [("tuning half", 1), ("held-out half", 0)] {
@@ -72,15 +82,19 @@ fn main() {
             let results: Vec<Verdict> = part.iter().map(|c| classify(&config, &c.samples).expect("validated config")).collect();
             report(&format!("{name}, {half}, clean"), &part, &results, verbose);
         }
-        let all: Vec<&[i16]> = clips.iter().map(|c| c.samples.as_slice()).collect();
+        // Babble and TV are made of voices: each clip's speech only, not the
+        // SIT before it or the beep after it.
+        let voices: Vec<&[i16]> = clips.iter().map(Clip::speech).collect();
         for condition in augment::CONDITIONS {
             let mut row = format!("{name:<9} {:<14}", condition.name());
+            let mut alone_row = row.clone();
             for keep in [1, 0] {
                 let part: Vec<&Clip> = clips.iter().filter(|c| c.number % 2 == keep).collect();
                 let copies: Vec<Vec<i16>> = part
                     .iter()
                     .map(|c| {
-                        let others: Vec<&[i16]> = all.iter().copied().filter(|o| o.as_ptr() != c.samples.as_ptr()).collect();
+                        let others: Vec<&[i16]> =
+                            clips.iter().zip(&voices).filter(|(o, _)| o.number != c.number).map(|(_, v)| *v).collect();
                         augment::apply(&c.samples, condition, &others, u64::from(c.number) * 1000 + condition_index(condition))
                     })
                     .collect();
@@ -89,6 +103,34 @@ fn main() {
                 }
                 let results: Vec<Verdict> = copies.iter().map(|x| classify(&config, x).expect("validated config")).collect();
                 row.push_str(&format!(" | {}", Figures::of(&part, &results).cells()));
+                if condition.is_background() {
+                    // The background alone, at the level it has under this clip:
+                    // no one speaks, so no verdict may be `machine`.
+                    let alone: Vec<Vec<i16>> = part
+                        .iter()
+                        .zip(&copies)
+                        .map(|(c, x)| {
+                            x.iter().zip(&c.samples).map(|(&m, &s)| (i32::from(m) - i32::from(s)).clamp(-32768, 32767) as i16).collect()
+                        })
+                        .collect();
+                    let verdicts: Vec<Verdict> = alone.iter().map(|x| classify(&config, x).expect("validated config")).collect();
+                    let kinds: Vec<Kind> = verdicts.iter().map(|v| v.kind).collect();
+                    let share = |k: Kind| 100.0 * kinds.iter().filter(|&&v| v == k).count() as f64 / kinds.len().max(1) as f64;
+                    alone_row.push_str(&format!(
+                        " | machine {:5.1} %  human {:5.1} %  unknown {:5.1} %",
+                        share(Kind::Machine),
+                        share(Kind::Human),
+                        share(Kind::Unknown)
+                    ));
+                    if verbose {
+                        let mut causes: BTreeMap<String, usize> = BTreeMap::new();
+                        for v in verdicts.iter().filter(|v| v.kind == Kind::Machine) {
+                            *causes.entry(format!("{}@{}", v.cause.as_str(), v.decided_at_ms / 500 * 500)).or_default() += 1;
+                        }
+                        let list: Vec<String> = causes.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+                        alone_row.push_str(&format!("\n      machine: {}", list.join(", ")));
+                    }
+                }
                 if verbose {
                     let mut missed: BTreeMap<String, usize> = BTreeMap::new();
                     for (clip, v) in part.iter().zip(&results) {
@@ -106,6 +148,9 @@ fn main() {
                 }
             }
             table.push(row);
+            if condition.is_background() {
+                alone_table.push(alone_row);
+            }
         }
         // Speed: the whole clip through the detector (it keeps running after the verdict).
         for clip in &clips {
@@ -122,6 +167,11 @@ fn main() {
         "== every condition, tuning half | held-out half (each: accuracy, human recall, machine recall, human verdict after speech p50/p90, machine verdict p50)"
     );
     for row in table {
+        println!("{row}");
+    }
+    println!();
+    println!("== the background alone, no one speaking (tuning half | held-out half): a `machine` here hangs up on a silent person");
+    for row in alone_table {
         println!("{row}");
     }
     println!();
@@ -304,13 +354,14 @@ fn load(dir: &Path) -> Vec<Clip> {
     let mut rows = labels.lines().map(split_csv);
     let header = rows.next().expect("header");
     let col = |name: &str| header.iter().position(|h| h == name).expect(name);
-    let (file, label, end, notes) = (col("file"), col("label"), col("speech_end_s"), col("notes"));
+    let (file, label, start, end, notes) = (col("file"), col("label"), col("speech_start_s"), col("speech_end_s"), col("notes"));
     rows.filter(|r| r.len() == header.len())
         .map(|r| Clip {
             samples: decode_flac(&dir.join(&r[file])),
             number: r[file].trim_end_matches(".flac").rsplit('_').next().and_then(|n| n.parse().ok()).expect("clip_NNNN.flac"),
             file: r[file].clone(),
             human: r[label] == "human",
+            speech_start_ms: r[start].parse::<f64>().expect("speech_start_s") * 1000.0,
             speech_end_ms: r[end].parse::<f64>().expect("speech_end_s") * 1000.0,
             notes: r[notes].clone(),
         })

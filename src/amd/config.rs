@@ -44,6 +44,30 @@ pub struct AmdConfig {
     /// Shortest burst that counts as speech (clicks are shorter).
     pub min_speech_ms: u32,
 
+    // The speaker over a background (`bed.rs`); 0 dB turns a rule off.
+    /// The level is smoothed over this window before the rules below.
+    pub bed_smooth_ms: u32,
+    /// Sound this far below the utterance's loudest is the room, not the
+    /// voice: after the voice, it is a pause...
+    pub bed_drop_db: f32,
+    /// ...that must last this much longer than a silent one (a voice's last
+    /// syllable also fades under its loudest).
+    pub bed_pause_extra_ms: u32,
+    /// Sound this far above everything the utterance held so far, once it has
+    /// run `bed_min_ms`, is a voice over a bed: the utterance starts there.
+    pub bed_rise_db: f32,
+    pub bed_min_ms: u32,
+    /// ...and has not fallen silent for this long (a room does not).
+    pub bed_max_gap_ms: u32,
+
+    // Is it speech (`syllables.rs`)?
+    /// A syllable dip: a frame this far below the loudest frame...
+    pub speech_dip_db: f32,
+    /// ...within this much either side of it.
+    pub speech_dip_window_ms: u32,
+    /// A first utterance is a greeting only if this share of its frames are dips.
+    pub speech_min_dip_share: f32,
+
     // Greeting rules.
     /// No speech at all for this long: `unknown` (cause `silence`).
     pub initial_silence_ms: u32,
@@ -92,6 +116,15 @@ impl Default for AmdConfig {
             vad_min_dbfs: -52.0,
             noise_window_ms: 1500,
             min_speech_ms: 40,
+            bed_smooth_ms: 100,
+            bed_drop_db: 10.0,
+            bed_pause_extra_ms: 150,
+            bed_rise_db: 6.0,
+            bed_min_ms: 300,
+            bed_max_gap_ms: 300,
+            speech_dip_db: 10.0,
+            speech_dip_window_ms: 150,
+            speech_min_dip_share: 0.08,
             initial_silence_ms: 5000,
             pause_short_ms: 550,
             pause_long_ms: 1300,
@@ -115,6 +148,11 @@ fn bad(key: &'static str, message: impl Into<String>) -> Result<(), SectionError
     Err(SectionError::new("amd", key, message))
 }
 
+/// `value` of `key` must lie in `lo..=hi`.
+fn within<T: PartialOrd + std::fmt::Display>(key: &'static str, value: T, lo: T, hi: T) -> Result<(), SectionError> {
+    if value < lo || value > hi { bad(key, format!("must be between {lo} and {hi}")) } else { Ok(()) }
+}
+
 impl AmdConfig {
     /// Checks ranges and the relations between keys.
     pub fn validate(&self) -> Result<(), SectionError> {
@@ -128,15 +166,17 @@ impl AmdConfig {
             ("tone_purity", self.tone_purity),
             ("tone_min_dbfs", self.tone_min_dbfs),
             ("tone_tolerance_hz", self.tone_tolerance_hz),
+            ("bed_drop_db", self.bed_drop_db),
+            ("bed_rise_db", self.bed_rise_db),
+            ("speech_dip_db", self.speech_dip_db),
+            ("speech_min_dip_share", self.speech_min_dip_share),
         ];
         for (key, v) in finite {
             if !v.is_finite() {
                 return bad(key, "must be a finite number");
             }
         }
-        if !(20.0..=1000.0).contains(&self.highpass_hz) {
-            return bad("highpass_hz", "must be between 20 and 1000");
-        }
+        within("highpass_hz", self.highpass_hz, 20.0, 1000.0)?;
         if self.vad_on_db <= 0.0 || self.vad_off_db <= 0.0 || self.vad_off_db > self.vad_on_db {
             return bad("vad_off_db", "need 0 < vad_off_db <= vad_on_db");
         }
@@ -149,6 +189,12 @@ impl AmdConfig {
         if self.min_speech_ms == 0 || self.min_speech_ms > 1000 {
             return bad("min_speech_ms", "must be between 1 and 1000");
         }
+        within("bed_smooth_ms", self.bed_smooth_ms, 10, 500)?;
+        within("bed_drop_db", self.bed_drop_db, 0.0, 40.0)?;
+        within("bed_rise_db", self.bed_rise_db, 0.0, 40.0)?;
+        within("speech_dip_window_ms", self.speech_dip_window_ms, 10, 500)?;
+        within("speech_dip_db", self.speech_dip_db, 1.0, 60.0)?;
+        within("speech_min_dip_share", self.speech_min_dip_share, 0.0, 1.0)?;
         if self.pause_short_ms == 0 || self.pause_long_ms < self.pause_short_ms {
             return bad("pause_long_ms", "need 0 < pause_short_ms <= pause_long_ms");
         }
@@ -167,15 +213,9 @@ impl AmdConfig {
         if self.tone_max_hz <= self.tone_min_hz {
             return bad("tone_max_hz", "must be above tone_min_hz");
         }
-        if !(0.3..=1.0).contains(&self.tone_purity) {
-            return bad("tone_purity", "must be between 0.3 and 1");
-        }
-        if !(5.0..=200.0).contains(&self.tone_tolerance_hz) {
-            return bad("tone_tolerance_hz", "must be between 5 and 200");
-        }
-        if !(30..=5000).contains(&self.beep_min_ms) {
-            return bad("beep_min_ms", "must be between 30 and 5000");
-        }
+        within("tone_purity", self.tone_purity, 0.3, 1.0)?;
+        within("tone_tolerance_hz", self.tone_tolerance_hz, 5.0, 200.0)?;
+        within("beep_min_ms", self.beep_min_ms, 30, 5000)?;
         Ok(())
     }
 }

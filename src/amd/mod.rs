@@ -3,7 +3,8 @@
 //!
 //! A streaming classifier over 8 kHz mono 16-bit audio from the moment of
 //! answer. Modules: `config` (every parameter, the `[amd]` section), `vad`
-//! (high-pass, level, noise floor, voice activity), `tone` (Goertzel bank,
+//! (high-pass, level, noise floor, voice activity), `bed` (the speaker's
+//! voice over a background), `syllables` (is it speech), `tone` (Goertzel bank,
 //! beeps, SIT), `detector` (the first utterance and the rules), `verdict` (the
 //! answer), `early` (what early media before the
 //! answer was: ringback, busy, SIT, announcement, silence; for the call record). How it was tuned and measured:
@@ -13,9 +14,11 @@
 //! ([`classify`] feeds [`Amd::push`] 20 ms frames, as a call does); the
 //! detector allocates nothing per frame.
 
+pub mod bed;
 pub mod config;
 pub mod detector;
 pub mod early;
+pub mod syllables;
 pub mod tone;
 pub mod vad;
 pub mod verdict;
