@@ -118,6 +118,8 @@ fn cpu_of_an_answered_call_beside_baresip() {
     let mut cfg = DaemonConfig::new(4444, "sip:{number}@127.0.0.1:5070".into());
     // `CAP4_CPU_AI`: another `[ai]` section, to see what each part costs.
     cfg.ai = std::env::var("CAP4_CPU_AI").unwrap_or_else(|_| "[ai]\nprovider = \"echo\"\n".into());
+    // `CAP4_CPU_EXTRA`: more of the config (`[recording] enabled = true`, say).
+    cfg.extra = std::env::var("CAP4_CPU_EXTRA").unwrap_or_default();
     cfg.log_level = "info";
     cfg.max_duration_s = seconds + 60;
     let cap4 = Daemon::start(dir.path(), &cfg);

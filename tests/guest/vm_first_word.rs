@@ -62,6 +62,13 @@ fn at(record: &Value, event: &str) -> Option<u64> {
 #[derive(Debug, Clone, Copy)]
 struct FirstWord {
     verdict: u64,
+    /// Of the verdict: the classifier's own wait, in the audio it heard (its
+    /// `decided_at_ms` less the end of speech in the clip)...
+    heard: u64,
+    /// ...and the rest: the audio's way from SIPp to the classifier (the
+    /// jitter buffer, Baresip's player, the loopback, the engine) and SIPp's
+    /// start after the answer.
+    transit: u64,
     setup: u64,
     service: u64,
     bridge: u64,
@@ -138,18 +145,24 @@ fn the_first_word_after_hello() {
             let (meta, audio): (Instant, Instant) = (r.metadata_sent_at[n as usize], r.first_audio_sent_at[n as usize]);
             audio.saturating_duration_since(meta).as_millis() as u64
         };
+        let verdict = (classified.max(requested)).saturating_sub(answered + SPEECH_END_MS);
+        let heard = ended["answer"]["decided_at_ms"].as_u64().expect("decided_at_ms").saturating_sub(SPEECH_END_MS);
         let part = FirstWord {
-            verdict: (classified.max(requested)).saturating_sub(answered + SPEECH_END_MS),
+            verdict,
+            heard,
+            transit: verdict.saturating_sub(heard),
             setup,
             service,
             bridge: first.saturating_sub(setup + service),
         };
         let _ = writeln!(
             out,
-            "call {}: box {} ms = verdict {} + set-up {} + bridge {}; service {} ms",
+            "call {}: box {} ms = verdict {} (heard {} + transit {}) + set-up {} + bridge {}; service {} ms",
             n + 1,
             part.box_share(),
             part.verdict,
+            part.heard,
+            part.transit,
             part.setup,
             part.bridge,
             part.service
@@ -157,10 +170,12 @@ fn the_first_word_after_hello() {
         results.push(part);
     }
     let head = format!(
-        "First word after \"Да-да?\" ({calls} calls, agent round trip {} ms, service {SERVICE_MS} ms), p50: box {} ms = verdict {} + set-up {} + bridge {}; service {} ms\n",
+        "First word after \"Да-да?\" ({calls} calls, agent round trip {} ms, service {SERVICE_MS} ms), p50: box {} ms = verdict {} (heard {} + transit {}) + set-up {} + bridge {}; service {} ms\n",
         2 * delay_ms,
         p50(results.iter().map(FirstWord::box_share).collect()),
         p50(results.iter().map(|p| p.verdict).collect()),
+        p50(results.iter().map(|p| p.heard).collect()),
+        p50(results.iter().map(|p| p.transit).collect()),
         p50(results.iter().map(|p| p.setup).collect()),
         p50(results.iter().map(|p| p.bridge).collect()),
         p50(results.iter().map(|p| p.service).collect()),
