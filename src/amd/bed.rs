@@ -11,15 +11,16 @@
 //! the level smoothed over `bed_smooth_ms` and the loudest such level of the
 //! utterance, and says two things about each frame:
 //!
-//! - **under the speaker**: `bed_drop_db` or more below the utterance's
+//! - **under the speaker**: more than `bed_drop_db` below the utterance's
 //!   loudest: the bed, not the voice, so a pause (a recorded greeting falls to
 //!   silence between its sentences, which the detector already counts as one);
 //! - **a voice over the bed**: `bed_rise_db` or more above everything the
 //!   utterance held so far, once it has run `bed_min_ms`: what came before was
 //!   the bed, and the utterance starts again here.
 //!
-//! Promises: pure, allocation-free, one frame at a time; with either key at 0
-//! it says nothing, and the detector behaves as it did without it.
+//! Promises: pure, allocation-free, one frame at a time; `bed_drop_db = 0`
+//! turns the first rule off, `bed_rise_db = 0` the second, and with both off
+//! the detector behaves as it did without this module.
 
 use super::config::AmdConfig;
 use super::vad::FRAME_MS;

@@ -192,6 +192,9 @@ impl AmdConfig {
         within("bed_smooth_ms", self.bed_smooth_ms, 10, 500)?;
         within("bed_drop_db", self.bed_drop_db, 0.0, 40.0)?;
         within("bed_rise_db", self.bed_rise_db, 0.0, 40.0)?;
+        within("bed_pause_extra_ms", self.bed_pause_extra_ms, 0, 5000)?;
+        within("bed_min_ms", self.bed_min_ms, 0, 10_000)?;
+        within("bed_max_gap_ms", self.bed_max_gap_ms, 0, 10_000)?;
         within("speech_dip_window_ms", self.speech_dip_window_ms, 10, 500)?;
         within("speech_dip_db", self.speech_dip_db, 1.0, 60.0)?;
         within("speech_min_dip_share", self.speech_min_dip_share, 0.0, 1.0)?;

@@ -52,7 +52,8 @@ struct Speech {
     run_start: u32,
     /// The current run reached `min_speech_ms`.
     in_burst: bool,
-    /// Start of the first speech, end of the last speech (frames).
+    /// Start of the first speech (moved by a voice over a bed), end of the
+    /// last speech (frames).
     start: Option<u32>,
     end: u32,
     total_frames: u32,
@@ -60,6 +61,9 @@ struct Speech {
     /// End of the last speech that was the voice, not the room under it
     /// (`bed.rs`); `end` also counts a bed the VAD hears.
     voice_end: u32,
+    /// Where speech was first heard (a bed's start is kept: a beep over it
+    /// still came after something).
+    first_start: Option<u32>,
     /// The longest silence between two bursts of the utterance, ms.
     longest_gap_ms: u32,
 }
@@ -129,7 +133,7 @@ impl Amd {
         // in a studio voice can be as pure as a beep) must last twice as long.
         let now_ms = self.elapsed_ms();
         let s = &self.speech;
-        let spoke_before = |tone_ms: u32| s.start.is_some_and(|f| f * FRAME_MS + TONE_ONSET_MS < tone_ms);
+        let spoke_before = |tone_ms: u32| s.first_start.is_some_and(|f| f * FRAME_MS + TONE_ONSET_MS < tone_ms);
         let out_of_voice = |tone_ms: u32| s.in_burst && s.run_start * FRAME_MS + TONE_ONSET_MS < tone_ms;
         let long_enough = |tone_ms: u32| now_ms - tone_ms >= 2 * self.config.beep_min_ms;
         let event = match event {
@@ -157,8 +161,16 @@ impl Amd {
         let s = &mut self.speech;
         let min_run = c.min_speech_ms.div_ceil(FRAME_MS);
         // A room is continuous sound: an utterance that fell silent since it
-        // began was a voice, and what rises after it (a beep) does not restart it.
-        if bed.voice_over_bed && s.longest_gap_ms < c.bed_max_gap_ms {
+        // began (the silence still open included: a loud sound trips the rise
+        // before its burst is confirmed) was a voice, and what rises after it
+        // (a beep, a louder sentence) does not restart it.
+        let open_gap_ms = if s.in_burst {
+            0
+        } else {
+            let resumed = if active && s.run > 0 { s.run_start } else { index };
+            resumed.saturating_sub(s.end) * FRAME_MS
+        };
+        if bed.voice_over_bed && s.longest_gap_ms.max(open_gap_ms) < c.bed_max_gap_ms {
             // What the utterance held was the room: the voice starts here
             // (its rise took the smoothing window).
             let window = self.bed.window_frames();
@@ -167,7 +179,8 @@ impl Amd {
             self.syllables.count_from(start);
             s.end = index + 1;
             s.voice_end = index + 1;
-            s.total_frames = index + 1 - start;
+            // This frame is counted below, with the burst it belongs to.
+            s.total_frames = index - start;
             s.words = 1;
             s.longest_gap_ms = 0;
         }
@@ -184,6 +197,7 @@ impl Amd {
                 s.total_frames += s.run;
                 if s.start.is_none() {
                     s.start = Some(s.run_start);
+                    s.first_start = Some(s.run_start);
                     self.syllables.count_from(s.run_start);
                     s.words = 1;
                 } else if s.quiet_before_burst_ms() >= c.word_gap_ms {
@@ -218,7 +232,13 @@ impl Amd {
         let silence_ms = (index + 1 - s.end) * FRAME_MS;
         let room_ms = (index + 1 - s.voice_end.max(start)) * FRAME_MS;
         let bed_rule = c.bed_drop_db > 0.0;
-        if (!s.in_burst && silence_ms >= needed_ms) || (bed_rule && room_ms >= needed_ms + c.bed_pause_extra_ms) {
+        if !s.in_burst && silence_ms >= needed_ms {
+            return Some(Cause::ShortGreetingThenPause);
+        }
+        if bed_rule && room_ms >= needed_ms.saturating_add(c.bed_pause_extra_ms) {
+            // What the VAD heard after the voice was the room: the speech
+            // ended with the voice.
+            s.end = s.voice_end.max(start);
             return Some(Cause::ShortGreetingThenPause);
         }
         (now_ms >= c.max_decision_ms).then_some(Cause::Timeout)
